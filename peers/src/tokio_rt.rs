@@ -1,0 +1,292 @@
+//! What the two tokio peers (ractor, kameo) share: the runtime and the
+//! concurrent drivers.
+
+use crate::common::{CHUNK, slices};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A tokio multi-thread runtime with 2 workers (peers.md's `mt`).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Runs `f` inside the runtime (on a worker, as a spawned task) and returns
+/// its output: W6 / W7 / W9 are measured from inside the runtime.
+pub fn inside<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = T> + Send + 'static,
+) -> T {
+    rt.block_on(async move { tokio::spawn(f).await.expect("measuring task panicked") })
+}
+
+/// Applies `op` to every id: `DRIVERS` tasks, each over its slice,
+/// `CHUNK` ops at a time with `join_all`. Returns the wall time and how many
+/// ops returned `false`. Gives up (and panics) after `limit`.
+pub fn drive<F, Fut>(rt: &tokio::runtime::Runtime, ids: &[u64], limit: Duration, op: F) -> (Duration, u64)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let parts = slices(ids);
+    rt.block_on(async move {
+        let start = Instant::now();
+        let tasks: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                let op = op.clone();
+                tokio::spawn(async move {
+                    let mut failed = 0u64;
+                    for chunk in part.chunks(CHUNK) {
+                        let results = futures::future::join_all(chunk.iter().map(|&id| op(id))).await;
+                        failed += results.iter().filter(|ok| !**ok).count() as u64;
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let failed = tokio::time::timeout(limit, futures::future::join_all(tasks))
+            .await
+            .expect("bulk phase timed out")
+            .into_iter()
+            .map(|r| r.expect("driver panicked"))
+            .sum();
+        (start.elapsed(), failed)
+    })
+}
+
+
+/// The operations a tokio peer offers, each written the way its docs show.
+/// Ids are mapped to the names `"w{id}"`, built once up front.
+pub trait Peer: Send + Sync + 'static {
+    /// What a lookup returns (a clone the caller owns).
+    type Handle: Clone + Send + Sync + 'static;
+    /// The system's name in the table.
+    const NAME: &'static str;
+
+    /// Looks a name up in the peer's registry.
+    fn lookup(&self, id: u64) -> Option<Self::Handle>;
+    /// Spawns and registers a fresh worker; `None` when the name is taken.
+    /// Returns once the worker's init ran.
+    fn start(&self, id: u64) -> impl Future<Output = Option<Self::Handle>> + Send;
+    /// One round trip: `Ping(x)` answered with `x + state`.
+    fn call(h: &Self::Handle, x: u64) -> impl Future<Output = Option<u64>> + Send;
+    /// Stops the worker registered under `id` and waits until it terminated
+    /// and left the registry; `false` if there was none.
+    fn stop(&self, id: u64) -> impl Future<Output = bool> + Send;
+    /// Registered names (W10's count).
+    fn count(&self) -> usize;
+    /// Every (name, handle) pair (W10's to_list).
+    fn to_list(&self) -> Vec<(String, Self::Handle)>;
+    /// How many inits have run so far (W11).
+    fn inits(&self) -> u64;
+    /// The peer's equivalent of lookup_or_start: lookup, else start, else
+    /// (lost the race for the name) lookup again.
+    fn lookup_or_start(&self, id: u64) -> impl Future<Output = Option<Self::Handle>> + Send {
+        async move {
+            if let Some(h) = self.lookup(id) {
+                return Some(h);
+            }
+            match self.start(id).await {
+                Some(h) => Some(h),
+                None => self.lookup(id),
+            }
+        }
+    }
+}
+
+/// The names `"w{id}"` of the W1 ids, the W9 pool and the W11 id.
+pub struct Names {
+    main: Vec<String>,
+    pool: Vec<String>,
+    race: String,
+}
+
+impl Names {
+    pub fn new(n: usize, pool: usize) -> Names {
+        Names {
+            main: (0..n as u64).map(crate::common::name_of).collect(),
+            pool: (0..pool as u64)
+                .map(|i| crate::common::name_of(crate::common::POOL_BASE + i))
+                .collect(),
+            race: crate::common::name_of(crate::common::RACE_ID),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> &str {
+        if id == crate::common::RACE_ID {
+            &self.race
+        } else if id >= crate::common::POOL_BASE {
+            &self.pool[(id - crate::common::POOL_BASE) as usize]
+        } else {
+            &self.main[id as usize]
+        }
+    }
+}
+
+/// Runs W1–W11 on a tokio peer, reporting through `out`.
+pub fn run_peer<P: Peer>(cfg: &crate::common::Config, out: &crate::common::Out, make: impl FnOnce(&crate::common::Config) -> P) {
+    use crate::common::*;
+    use std::sync::Arc;
+
+    let rt = runtime();
+    let order = shuffled(cfg.n, ORDER_SEED);
+    let ids: Vec<u64> = (0..cfg.n as u64).collect();
+    let peer = Arc::new(make(cfg));
+    let limit = Duration::from_secs(if cfg.quick { 60 } else { 300 });
+    out.emit("N", cfg.n as f64, "ids");
+
+    // W1 + W2
+    out.progress("W1 start");
+    let rss0 = rss_bytes();
+    let p = peer.clone();
+    let (t, failed) = drive(&rt, &ids, limit, move |id| {
+        let p = p.clone();
+        async move { p.start(id).await.is_some() }
+    });
+    assert_eq!(failed, 0, "{} W1: {failed} starts failed", P::NAME);
+    let rss1 = rss_bytes();
+    out.emit("W1", cfg.n as f64 / t.as_secs_f64(), "starts/s");
+    out.emit("W2", (rss1 as f64 - rss0 as f64) / cfg.n as f64, "B/worker");
+    assert_eq!(peer.count(), cfg.n, "{} W1: registry count", P::NAME);
+
+    // W3 + W4
+    out.progress("W3 lookup");
+    let w3 = lookup_ns_1t(&order, cfg.lookup_ops, |id| peer.lookup(id));
+    out.emit("W3", w3, "ns/op");
+    out.progress("W4 lookup, 2 threads");
+    let w4 = lookup_ops_2t(&order, cfg.lookup_ops, |id| peer.lookup(id));
+    out.emit("W4", w4 / 1e6, "Mops/s");
+    out.emit("W4x", w4 / (1e9 / w3), "x");
+
+    // W5: no lookup_or_start in the peer's API.
+    out.absent("W5", "ns/op");
+
+    // W6
+    out.progress("W6 call round trip");
+    let h = peer.lookup(order[0]).expect("W6 worker");
+    let expect = state_of(order[0]);
+    let m = cfg.m;
+    let samples = inside(&rt, async move {
+        rtt_samples(m, |x| {
+            let h = h.clone();
+            async move { P::call(&h, x).await == Some(x + expect) }
+        })
+        .await
+    });
+    out.emit("W6p50", percentile_us(&samples, 50.0), "µs");
+    out.emit("W6p99", percentile_us(&samples, 99.0), "µs");
+
+    // W7
+    out.progress("W7 lookup + call, spread");
+    let p = peer.clone();
+    let ord = order.clone();
+    let w7 = inside(&rt, async move {
+        let start = Instant::now();
+        for i in 0..m {
+            let id = ord[i % ord.len()];
+            let h = p.lookup(id).expect("W7 lookup");
+            let r = P::call(&h, 1).await;
+            assert_eq!(r, Some(1 + state_of(id)), "W7 reply");
+        }
+        start.elapsed().as_secs_f64() * 1e6 / m as f64
+    });
+    out.emit("W7", w7, "µs/op");
+
+    // W10
+    out.progress("W10 count / to_list");
+    out.emit(
+        "W10count",
+        ns_per_call(1, Duration::from_millis(200), || peer.count()),
+        "ns",
+    );
+    out.absent("W10reduce", "ms");
+    out.emit("W10list", ms_median(3, || peer.to_list().len()), "ms");
+
+    // W8
+    out.progress("W8 stop all");
+    let p = peer.clone();
+    let (t, failed) = drive(&rt, &ids, limit, move |id| {
+        let p = p.clone();
+        async move { p.stop(id).await }
+    });
+    out.emit("W8", cfg.n as f64 / t.as_secs_f64(), "stops/s");
+    out.emit("W8left", peer.count() as f64, "entries");
+    if failed > 0 {
+        out.note(&format!("W8: {failed} stops found no worker"));
+    }
+
+    // W9
+    out.progress("W9 churn");
+    let (halves, phase1, phase2) = churn_plan(cfg.churn, cfg.pool);
+    let churn_phase = |cycles: usize, seed: u64| -> (ChurnStats, Duration) {
+        let start = Instant::now();
+        let tasks: Vec<_> = halves
+            .iter()
+            .enumerate()
+            .map(|(d, half)| {
+                let p = peer.clone();
+                let half = half.clone();
+                rt.spawn(async move {
+                    let mut rng = Rng::new(seed + d as u64);
+                    let mut st = ChurnStats::default();
+                    for _ in 0..cycles {
+                        let id = half[rng.below(half.len() as u64) as usize];
+                        let ok = match p.start(id).await {
+                            Some(h) => P::call(&h, 3).await == Some(3 + state_of(id)),
+                            None => false,
+                        };
+                        let stopped = p.stop(id).await;
+                        st.cycles += 1;
+                        if !ok || !stopped {
+                            st.errors += 1;
+                        }
+                    }
+                    st
+                })
+            })
+            .collect();
+        let st = rt.block_on(async {
+            tokio::time::timeout(limit, futures::future::join_all(tasks))
+                .await
+                .expect("churn timed out")
+                .into_iter()
+                .map(|r| r.expect("churn driver panicked"))
+                .fold(ChurnStats::default(), ChurnStats::add)
+        });
+        (st, start.elapsed())
+    };
+    let (s1, t1) = churn_phase(phase1, 91);
+    let rss_mark = rss_bytes();
+    let (s2, t2) = churn_phase(phase2, 191);
+    let rss_end = rss_bytes();
+    let all = s1.add(s2);
+    emit_churn(out, all.cycles, t1 + t2, rss_mark, rss_end, s2.cycles);
+    out.emit("W9cycles", all.cycles as f64, "cycles");
+    out.emit("errors", all.errors as f64, "errors");
+
+    // W11
+    out.progress("W11 race");
+    let before = peer.inits();
+    let p = peer.clone();
+    let got = rt.block_on(async move {
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.lookup_or_start(RACE_ID).await.is_some() })
+            })
+            .collect();
+        futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count()
+    });
+    if got != RACERS {
+        out.note(&format!("W11: only {got} of {RACERS} racers got a handle"));
+    }
+    out.emit("W11", (peer.inits() - before) as f64, "inits");
+}

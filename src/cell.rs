@@ -1,0 +1,310 @@
+//! The shared state of one worker: its lifecycle and its mailbox.
+//!
+//! A cell is allocated once per worker and shared (one `Arc`) by the id table,
+//! every handle and the worker's own process. It outlives restarts, so handles
+//! never go stale. The lifecycle is an atomic byte that lookups read without
+//! locking; every transition happens under the cell's lock, and tasks waiting on
+//! a transition are woken after the lock is released.
+//!
+//! ```text
+//!   STARTING ──init ok──▶ RUNNING ──stop / self-stop / panic──▶ STOPPING ──▶ ENDED
+//!       │                                                              ▲
+//!       └──────────── init failed, timed out, or stop before running ──┘
+//! ```
+//!
+//! Only RUNNING workers are visible to lookups and counted; a worker leaves
+//! RUNNING *before* it answers the request that ends it, so nobody who got that
+//! answer can be handed the dying worker again.
+
+use crate::worker::{ExitReason, Worker};
+use futures::channel::oneshot;
+use lightproc::recoverable_handle::RecoverableHandle;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+pub(crate) const STARTING: u8 = 0;
+pub(crate) const RUNNING: u8 = 1;
+pub(crate) const STOPPING: u8 = 2;
+pub(crate) const ENDED: u8 = 3;
+
+/// Why a call got no reply from the handler.
+pub(crate) enum CallFailure {
+    Panicked(String),
+}
+
+pub(crate) type ReplyTo<W> = oneshot::Sender<Result<<W as Worker>::Reply, CallFailure>>;
+
+pub(crate) enum Envelope<W: Worker> {
+    Call(W::Request, ReplyTo<W>),
+    Cast(W::Message),
+}
+
+/// Why a start did not produce a running worker.
+pub(crate) enum StartFailure<E> {
+    Init(E),
+    Panicked(String),
+    Timeout(Duration),
+}
+
+/// What the worker's process gets from its mailbox.
+pub(crate) enum Next<W: Worker> {
+    Mail(Envelope<W>),
+    Stop(ExitReason),
+}
+
+struct Inner<W: Worker> {
+    queue: VecDeque<Envelope<W>>,
+    /// The worker's process, parked waiting for mail.
+    worker: Option<Waker>,
+    /// Tasks waiting for the lifecycle to move on.
+    waiters: Vec<Waker>,
+    /// A stop asked for from outside, not yet seen by the worker.
+    stop: Option<ExitReason>,
+    proc: Option<RecoverableHandle<()>>,
+    kill: bool,
+    start_failure: Option<StartFailure<W::Error>>,
+}
+
+pub(crate) struct Cell<W: Worker> {
+    state: AtomicU8,
+    id: W::Id,
+    inner: Mutex<Inner<W>>,
+}
+
+/// Wakers to wake once the cell's lock is released.
+#[must_use]
+pub(crate) struct Wake(Vec<Waker>, Option<Waker>);
+
+impl Wake {
+    fn run(self) {
+        self.0.into_iter().for_each(Waker::wake);
+        if let Some(w) = self.1 {
+            w.wake();
+        }
+    }
+}
+
+impl<W: Worker> Cell<W> {
+    pub(crate) fn new(id: W::Id) -> Self {
+        Cell {
+            state: AtomicU8::new(STARTING),
+            id,
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                worker: None,
+                waiters: Vec::new(),
+                stop: None,
+                proc: None,
+                kill: false,
+                start_failure: None,
+            }),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &W::Id {
+        &self.id
+    }
+
+    pub(crate) fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Queues a message unless the worker is stopping or has ended; gives the
+    /// message back if it cannot be delivered.
+    pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<(), Envelope<W>> {
+        let waker = {
+            let mut g = self.inner.lock();
+            if self.state() >= STOPPING {
+                return Err(envelope);
+            }
+            g.queue.push_back(envelope);
+            g.worker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// The worker's side of the mailbox: a stop request first, then mail in
+    /// arrival order.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next<W>> {
+        let mut g = self.inner.lock();
+        if let Some(reason) = g.stop.take() {
+            return Poll::Ready(Next::Stop(reason));
+        }
+        if let Some(e) = g.queue.pop_front() {
+            return Poll::Ready(Next::Mail(e));
+        }
+        match &g.worker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => g.worker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn next(&self) -> NextMail<'_, W> {
+        NextMail(self)
+    }
+
+    /// Resolves with the new state once the state is no longer `from`.
+    pub(crate) fn changed(&self, from: u8) -> Changed<'_, W> {
+        Changed { cell: self, from }
+    }
+
+    fn transition(&self, g: &mut Inner<W>, to: u8) -> Wake {
+        self.state.store(to, Ordering::Release);
+        Wake(std::mem::take(&mut g.waiters), None)
+    }
+
+    /// STARTING → RUNNING (counted in `running`), unless a stop was requested
+    /// during `init` or the registry is shutting down: then STARTING →
+    /// STOPPING and the reason is returned.
+    pub(crate) fn mark_running(
+        &self,
+        shutting_down: bool,
+        running: &AtomicUsize,
+    ) -> Result<(), ExitReason> {
+        let mut g = self.inner.lock();
+        let reason = match g.stop.take() {
+            Some(r) => Some(r),
+            None if shutting_down => Some(ExitReason::Shutdown),
+            None => None,
+        };
+        let (result, wake) = match reason {
+            Some(r) => (Err(r), self.transition(&mut g, STOPPING)),
+            None => {
+                running.fetch_add(1, Ordering::AcqRel);
+                (Ok(()), self.transition(&mut g, RUNNING))
+            }
+        };
+        drop(g);
+        wake.run();
+        result
+    }
+
+    /// RUNNING → STOPPING, from the worker itself.
+    pub(crate) fn leave_running(&self, running: &AtomicUsize) {
+        let mut g = self.inner.lock();
+        if self.state() != RUNNING {
+            return;
+        }
+        running.fetch_sub(1, Ordering::AcqRel);
+        let wake = self.transition(&mut g, STOPPING);
+        drop(g);
+        wake.run();
+    }
+
+    /// Asks the worker to stop: at once if it is running (RUNNING → STOPPING),
+    /// after `init` if it is starting. A stopping or ended worker is left alone.
+    pub(crate) fn request_stop(&self, reason: ExitReason, running: &AtomicUsize) {
+        let mut g = self.inner.lock();
+        let state = self.state();
+        if state >= STOPPING {
+            return;
+        }
+        g.stop = Some(reason);
+        let mut wake = if state == RUNNING {
+            running.fetch_sub(1, Ordering::AcqRel);
+            self.transition(&mut g, STOPPING)
+        } else {
+            Wake(Vec::new(), None)
+        };
+        wake.1 = g.worker.take();
+        drop(g);
+        wake.run();
+    }
+
+    /// Records why the start failed; the starter takes it.
+    pub(crate) fn set_start_failure(&self, failure: StartFailure<W::Error>) {
+        self.inner.lock().start_failure = Some(failure);
+    }
+
+    pub(crate) fn take_start_failure(&self) -> Option<StartFailure<W::Error>> {
+        self.inner.lock().start_failure.take()
+    }
+
+    /// Keeps the handle of the worker's process so it can be aborted.
+    pub(crate) fn set_proc(&self, proc: RecoverableHandle<()>) {
+        let mut g = self.inner.lock();
+        if g.kill {
+            drop(g);
+            proc.cancel();
+        } else if self.state() != ENDED {
+            g.proc = Some(proc);
+        }
+    }
+
+    /// Aborts the worker's process: its future is dropped at its next turn on
+    /// the executor, without running `terminate`.
+    pub(crate) fn kill(&self) {
+        let proc = {
+            let mut g = self.inner.lock();
+            if self.state() == ENDED {
+                return;
+            }
+            g.kill = true;
+            g.proc.take()
+        };
+        if let Some(p) = proc {
+            p.cancel();
+        }
+    }
+
+    /// Any state → ENDED: closes the mailbox and fails what it still held
+    /// (their callers get [`Error::WorkerEnded`](crate::Error::WorkerEnded)).
+    pub(crate) fn finish(&self, running: &AtomicUsize) {
+        let mut g = self.inner.lock();
+        if self.state() == RUNNING {
+            running.fetch_sub(1, Ordering::AcqRel);
+        }
+        let mut wake = self.transition(&mut g, ENDED);
+        wake.1 = g.worker.take();
+        let queue = std::mem::take(&mut g.queue);
+        let proc = g.proc.take();
+        g.stop = None;
+        drop(g);
+        // Dropping reply senders answers their callers; done outside the lock.
+        drop(queue);
+        drop(proc);
+        wake.run();
+    }
+}
+
+pub(crate) struct NextMail<'a, W: Worker>(&'a Cell<W>);
+
+impl<W: Worker> Future for NextMail<'_, W> {
+    type Output = Next<W>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Next<W>> {
+        self.0.poll_next(cx)
+    }
+}
+
+pub(crate) struct Changed<'a, W: Worker> {
+    cell: &'a Cell<W>,
+    from: u8,
+}
+
+impl<W: Worker> Future for Changed<'_, W> {
+    type Output = u8;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+        let s = self.cell.state();
+        if s != self.from {
+            return Poll::Ready(s);
+        }
+        let mut g = self.cell.inner.lock();
+        let s = self.cell.state();
+        if s != self.from {
+            return Poll::Ready(s);
+        }
+        if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            g.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}

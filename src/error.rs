@@ -1,0 +1,104 @@
+//! The crate's one error type.
+
+use crate::handle::WorkerRef;
+use crate::worker::Worker;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong in a registry operation or a call.
+///
+/// It is generic over the worker so that it can carry the worker's own
+/// [`Worker::Error`] from a failed `init`, and the live handle when a start finds
+/// the id taken: no downcasting, no boxing.
+///
+/// ```
+/// # use gen_registry::{Context, Error, GenRegistry, Options, Worker};
+/// # struct Echo;
+/// # impl Worker for Echo {
+/// #     type Id = u32; type Args = (); type Request = (); type Reply = ();
+/// #     type Message = (); type Error = std::convert::Infallible;
+/// #     async fn init(_: &u32, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Echo) }
+/// #     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+/// # }
+/// # futures::executor::block_on(async {
+/// let registry = GenRegistry::<Echo>::new(Options::default())?;
+/// match registry.lookup(&7) {
+///     Ok(worker) => println!("found {:?}", worker.id()),
+///     Err(Error::NotFound) => println!("nobody is registered under 7"),
+///     Err(other) => return Err(other),
+/// }
+/// let first = registry.start(7, ()).await?;
+/// match registry.start(7, ()).await {
+///     Err(Error::AlreadyStarted(existing)) => assert_eq!(existing, first),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # registry.shutdown().await;
+/// # Ok::<(), Error<Echo>>(())
+/// # }).unwrap();
+/// ```
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<W: Worker> {
+    /// No running worker is registered under the id.
+    #[error(
+        "no running worker is registered under this id; start one with `start` or `lookup_or_start`"
+    )]
+    NotFound,
+    /// `start` found a running worker under the id; here is its handle.
+    #[error(
+        "a worker is already running under id {:?}; use the handle this error carries, or call `lookup_or_start`",
+        .0.id()
+    )]
+    AlreadyStarted(WorkerRef<W>),
+    /// The worker's `init` returned an error; nothing was registered.
+    #[error("the worker's init failed, nothing was registered: {0}")]
+    Init(#[source] W::Error),
+    /// The worker's `init` panicked; nothing was registered.
+    #[error("the worker's init panicked, nothing was registered: {0}")]
+    InitPanicked(String),
+    /// `init` did not finish within the registry's start timeout; it was
+    /// cancelled and nothing was registered.
+    #[error(
+        "the worker's init did not finish within the start timeout of {0:?} and was cancelled; nothing was registered (raise `Options::start_timeout` if init is legitimately slow)"
+    )]
+    StartTimeout(Duration),
+    /// No reply came within the call's timeout. The request may still be
+    /// handled later; its reply is then dropped.
+    #[error(
+        "no reply within {0:?}; the request may still be handled later (use `call_timeout` for a slow handler)"
+    )]
+    CallTimeout(Duration),
+    /// The worker panicked while handling this request. It has ended (or, under
+    /// a restart policy, is restarting); other queued requests are not lost.
+    #[error("the worker panicked while handling this request: {0}")]
+    HandlerPanicked(String),
+    /// The worker had ended, or ended before it replied.
+    #[error(
+        "the worker has ended; use `lookup_or_start` to get a live worker for this id"
+    )]
+    WorkerEnded,
+    /// The registry has been shut down (explicitly, or by its Bastion
+    /// supervisor); no operation can run on it any more.
+    #[error("the registry has been shut down; no operation can run on it any more")]
+    RegistryStopped,
+    /// The registry's options were refused; the text says which and why.
+    #[error("invalid registry options: {0}")]
+    InvalidOptions(String),
+}
+
+impl<W: Worker> fmt::Debug for Error<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("NotFound"),
+            Error::AlreadyStarted(h) => f.debug_tuple("AlreadyStarted").field(h).finish(),
+            Error::Init(e) => f.debug_tuple("Init").field(e).finish(),
+            Error::InitPanicked(m) => f.debug_tuple("InitPanicked").field(m).finish(),
+            Error::StartTimeout(d) => f.debug_tuple("StartTimeout").field(d).finish(),
+            Error::CallTimeout(d) => f.debug_tuple("CallTimeout").field(d).finish(),
+            Error::HandlerPanicked(m) => f.debug_tuple("HandlerPanicked").field(m).finish(),
+            Error::WorkerEnded => f.write_str("WorkerEnded"),
+            Error::RegistryStopped => f.write_str("RegistryStopped"),
+            Error::InvalidOptions(m) => f.debug_tuple("InvalidOptions").field(m).finish(),
+        }
+    }
+}

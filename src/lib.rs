@@ -1,0 +1,89 @@
+//! # gen_registry
+//!
+//! One worker per natural id — a user id, a session id, a phone number —
+//! started lazily on first use, found again by that id, supervised, and cleaned
+//! up when it ends: Elixir's [GenRegistry](https://hex.pm/packages/gen_registry)
+//! for the [Bastion](https://docs.rs/bastion) runtime.
+//!
+//! - A [`Worker`] is a type with an async `init` and typed request/reply and
+//!   fire-and-forget handlers (a GenServer's counterpart).
+//! - A [`GenRegistry`] maps each id to one running worker. Lookups are table
+//!   reads; a miss starts the worker in its own lightweight process on
+//!   Bastion's executor, once, however many callers race for it.
+//! - A [`WorkerRef`] is the handle (the pid): cheap to clone, typed `call`
+//!   with a timeout, `cast`. Once a worker has ended, no lookup returns it and
+//!   every call on an old handle fails at once.
+//!
+//! ```
+//! use gen_registry::{Context, GenRegistry, Options, Worker};
+//!
+//! /// Per-phone-number blacklist.
+//! struct Blacklist {
+//!     blocked: Vec<String>,
+//! }
+//!
+//! enum Request {
+//!     Block(String),
+//!     Allows(String),
+//! }
+//!
+//! impl Worker for Blacklist {
+//!     type Id = String;
+//!     type Args = ();
+//!     type Request = Request;
+//!     type Reply = bool;
+//!     type Message = ();
+//!     type Error = std::convert::Infallible;
+//!
+//!     async fn init(_number: &String, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+//!         Ok(Blacklist { blocked: Vec::new() })
+//!     }
+//!
+//!     async fn handle_call(&mut self, request: Request, _: &mut Context<Self>) -> bool {
+//!         match request {
+//!             Request::Block(sender) => {
+//!                 self.blocked.push(sender);
+//!                 true
+//!             }
+//!             Request::Allows(sender) => !self.blocked.contains(&sender),
+//!         }
+//!     }
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let registry = GenRegistry::<Blacklist>::new(Options::default()).unwrap();
+//! let alice = registry.lookup_or_start("+15550100".into(), ()).await.unwrap();
+//! alice.call(Request::Block("+15550199".into())).await.unwrap();
+//!
+//! // Anywhere else, later: the same worker, found by its id.
+//! let again = registry.lookup("+15550100").unwrap();
+//! assert!(!again.call(Request::Allows("+15550199".into())).await.unwrap());
+//! registry.shutdown().await;
+//! # });
+//! ```
+//!
+//! The registry's async methods can be awaited from any executor (Bastion's,
+//! `futures::executor::block_on`, a Bastion child's exec); they never block a
+//! thread.
+
+#![deny(missing_docs)]
+
+mod cell;
+mod context;
+#[doc(hidden)]
+pub mod doc_support;
+mod error;
+mod handle;
+mod options;
+mod registry;
+mod supervise;
+mod table;
+mod timer;
+mod worker;
+
+pub use context::Context;
+pub use error::Error;
+pub use handle::WorkerRef;
+pub use options::Options;
+pub use registry::GenRegistry;
+pub use worker::{ExitReason, Worker};

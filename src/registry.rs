@@ -1,0 +1,573 @@
+//! [`GenRegistry`]: the registry and the dynamic supervision of its workers.
+
+use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure};
+use crate::context::Context;
+use crate::error::Error;
+use crate::handle::WorkerRef;
+use crate::options::Options;
+use crate::supervise::{self, Guard};
+use crate::table::Table;
+use crate::timer::timeout;
+use crate::worker::{ExitReason, Worker};
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::Arc;
+
+/// A registry of workers of type `W`, one per id, started on first use.
+///
+/// It is cheap to clone (one `Arc`); every clone is the same registry. Reads
+/// ([`lookup`](Self::lookup), [`count`](Self::count), [`reduce`](Self::reduce),
+/// [`to_list`](Self::to_list), [`sample`](Self::sample)) read the table
+/// directly — no message, no lock. Starts and stops of different ids run in
+/// parallel; each worker runs as a lightweight process on Bastion's executor,
+/// supervised by the registry itself.
+///
+/// When the last clone is dropped without [`shutdown`](Self::shutdown), the
+/// registry shuts down in the background.
+///
+/// ```
+/// use gen_registry::{Context, GenRegistry, Options, Worker};
+///
+/// struct Greeter { name: String }
+///
+/// impl Worker for Greeter {
+///     type Id = u64;
+///     type Args = String;
+///     type Request = ();
+///     type Reply = String;
+///     type Message = ();
+///     type Error = std::convert::Infallible;
+///
+///     async fn init(_id: &u64, name: String, _ctx: &Context<Self>) -> Result<Self, Self::Error> {
+///         Ok(Greeter { name })
+///     }
+///     async fn handle_call(&mut self, _: (), _ctx: &mut Context<Self>) -> String {
+///         format!("hello, {}", self.name)
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let registry = GenRegistry::<Greeter>::new(Options::default()).unwrap();
+/// let greeter = registry.lookup_or_start(1, "ada".to_string()).await.unwrap();
+/// assert_eq!(greeter.call(()).await.unwrap(), "hello, ada");
+/// // Found again by its id; the args of a later call are not used.
+/// let again = registry.lookup_or_start(1, "bob".to_string()).await.unwrap();
+/// assert_eq!(again, greeter);
+/// assert_eq!(registry.count(), 1);
+/// registry.shutdown().await;
+/// # });
+/// ```
+pub struct GenRegistry<W: Worker> {
+    owner: Arc<Owner<W>>,
+}
+
+/// What the users' handles share: when the last one goes, the registry shuts
+/// down. Workers hold it weakly, so a registry is not kept alive by its workers.
+pub(crate) struct Owner<W: Worker> {
+    shared: Arc<Shared<W>>,
+}
+
+/// What the registry and its workers share.
+pub(crate) struct Shared<W: Worker> {
+    table: Table<W>,
+    /// Workers in the RUNNING state, updated under each worker's lock in the
+    /// same step as its state, so a caller who saw a state also sees its count.
+    count: AtomicUsize,
+    stopped: AtomicBool,
+    pub(crate) options: Options,
+}
+
+impl<W: Worker> Clone for GenRegistry<W> {
+    fn clone(&self) -> Self {
+        GenRegistry {
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+impl<W: Worker> fmt::Debug for GenRegistry<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenRegistry")
+            .field("worker", &std::any::type_name::<W>())
+            .field("count", &self.count())
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+impl<W: Worker> GenRegistry<W> {
+    /// Starts a standalone registry (GenRegistry's `start_link`), outside any
+    /// Bastion supervisor. It needs no `Bastion::init`: its workers run on
+    /// Bastion's executor, which starts on first use.
+    ///
+    /// Fails with [`Error::InvalidOptions`] if an option is out of range.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{Error, GenRegistry, Options};
+    /// use std::time::Duration;
+    ///
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// assert_eq!(registry.count(), 0);
+    ///
+    /// let refused = GenRegistry::<Pinger>::new(Options::default().start_timeout(Duration::ZERO));
+    /// assert!(matches!(refused, Err(Error::InvalidOptions(_))));
+    /// ```
+    pub fn new(options: Options) -> Result<Self, Error<W>> {
+        options.validate().map_err(Error::InvalidOptions)?;
+        Ok(GenRegistry {
+            owner: Arc::new(Owner {
+                shared: Arc::new(Shared {
+                    table: Table::new(),
+                    count: AtomicUsize::new(0),
+                    stopped: AtomicBool::new(false),
+                    options,
+                }),
+            }),
+        })
+    }
+
+    pub(crate) fn from_owner(owner: Arc<Owner<W>>) -> Self {
+        GenRegistry { owner }
+    }
+
+    fn shared(&self) -> &Arc<Shared<W>> {
+        &self.owner.shared
+    }
+
+    /// The handle of the running worker registered under `id`.
+    ///
+    /// A table read: no message, no lock. Never returns a worker that has
+    /// ended or is stopping (one that stopped itself leaves the table's view
+    /// before its last reply is delivered). Fails with [`Error::NotFound`], or
+    /// [`Error::RegistryStopped`] after shutdown. A worker still in `init` is
+    /// not found yet.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::Error;
+    /// # run(async {
+    /// let registry = registry();
+    /// assert!(matches!(registry.lookup(&1), Err(Error::NotFound)));
+    /// let started = registry.start(1, 0).await.unwrap();
+    /// assert_eq!(registry.lookup(&1).unwrap(), started);
+    /// # });
+    /// ```
+    pub fn lookup<Q>(&self, id: &Q) -> Result<WorkerRef<W>, Error<W>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.shared().table.get_running(id) {
+            Some(cell) => Ok(WorkerRef::new(cell)),
+            None => Err(self.not_found()),
+        }
+    }
+
+    fn not_found(&self) -> Error<W> {
+        if self.is_stopped() {
+            Error::RegistryStopped
+        } else {
+            Error::NotFound
+        }
+    }
+
+    /// The running worker under `id`, or a new one started with `args`.
+    ///
+    /// A hit is a table read. On a miss, the worker's `init` runs in its own
+    /// process; concurrent callers for the same id share that one start
+    /// (exactly one `init` runs), and starts of different ids proceed in
+    /// parallel — a slow `init` delays only the callers of its own id. If the
+    /// id's worker is stopping, this waits until it has ended and starts a new
+    /// one: two workers of one id are never alive together.
+    ///
+    /// Errors: [`Error::Init`] / [`Error::InitPanicked`] /
+    /// [`Error::StartTimeout`] when this caller's start failed (nothing stays
+    /// registered; a caller that was waiting on someone else's failed start
+    /// tries its own), [`Error::RegistryStopped`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// let a = registry.lookup_or_start(9, 1).await.unwrap();
+    /// let b = registry.lookup_or_start(9, 2).await.unwrap(); // found: args unused
+    /// assert_eq!(a, b);
+    /// assert_eq!(b.call(0).await.unwrap(), 1);
+    /// # });
+    /// ```
+    pub async fn lookup_or_start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
+        self.start_or_find(id, args, false).await
+    }
+
+    /// Starts a worker under `id` with `args`, or fails with
+    /// [`Error::AlreadyStarted`] carrying the running worker's handle. Racing
+    /// `start`s of one id run one `init`: one caller gets `Ok`, the others
+    /// `AlreadyStarted`. Other errors as in
+    /// [`lookup_or_start`](Self::lookup_or_start).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::Error;
+    /// # run(async {
+    /// let registry = registry();
+    /// let first = registry.start(5, 0).await.unwrap();
+    /// match registry.start(5, 0).await {
+    ///     Err(Error::AlreadyStarted(existing)) => assert_eq!(existing, first),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # });
+    /// ```
+    pub async fn start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
+        self.start_or_find(id, args, true).await
+    }
+
+    async fn start_or_find(
+        &self,
+        id: W::Id,
+        args: W::Args,
+        exclusive: bool,
+    ) -> Result<WorkerRef<W>, Error<W>> {
+        let shared = self.shared();
+        let mut args = Some(args);
+        loop {
+            if shared.stopped.load(Ordering::Acquire) {
+                return Err(Error::RegistryStopped);
+            }
+            let cell = match shared.table.get(&id) {
+                Some(cell) => cell,
+                None => {
+                    let cell = Arc::new(Cell::new(id.clone()));
+                    match shared.table.try_insert(&cell) {
+                        Ok(()) => {
+                            let args = args.take().expect("args are used by one start only");
+                            return self.spawn(cell, args).await;
+                        }
+                        Err(existing) => existing,
+                    }
+                }
+            };
+            match cell.state() {
+                RUNNING if exclusive => return Err(Error::AlreadyStarted(WorkerRef::new(cell))),
+                RUNNING => return Ok(WorkerRef::new(cell)),
+                ENDED => shared.table.remove(&cell),
+                state => {
+                    cell.changed(state).await;
+                }
+            }
+        }
+    }
+
+    /// Runs a worker for `cell`, which this caller has just inserted, and waits
+    /// for the outcome of its `init` (bounded by the worker's start timeout).
+    async fn spawn(&self, cell: Arc<Cell<W>>, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
+        let shared = self.shared();
+        // Pairs with the fence in `shutdown`: either shutdown sees this entry,
+        // or this start sees the registry stopped.
+        fence(Ordering::SeqCst);
+        if shared.stopped.load(Ordering::SeqCst) {
+            shared.retire(&cell);
+            return Err(Error::RegistryStopped);
+        }
+        let guard = Guard::new(Context {
+            handle: WorkerRef::new(cell.clone()),
+            owner: Arc::downgrade(&self.owner),
+            shared: shared.clone(),
+            stop: false,
+        });
+        cell.set_proc(bastion::executor::spawn(supervise::run(guard, args)));
+        let state = cell.changed(STARTING).await;
+        match cell.take_start_failure() {
+            Some(StartFailure::Init(e)) => Err(Error::Init(e)),
+            Some(StartFailure::Panicked(m)) => Err(Error::InitPanicked(m)),
+            Some(StartFailure::Timeout(d)) => Err(Error::StartTimeout(d)),
+            None if shared.stopped.load(Ordering::Acquire) => Err(Error::RegistryStopped),
+            None if state == RUNNING => Ok(WorkerRef::new(cell)),
+            None => Err(Error::WorkerEnded),
+        }
+    }
+
+    /// Stops the worker under `id` and returns once its `terminate` has run
+    /// and its entry is gone — the id is then free, and no second worker of
+    /// the id can have started before. Calls queued behind the stop get
+    /// [`Error::WorkerEnded`]. A worker still in `init` is stopped right after
+    /// it. A `terminate` that outlives the shutdown timeout is aborted.
+    ///
+    /// Fails with [`Error::NotFound`] if no worker runs under `id`, or
+    /// [`Error::RegistryStopped`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::Error;
+    /// # run(async {
+    /// let registry = registry();
+    /// registry.start(1, 0).await.unwrap();
+    /// registry.stop(&1).await.unwrap();
+    /// assert_eq!(registry.count(), 0);
+    /// assert!(matches!(registry.stop(&1).await, Err(Error::NotFound)));
+    /// # });
+    /// ```
+    pub async fn stop<Q>(&self, id: &Q) -> Result<(), Error<W>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shared = self.shared();
+        loop {
+            let Some(cell) = shared.table.get(id) else {
+                return Err(self.not_found());
+            };
+            match cell.state() {
+                STARTING => {
+                    cell.changed(STARTING).await;
+                    continue;
+                }
+                ENDED => {
+                    shared.table.remove(&cell);
+                    return Err(self.not_found());
+                }
+                _ => {}
+            }
+            shared.request_stop(&cell, ExitReason::Stopped);
+            shared.await_end(&cell).await;
+            return Ok(());
+        }
+    }
+
+    /// How many workers are running. O(1): one atomic load.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// for id in 0..3 {
+    ///     registry.start(id, 0).await.unwrap();
+    /// }
+    /// assert_eq!(registry.count(), 3);
+    /// # });
+    /// ```
+    pub fn count(&self) -> usize {
+        self.shared().count.load(Ordering::Acquire)
+    }
+
+    /// Folds `f` over every running worker, in no particular order (Elixir's
+    /// `reduce`). It holds no lock: `f` may use the registry. Workers started
+    /// or ended during the fold may or may not be seen.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// for id in 1..=4 {
+    ///     registry.start(id, 0).await.unwrap();
+    /// }
+    /// let sum = registry.reduce(0, |acc, id, _worker| acc + id);
+    /// assert_eq!(sum, 10);
+    /// # });
+    /// ```
+    pub fn reduce<A>(&self, acc: A, mut f: impl FnMut(A, &W::Id, &WorkerRef<W>) -> A) -> A {
+        let mut acc = Some(acc);
+        self.shared().table.for_each_running(|id, cell| {
+            let a = acc.take().expect("the accumulator is always put back");
+            acc = Some(f(a, id, WorkerRef::from_cell(cell)));
+            true
+        });
+        acc.expect("the accumulator is always put back")
+    }
+
+    /// Every running worker with its id, in no particular order.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// registry.start(1, 0).await.unwrap();
+    /// registry.start(2, 0).await.unwrap();
+    /// let mut ids: Vec<u64> = registry.to_list().into_iter().map(|(id, _)| id).collect();
+    /// ids.sort();
+    /// assert_eq!(ids, [1, 2]);
+    /// # });
+    /// ```
+    pub fn to_list(&self) -> Vec<(W::Id, WorkerRef<W>)> {
+        let mut list = Vec::with_capacity(self.count());
+        self.shared().table.for_each_running(|id, cell| {
+            list.push((id.clone(), WorkerRef::new(cell.clone())));
+            true
+        });
+        list
+    }
+
+    /// One running worker chosen uniformly at random, or `None` if there are
+    /// none. O(n): it walks the table up to the chosen entry (GenRegistry's
+    /// `sample` always returns the first entry).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// assert!(registry.sample().is_none());
+    /// registry.start(7, 0).await.unwrap();
+    /// let (id, worker) = registry.sample().unwrap();
+    /// assert_eq!((id, *worker.id()), (7, 7));
+    /// # });
+    /// ```
+    pub fn sample(&self) -> Option<(W::Id, WorkerRef<W>)> {
+        let table = &self.shared().table;
+        // The count can run ahead of what the walk sees while workers end;
+        // after a few misses the first running worker stands in.
+        for attempt in 0..4 {
+            let count = self.count();
+            if count == 0 {
+                return None;
+            }
+            let target = if attempt < 3 {
+                (RandomState::new().hash_one(attempt) % count as u64) as usize
+            } else {
+                0
+            };
+            let (mut seen, mut chosen) = (0, None);
+            table.for_each_running(|id, cell| {
+                if seen == target {
+                    chosen = Some((id.clone(), WorkerRef::new(cell.clone())));
+                    return false;
+                }
+                seen += 1;
+                true
+            });
+            if chosen.is_some() {
+                return chosen;
+            }
+        }
+        None
+    }
+
+    /// Stops every worker and the registry. Each worker is asked to stop and
+    /// runs its `terminate`; those still running after the shutdown timeout are
+    /// aborted. Returns once no worker is left and the table is empty. From
+    /// then on every operation fails with [`Error::RegistryStopped`] (the
+    /// read-only views see an empty registry). Calling it again waits for the
+    /// same end.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::Error;
+    /// # run(async {
+    /// let registry = registry();
+    /// let worker = registry.start(1, 0).await.unwrap();
+    /// registry.shutdown().await;
+    /// assert!(!worker.is_alive());
+    /// assert_eq!(registry.count(), 0);
+    /// assert!(matches!(registry.start(2, 0).await, Err(Error::RegistryStopped)));
+    /// # });
+    /// ```
+    pub async fn shutdown(&self) {
+        self.shared().shutdown().await
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// assert!(!registry.is_stopped());
+    /// registry.shutdown().await;
+    /// assert!(registry.is_stopped());
+    /// # });
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.shared().stopped.load(Ordering::Acquire)
+    }
+
+    /// The options the registry was started with.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # use std::time::Duration;
+    /// assert_eq!(registry().options().get_start_timeout(), Duration::from_secs(5));
+    /// ```
+    pub fn options(&self) -> &Options {
+        &self.shared().options
+    }
+}
+
+impl<W: Worker> Drop for Owner<W> {
+    fn drop(&mut self) {
+        if self.shared.stopped.load(Ordering::Acquire) && self.shared.table.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        drop(bastion::executor::spawn(async move { shared.shutdown().await }));
+    }
+}
+
+impl<W: Worker> Shared<W> {
+    /// STARTING → RUNNING for a worker whose `init` succeeded.
+    pub(crate) fn mark_running(&self, cell: &Cell<W>) -> Result<(), ExitReason> {
+        cell.mark_running(self.stopped.load(Ordering::SeqCst), &self.count)
+    }
+
+    /// A worker that is about to end leaves the registry's view.
+    pub(crate) fn leave_running(&self, cell: &Cell<W>) {
+        cell.leave_running(&self.count);
+    }
+
+    pub(crate) fn request_stop(&self, cell: &Cell<W>, reason: ExitReason) {
+        cell.request_stop(reason, &self.count);
+    }
+
+    /// The worker has ended: mark it, fail what its mailbox held, drop its entry.
+    pub(crate) fn retire(&self, cell: &Arc<Cell<W>>) {
+        cell.finish(&self.count);
+        self.table.remove(cell);
+    }
+
+    /// Waits until `cell` has ended, aborting it after the shutdown timeout,
+    /// and makes sure its entry is gone.
+    async fn await_end(&self, cell: &Arc<Cell<W>>) {
+        if timeout(self.options.get_shutdown_timeout(), ended(cell))
+            .await
+            .is_err()
+        {
+            cell.kill();
+            ended(cell).await;
+        }
+        self.table.remove(cell);
+    }
+
+    async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        loop {
+            let cells = self.table.cells();
+            if cells.is_empty() {
+                return;
+            }
+            for cell in &cells {
+                self.request_stop(cell, ExitReason::Shutdown);
+            }
+            let all = futures::future::join_all(cells.iter().map(|c| ended(c)));
+            if timeout(self.options.get_shutdown_timeout(), all).await.is_err() {
+                cells.iter().for_each(|c| c.kill());
+                futures::future::join_all(cells.iter().map(|c| ended(c))).await;
+            }
+            for cell in &cells {
+                self.table.remove(cell);
+            }
+        }
+    }
+}
+
+/// Resolves once the worker of `cell` has ended.
+async fn ended<W: Worker>(cell: &Cell<W>) {
+    loop {
+        let state = cell.state();
+        if state == ENDED {
+            return;
+        }
+        cell.changed(state).await;
+    }
+}

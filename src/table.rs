@@ -1,0 +1,86 @@
+//! The id → worker table. The only module that knows how the map is built.
+//!
+//! A `papaya` hash map with the fxhash hasher: a read pins an epoch (a
+//! thread-local store, no shared write, no lock), so lookups never message
+//! anyone and scale across threads; writes are lock-free too. Values are the
+//! workers' shared cells; removal compares cells by address, so an entry is only
+//! ever removed by (or on behalf of) the worker it belongs to, never a newer
+//! worker of the same id.
+
+use crate::cell::{Cell, RUNNING};
+use crate::worker::Worker;
+use fxhash::FxBuildHasher;
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::sync::Arc;
+
+pub(crate) struct Table<W: Worker> {
+    map: papaya::HashMap<W::Id, Arc<Cell<W>>, FxBuildHasher>,
+}
+
+impl<W: Worker> Table<W> {
+    pub(crate) fn new() -> Self {
+        Table {
+            map: papaya::HashMap::builder()
+                .hasher(FxBuildHasher::default())
+                .build(),
+        }
+    }
+
+    /// The cell under `id`, whatever its state.
+    pub(crate) fn get<Q>(&self, id: &Q) -> Option<Arc<Cell<W>>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().get(id).cloned()
+    }
+
+    /// The cell under `id` if its worker is running: the lookup hot path, which
+    /// only takes a reference when it hands one out.
+    pub(crate) fn get_running<Q>(&self, id: &Q) -> Option<Arc<Cell<W>>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let map = self.map.pin();
+        let cell = map.get(id)?;
+        (cell.state() == RUNNING).then(|| cell.clone())
+    }
+
+    /// Inserts `cell` under its id unless the id is taken; returns the cell
+    /// that holds it then.
+    pub(crate) fn try_insert(&self, cell: &Arc<Cell<W>>) -> Result<(), Arc<Cell<W>>> {
+        match self.map.pin().try_insert(cell.id().clone(), cell.clone()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.current.clone()),
+        }
+    }
+
+    /// Removes the entry of `cell`, if it is still there.
+    pub(crate) fn remove(&self, cell: &Arc<Cell<W>>) {
+        let _ = self
+            .map
+            .pin()
+            .remove_if(cell.id(), |_, v| Arc::ptr_eq(v, cell));
+    }
+
+    /// Calls `f` on every running worker, in no order. Only an epoch is held:
+    /// `f` may use the registry.
+    pub(crate) fn for_each_running(&self, mut f: impl FnMut(&W::Id, &Arc<Cell<W>>) -> bool) {
+        for (id, cell) in self.map.pin().iter() {
+            if cell.state() == RUNNING && !f(id, cell) {
+                break;
+            }
+        }
+    }
+
+    /// Every cell, whatever its state.
+    pub(crate) fn cells(&self) -> Vec<Arc<Cell<W>>> {
+        self.map.pin().values().cloned().collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.pin().is_empty()
+    }
+}

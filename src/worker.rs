@@ -1,0 +1,169 @@
+//! The [`Worker`] trait: what a per-id worker is (a GenServer's counterpart).
+
+use crate::context::Context;
+use std::fmt::{self, Debug};
+use std::future::Future;
+use std::hash::Hash;
+
+/// A worker: the state kept for one id, and how it answers messages.
+///
+/// It is the counterpart of the worker module of an Elixir GenRegistry (a
+/// GenServer): [`init`](Worker::init) is `start_link`/`init`,
+/// [`handle_call`](Worker::handle_call) answers a request with a reply,
+/// [`handle_cast`](Worker::handle_cast) takes a fire-and-forget message and
+/// [`terminate`](Worker::terminate) runs when the worker ends. Every message type
+/// is an associated type, so calls are checked by the compiler and nothing is
+/// downcast.
+///
+/// A worker handles one message at a time, in the order they arrived: its state
+/// needs no lock. Write the handlers as `async fn`; they run on Bastion's
+/// executor and must never block its threads (await instead).
+///
+/// ```
+/// use gen_registry::{Context, Worker};
+///
+/// /// One counter per user id.
+/// struct Counter {
+///     value: u64,
+/// }
+///
+/// enum Op {
+///     Get,
+///     Add(u64),
+/// }
+///
+/// impl Worker for Counter {
+///     type Id = u64;
+///     type Args = u64; // the starting value
+///     type Request = Op;
+///     type Reply = u64;
+///     type Message = u64; // add without waiting for a reply
+///     type Error = std::convert::Infallible;
+///
+///     async fn init(_id: &u64, start: u64, _ctx: &Context<Self>) -> Result<Self, Self::Error> {
+///         Ok(Counter { value: start })
+///     }
+///
+///     async fn handle_call(&mut self, op: Op, _ctx: &mut Context<Self>) -> u64 {
+///         if let Op::Add(n) = op {
+///             self.value += n;
+///         }
+///         self.value
+///     }
+///
+///     async fn handle_cast(&mut self, n: u64, _ctx: &mut Context<Self>) {
+///         self.value += n;
+///     }
+/// }
+/// ```
+pub trait Worker: Sized + Send + 'static {
+    /// The natural id a worker is registered under (a user id, a session id,
+    /// a phone number).
+    type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
+    /// What `init` receives. It is cloned only if the registry has to run
+    /// `init` again (a restart).
+    type Args: Clone + Send + 'static;
+    /// The requests [`handle_call`](Worker::handle_call) answers.
+    type Request: Send + 'static;
+    /// The reply to a request.
+    type Reply: Send + 'static;
+    /// The fire-and-forget messages [`handle_cast`](Worker::handle_cast) takes;
+    /// `()` if the worker takes none.
+    type Message: Send + 'static;
+    /// Why `init` can fail; [`std::convert::Infallible`] if it cannot.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Builds the worker's state for `id`. An `Err` (or a panic) fails the start:
+    /// the caller gets [`Error::Init`](crate::Error::Init) (or
+    /// [`Error::InitPanicked`](crate::Error::InitPanicked)) and nothing is
+    /// registered. `init` runs in the worker's own process, so a slow `init` of
+    /// one id never delays other ids; it may use the registry through
+    /// [`Context::registry`].
+    fn init(
+        id: &Self::Id,
+        args: Self::Args,
+        ctx: &Context<Self>,
+    ) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+
+    /// Answers one request. A panic here answers the caller with
+    /// [`Error::HandlerPanicked`](crate::Error::HandlerPanicked) and ends the
+    /// worker. Call [`Context::stop`] to end the worker after this reply.
+    fn handle_call(
+        &mut self,
+        request: Self::Request,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Self::Reply> + Send;
+
+    /// Handles one fire-and-forget message. The default drops it.
+    fn handle_cast(
+        &mut self,
+        message: Self::Message,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (message, ctx);
+        async {}
+    }
+
+    /// Runs once when the worker ends for any reason but an abort
+    /// ([`ExitReason::Killed`]): it stopped itself, was stopped, panicked, or
+    /// its registry shut down. A panic here is contained. The default does
+    /// nothing.
+    fn terminate(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+}
+
+/// Why a worker ended.
+///
+/// ```
+/// use gen_registry::ExitReason;
+/// assert_eq!(ExitReason::Stopped.to_string(), "stopped by the registry");
+/// assert!(ExitReason::Panicked("boom".into()).is_abnormal());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// The worker asked to stop ([`Context::stop`]).
+    Normal,
+    /// [`GenRegistry::stop`](crate::GenRegistry::stop) stopped it.
+    Stopped,
+    /// Its registry shut down.
+    Shutdown,
+    /// A handler panicked; the panic's message.
+    Panicked(String),
+    /// It was aborted without running `terminate`
+    /// ([`WorkerRef::kill`](crate::WorkerRef::kill), or a `terminate` that
+    /// outlived the shutdown timeout).
+    Killed,
+}
+
+impl ExitReason {
+    /// Whether the worker ended because something went wrong (a panic or an
+    /// abort) rather than because it or its registry asked it to.
+    ///
+    /// ```
+    /// use gen_registry::ExitReason;
+    /// assert!(!ExitReason::Normal.is_abnormal());
+    /// assert!(ExitReason::Killed.is_abnormal());
+    /// ```
+    pub fn is_abnormal(&self) -> bool {
+        matches!(self, ExitReason::Panicked(_) | ExitReason::Killed)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("stopped itself"),
+            ExitReason::Stopped => f.write_str("stopped by the registry"),
+            ExitReason::Shutdown => f.write_str("its registry shut down"),
+            ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
+            ExitReason::Killed => f.write_str("killed"),
+        }
+    }
+}
