@@ -73,9 +73,7 @@ pub enum Error<W: Worker> {
     #[error("the worker panicked while handling this request: {0}")]
     HandlerPanicked(String),
     /// The worker had ended, or ended before it replied.
-    #[error(
-        "the worker has ended; use `lookup_or_start` to get a live worker for this id"
-    )]
+    #[error("the worker has ended; use `lookup_or_start` to get a live worker for this id")]
     WorkerEnded,
     /// The registry has been shut down (explicitly, or by its Bastion
     /// supervisor); no operation can run on it any more.

@@ -13,8 +13,8 @@ use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 /// A registry of workers of type `W`, one per id, started on first use.
 ///
@@ -199,7 +199,11 @@ impl<W: Worker> GenRegistry<W> {
     /// assert_eq!(b.call(0).await.unwrap(), 1);
     /// # });
     /// ```
-    pub async fn lookup_or_start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
+    pub async fn lookup_or_start(
+        &self,
+        id: W::Id,
+        args: W::Args,
+    ) -> Result<WorkerRef<W>, Error<W>> {
         self.start_or_find(id, args, false).await
     }
 
@@ -500,7 +504,9 @@ impl<W: Worker> Drop for Owner<W> {
             return;
         }
         let shared = self.shared.clone();
-        drop(bastion::executor::spawn(async move { shared.shutdown().await }));
+        drop(bastion::executor::spawn(
+            async move { shared.shutdown().await },
+        ));
     }
 }
 
@@ -550,7 +556,10 @@ impl<W: Worker> Shared<W> {
                 self.request_stop(cell, ExitReason::Shutdown);
             }
             let all = futures::future::join_all(cells.iter().map(|c| ended(c)));
-            if timeout(self.options.get_shutdown_timeout(), all).await.is_err() {
+            if timeout(self.options.get_shutdown_timeout(), all)
+                .await
+                .is_err()
+            {
                 cells.iter().for_each(|c| c.kill());
                 futures::future::join_all(cells.iter().map(|c| ended(c))).await;
             }

@@ -118,9 +118,8 @@ async fn handle_mail<W: Worker>(ctx: &mut Context<W>, worker: &mut W) -> ExitRea
                     Err(panic) => {
                         let message = panic_message(panic);
                         ctx.shared.leave_running(&ctx.handle.cell);
-                        let _ = reply_to.send(Err(crate::cell::CallFailure::Panicked(
-                            message.clone(),
-                        )));
+                        let _ =
+                            reply_to.send(Err(crate::cell::CallFailure::Panicked(message.clone())));
                         return ExitReason::Panicked(message);
                     }
                 }
