@@ -81,6 +81,15 @@ mod table;
 mod timer;
 mod worker;
 
+/// The guide's chapters, compiled and run as doctests so the guide cannot rot.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../guide/src/first-registry.md")]
+    struct FirstRegistry;
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+}
+
 pub use context::Context;
 pub use error::Error;
 pub use handle::WorkerRef;

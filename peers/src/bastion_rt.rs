@@ -64,4 +64,3 @@ where
     let handles: Vec<_> = (0..n).map(|i| bastion::executor::spawn(f(i))).collect();
     bastion::executor::run(timeout(limit, futures::future::join_all(handles)))
 }
-

@@ -4,6 +4,7 @@
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The sizes of one run (peers.md's standard workload, or the quick variant).
@@ -19,8 +20,8 @@ pub struct Config {
     pub churn: usize,
     /// Ids W9 draws from.
     pub pool: usize,
-    /// Lookups per thread in W3 / W4 (whole shuffled passes over the N ids).
-    pub lookup_ops: usize,
+    /// How long W3 and W4 each run their lookups.
+    pub lookup_time: Duration,
 }
 
 impl Config {
@@ -32,7 +33,7 @@ impl Config {
                 m: 20_000,
                 churn: 200_000,
                 pool: 10_000,
-                lookup_ops: 400_000,
+                lookup_time: Duration::from_millis(300),
             }
         } else {
             Config {
@@ -41,7 +42,7 @@ impl Config {
                 m: 100_000,
                 churn: 1_000_000,
                 pool: 10_000,
-                lookup_ops: 2_000_000,
+                lookup_time: Duration::from_secs(1),
             }
         }
     }
@@ -153,65 +154,71 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// W3: `ops` lookups on this thread, cycling through `order`, each result
-/// kept alive until the next (so a returned clone is really made and
-/// dropped) → ns per lookup. One warm-up pass first. `hit` must return
-/// `Some` for every id; a miss panics (the benchmark would be lying).
-pub fn lookup_ns_1t<T>(order: &[u64], ops: usize, hit: impl Fn(u64) -> Option<T>) -> f64 {
+/// W3: lookups on this thread, cycling through `order`, each result kept
+/// alive until the next (so a returned clone is really made and dropped),
+/// for at least `budget` → ns per lookup. One warm-up pass first, which
+/// also checks that every id hits (a miss would make the figure a lie).
+pub fn lookup_ns_1t<T>(order: &[u64], budget: Duration, hit: impl Fn(u64) -> Option<T>) -> f64 {
     for &id in order {
-        assert!(black_box(hit(black_box(id))).is_some(), "lookup of {id} missed");
+        assert!(
+            black_box(hit(black_box(id))).is_some(),
+            "lookup of {id} missed"
+        );
     }
     let start = Instant::now();
-    let mut done = 0;
-    while done < ops {
-        for &id in order.iter().take(ops - done) {
-            let h = hit(black_box(id));
-            debug_assert!(h.is_some());
-            black_box(h);
+    let mut ops = 0usize;
+    while start.elapsed() < budget {
+        for &id in order {
+            black_box(hit(black_box(id)));
         }
-        done += order.len().min(ops - done);
+        ops += order.len();
     }
     start.elapsed().as_nanos() as f64 / ops as f64
 }
 
 /// W4: the same on 2 threads at once (the second starts half-way through the
-/// order) → aggregate lookups per second.
-pub fn lookup_ops_2t<T>(order: &[u64], ops: usize, hit: impl Fn(u64) -> Option<T> + Sync) -> f64 {
+/// order) for `budget` → aggregate lookups per second.
+pub fn lookup_ops_2t<T>(
+    order: &[u64],
+    budget: Duration,
+    hit: impl Fn(u64) -> Option<T> + Sync,
+) -> f64 {
     let threads = 2;
     let barrier = Barrier::new(threads + 1);
-    let hit = &hit;
-    let barrier = &barrier;
-    let elapsed = std::thread::scope(|s| {
+    let stop = AtomicBool::new(false);
+    let (hit, barrier, stop) = (&hit, &barrier, &stop);
+    let (ops, elapsed) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let offset = t * order.len() / threads;
+                    let mut i = t * order.len() / threads;
+                    let mut ops = 0usize;
                     barrier.wait();
-                    let mut done = 0;
-                    let mut i = offset;
-                    while done < ops {
-                        let h = hit(black_box(order[i]));
-                        black_box(h);
-                        i += 1;
-                        if i == order.len() {
-                            i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..256 {
+                            black_box(hit(black_box(order[i])));
+                            i += 1;
+                            if i == order.len() {
+                                i = 0;
+                            }
                         }
-                        done += 1;
+                        ops += 256;
                     }
-                    Instant::now()
+                    ops
                 })
             })
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let end = handles
+        std::thread::sleep(budget);
+        stop.store(true, Ordering::Relaxed);
+        let ops: usize = handles
             .into_iter()
             .map(|h| h.join().expect("lookup thread panicked"))
-            .max()
-            .expect("two threads");
-        end - start
+            .sum();
+        (ops, start.elapsed())
     });
-    (threads * ops) as f64 / elapsed.as_secs_f64()
+    ops as f64 / elapsed.as_secs_f64()
 }
 
 /// W6 samples: `m` timed round trips of `call` (after 1,000 warm-up ones)

@@ -139,12 +139,25 @@ pub fn run(cfg: &Config, out: &Out) {
     out.progress("W1 start");
     let rss0 = rss_bytes();
     let start = Instant::now();
+    let mode = std::env::var("BG_MODE").unwrap_or_default();
+    if mode == "threads" {
+        std::thread::scope(|s| {
+            for part in slices(&ids) {
+                let gg = g.clone();
+                s.spawn(move || for id in part { assert!(matches!(gg.lookup_or_start(id), Some((_, true)))); });
+            }
+        });
+    } else if mode == "main" {
+        for &id in &ids { assert!(matches!(g.lookup_or_start(id), Some((_, true)))); }
+    } else {
     let gg = g.clone();
     let (_, failed) = drive(&ids, limit, move |id| {
         let ok = matches!(gg.lookup_or_start(id), Some((_, true)));
         async move { ok }
     });
     assert_eq!(failed, 0, "bastion groups W1: {failed} starts failed");
+    }
+    eprintln!("XX spawned after {:?}", start.elapsed());
     assert!(
         wait_until(limit, || INITS.load(Ordering::Relaxed) >= cfg.n as u64),
         "bastion groups W1: execs did not all start"
@@ -156,10 +169,10 @@ pub fn run(cfg: &Config, out: &Out) {
 
     // W3 + W4
     out.progress("W3 lookup");
-    let w3 = lookup_ns_1t(&order, cfg.lookup_ops, |id| g.lookup(id));
+    let w3 = lookup_ns_1t(&order, cfg.lookup_time, |id| g.lookup(id));
     out.emit("W3", w3, "ns/op");
     out.progress("W4 lookup, 2 threads");
-    let w4 = lookup_ops_2t(&order, cfg.lookup_ops, |id| g.lookup(id));
+    let w4 = lookup_ops_2t(&order, cfg.lookup_time, |id| g.lookup(id));
     out.emit("W4", w4 / 1e6, "Mops/s");
     out.emit("W4x", w4 / (1e9 / w3), "x");
     // W5: Bastion has no lookup_or_start; the table's check-then-start is ours.
@@ -189,7 +202,11 @@ pub fn run(cfg: &Config, out: &Out) {
         for i in 0..m {
             let id = ord[i % ord.len()];
             let h = gg.lookup(id).expect("W7 lookup");
-            assert_eq!(Groups::call(&h, 1).await, Some(1 + state_of(id)), "W7 reply");
+            assert_eq!(
+                Groups::call(&h, 1).await,
+                Some(1 + state_of(id)),
+                "W7 reply"
+            );
         }
         start.elapsed().as_secs_f64() * 1e6 / m as f64
     });
@@ -204,7 +221,12 @@ pub fn run(cfg: &Config, out: &Out) {
     );
     out.emit(
         "W10reduce",
-        ms_median(3, || g.table.read().keys().fold(0u64, |a, id| a.wrapping_add(*id))),
+        ms_median(3, || {
+            g.table
+                .read()
+                .keys()
+                .fold(0u64, |a, id| a.wrapping_add(*id))
+        }),
         "ms",
     );
     out.emit(
@@ -296,7 +318,13 @@ pub fn run(cfg: &Config, out: &Out) {
         out.note(&format!("W11: only {got} of {RACERS} racers got a handle"));
     }
     // Let the started exec(s) run before counting.
-    wait_until(Duration::from_secs(2), || INITS.load(Ordering::Relaxed) > before);
+    wait_until(Duration::from_secs(2), || {
+        INITS.load(Ordering::Relaxed) > before
+    });
     std::thread::sleep(Duration::from_millis(50));
-    out.emit("W11", (INITS.load(Ordering::Relaxed) - before) as f64, "inits");
+    out.emit(
+        "W11",
+        (INITS.load(Ordering::Relaxed) - before) as f64,
+        "inits",
+    );
 }

@@ -28,10 +28,10 @@ pub fn run_rwlock(cfg: &Config, out: &Out) {
     );
     let lookup = |id: u64| map.read().get(&id).cloned();
     out.progress("W3 lookup");
-    let w3 = lookup_ns_1t(&order, cfg.lookup_ops, lookup);
+    let w3 = lookup_ns_1t(&order, cfg.lookup_time, lookup);
     out.emit("W3", w3, "ns/op");
     out.progress("W4 lookup, 2 threads");
-    let w4 = lookup_ops_2t(&order, cfg.lookup_ops, lookup);
+    let w4 = lookup_ops_2t(&order, cfg.lookup_time, lookup);
     out.emit("W4", w4 / 1e6, "Mops/s");
     out.emit("W4x", w4 / (1e9 / w3), "x");
 }
@@ -49,9 +49,17 @@ impl Drop for EndGuard {
     }
 }
 
-type Slot = Option<(Mailbox, lightproc::recoverable_handle::RecoverableHandle<()>)>;
+type Slot = Option<(
+    Mailbox,
+    lightproc::recoverable_handle::RecoverableHandle<()>,
+)>;
 
-fn spawn_proc(state: u64) -> (Mailbox, lightproc::recoverable_handle::RecoverableHandle<()>) {
+fn spawn_proc(
+    state: u64,
+) -> (
+    Mailbox,
+    lightproc::recoverable_handle::RecoverableHandle<()>,
+) {
     let (tx, mut rx) = mpsc::unbounded::<(u64, oneshot::Sender<u64>)>();
     let handle = bastion::executor::spawn(async move {
         let _guard = EndGuard;
@@ -118,7 +126,10 @@ pub fn run_proc(cfg: &Config, out: &Out) {
             match slot {
                 Some((tx, handle)) => {
                     drop(tx); // closing the mailbox ends the proc
-                    matches!(timeout(Duration::from_secs(5), handle).await, Some(Some(())))
+                    matches!(
+                        timeout(Duration::from_secs(5), handle).await,
+                        Some(Some(()))
+                    )
                 }
                 None => false,
             }

@@ -49,7 +49,9 @@ impl Peer for Kameo {
     const NAME: &'static str = "kameo";
 
     fn lookup(&self, id: u64) -> Option<ActorRef<Pinger>> {
-        ActorRef::<Pinger>::lookup(self.names.get(id)).ok().flatten()
+        ActorRef::<Pinger>::lookup(self.names.get(id))
+            .ok()
+            .flatten()
     }
 
     async fn start(&self, id: u64) -> Option<ActorRef<Pinger>> {

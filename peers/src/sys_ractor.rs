@@ -22,7 +22,11 @@ impl Actor for Pinger {
     type State = u64;
     type Arguments = u64;
 
-    async fn pre_start(&self, _me: ActorRef<PingMsg>, state: u64) -> Result<u64, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<PingMsg>,
+        state: u64,
+    ) -> Result<u64, ActorProcessingErr> {
         INITS.fetch_add(1, Ordering::Relaxed);
         Ok(state)
     }

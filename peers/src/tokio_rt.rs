@@ -26,7 +26,12 @@ pub fn inside<T: Send + 'static>(
 /// Applies `op` to every id: `DRIVERS` tasks, each over its slice,
 /// `CHUNK` ops at a time with `join_all`. Returns the wall time and how many
 /// ops returned `false`. Gives up (and panics) after `limit`.
-pub fn drive<F, Fut>(rt: &tokio::runtime::Runtime, ids: &[u64], limit: Duration, op: F) -> (Duration, u64)
+pub fn drive<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    ids: &[u64],
+    limit: Duration,
+    op: F,
+) -> (Duration, u64)
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = bool> + Send + 'static,
@@ -41,7 +46,8 @@ where
                 tokio::spawn(async move {
                     let mut failed = 0u64;
                     for chunk in part.chunks(CHUNK) {
-                        let results = futures::future::join_all(chunk.iter().map(|&id| op(id))).await;
+                        let results =
+                            futures::future::join_all(chunk.iter().map(|&id| op(id))).await;
                         failed += results.iter().filter(|ok| !**ok).count() as u64;
                     }
                     failed
@@ -57,7 +63,6 @@ where
         (start.elapsed(), failed)
     })
 }
-
 
 /// The operations a tokio peer offers, each written the way its docs show.
 /// Ids are mapped to the names `"w{id}"`, built once up front.
@@ -128,7 +133,11 @@ impl Names {
 }
 
 /// Runs W1–W11 on a tokio peer, reporting through `out`.
-pub fn run_peer<P: Peer>(cfg: &crate::common::Config, out: &crate::common::Out, make: impl FnOnce(&crate::common::Config) -> P) {
+pub fn run_peer<P: Peer>(
+    cfg: &crate::common::Config,
+    out: &crate::common::Out,
+    make: impl FnOnce(&crate::common::Config) -> P,
+) {
     use crate::common::*;
     use std::sync::Arc;
 
@@ -155,10 +164,10 @@ pub fn run_peer<P: Peer>(cfg: &crate::common::Config, out: &crate::common::Out, 
 
     // W3 + W4
     out.progress("W3 lookup");
-    let w3 = lookup_ns_1t(&order, cfg.lookup_ops, |id| peer.lookup(id));
+    let w3 = lookup_ns_1t(&order, cfg.lookup_time, |id| peer.lookup(id));
     out.emit("W3", w3, "ns/op");
     out.progress("W4 lookup, 2 threads");
-    let w4 = lookup_ops_2t(&order, cfg.lookup_ops, |id| peer.lookup(id));
+    let w4 = lookup_ops_2t(&order, cfg.lookup_time, |id| peer.lookup(id));
     out.emit("W4", w4 / 1e6, "Mops/s");
     out.emit("W4x", w4 / (1e9 / w3), "x");
 

@@ -1,0 +1,114 @@
+//! Criterion micro-benchmarks of the registry's hot paths.
+//!
+//! `cargo bench --bench registry` (release). The side-by-side comparison with
+//! other systems is `cargo bench -p gen_registry_peers --bench peers`.
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use gen_registry::doc_support::Pinger;
+use gen_registry::{GenRegistry, Options};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const N: u64 = 100_000;
+
+fn populated() -> GenRegistry<Pinger> {
+    let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    futures::executor::block_on(async {
+        for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+            let starts = chunk.iter().map(|&id| registry.lookup_or_start(id, id));
+            for r in futures::future::join_all(starts).await {
+                r.unwrap();
+            }
+        }
+    });
+    registry
+}
+
+/// A fixed shuffle of the ids (splitmix64), so lookups miss the cache as
+/// they would in a real service.
+fn shuffled() -> Vec<u64> {
+    let mut ids: Vec<u64> = (0..N).collect();
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..ids.len()).rev() {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ids.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
+    }
+    ids
+}
+
+fn benches(c: &mut Criterion) {
+    let registry = populated();
+    let ids = shuffled();
+
+    let mut i = 0;
+    c.bench_function("lookup hit (100k, shuffled)", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            black_box(registry.lookup(&ids[i]).unwrap())
+        })
+    });
+    c.bench_function("lookup miss", |b| {
+        b.iter(|| black_box(registry.lookup(&(N + 7)).is_err()))
+    });
+    let mut i = 0;
+    c.bench_function("lookup_or_start hit (100k, shuffled)", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            let id = ids[i];
+            black_box(futures::executor::block_on(registry.lookup_or_start(id, id)).unwrap())
+        })
+    });
+    c.bench_function("count", |b| b.iter(|| black_box(registry.count())));
+    c.bench_function("reduce over 100k", |b| {
+        b.iter(|| black_box(registry.reduce(0u64, |acc, id, _| acc + id)))
+    });
+
+    let worker = registry.lookup(&1).unwrap();
+    c.bench_function("call round trip, caller outside the executor", |b| {
+        b.iter(|| futures::executor::block_on(worker.call(black_box(1))).unwrap())
+    });
+    c.bench_function("call round trip, caller inside the executor", |b| {
+        b.iter_custom(|iters| {
+            let worker = worker.clone();
+            let proc = bastion::executor::spawn(async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(worker.call(black_box(1)).await.unwrap());
+                }
+                start.elapsed()
+            });
+            bastion::executor::run(proc).unwrap()
+        })
+    });
+
+    c.bench_function("start + stop of a fresh id", |b| {
+        let mut next = N;
+        b.iter_batched(
+            || {
+                next += 1;
+                next
+            },
+            |id| {
+                futures::executor::block_on(async {
+                    registry.start(id, 0).await.unwrap();
+                    registry.stop(&id).await.unwrap();
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    futures::executor::block_on(registry.shutdown());
+}
+
+criterion_group! {
+    name = registry;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(registry);

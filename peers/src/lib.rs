@@ -1,0 +1,522 @@
+//! Side-by-side benchmark of `gen_registry` against its peers on the
+//! standard workload W1–W11 of `shared/reference/peers.md`.
+//!
+//! Run it as
+//! `cargo bench -p gen_registry_peers --bench peers -- [--quick] [--json FILE] [--markdown FILE] [--system NAME[,NAME…]] [--runs K]`.
+//!
+//! The parent process runs every system in a child process of its own (it
+//! re-executes `std::env::current_exe()` with `--system NAME` and
+//! `GEN_REGISTRY_PEERS_CHILD=1`), so RSS figures never mix; the child
+//! reports one JSON object per line on stdout and its progress on stderr.
+//! A full run starts each child 5 times (a fresh process each time) and
+//! reports each metric's median; `--quick` runs each once, with N = M =
+//! 20,000 and 200,000 churn cycles.
+//!
+//! Metric ids (the `"metric"` field of `--json`):
+//!
+//! | id | what | unit |
+//! |---|---|---|
+//! | `N` | ids started in W1 | ids |
+//! | `W1` | starts per second, N fresh ids, until each worker ran its init and is registered | starts/s |
+//! | `W2` | (RSS after W1 − RSS before) ÷ N | B/worker |
+//! | `W3` | lookup hit on 1 thread, shuffled order, handle cloned | ns/op |
+//! | `W4` | aggregate lookups on 2 threads | Mops/s |
+//! | `W4x` | W4 ÷ the 1-thread rate of W3 | x |
+//! | `W5` | lookup_or_start hit | ns/op |
+//! | `W6p50`, `W6p99` | call round trip to one worker, from inside the runtime | µs |
+//! | `W7` | lookup + call, a different worker each time | µs/op |
+//! | `W8` | stop every id, each awaited until terminated | stops/s |
+//! | `W8left` | entries (or live procs) left after W8 (must be 0) | entries |
+//! | `W9` | churn: start → one call → stop on ids from a pool of 10,000 | cycles/s |
+//! | `W9cycles` | churn cycles run | cycles |
+//! | `W9rss` | RSS growth from 10 % of the cycles to the end | KiB |
+//! | `W9leak` | `W9rss` per cycle run after the 10 % mark | B/cycle |
+//! | `W10count`, `W10reduce`, `W10list` | count; reduce and to_list over N | ns; ms; ms |
+//! | `W11` | inits that ran when 64 callers lookup_or_start one fresh id (must be 1) | inits |
+//! | `errors` | failed calls or stops during W9 (must be 0) | errors |
+//!
+//! An absent value (`"value": null`, printed "—") means the system has no
+//! such operation.
+
+mod bastion_rt;
+mod common;
+mod sys_bastion_groups;
+mod sys_floors;
+mod sys_gen_registry;
+mod sys_kameo;
+mod sys_ractor;
+mod tokio_rt;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every system, in column order.
+pub const SYSTEMS: &[&str] = &[
+    "gen_registry",
+    "ractor",
+    "kameo",
+    "bastion_group_per_id",
+    "floor_rwlock_fxhashmap",
+    "floor_bastion_proc",
+];
+
+/// The peers "best peer" is taken from.
+const PEERS: &[&str] = &["ractor", "kameo", "bastion_group_per_id"];
+
+const CHILD_ENV: &str = "GEN_REGISTRY_PEERS_CHILD";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A size, printed, never compared.
+    Info,
+    Higher,
+    Lower,
+    /// A growth that is noise when healthy: printed, not compared.
+    Leak,
+    /// A correctness count with a required value: printed, not compared.
+    Check,
+}
+
+struct Metric {
+    id: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    kind: Kind,
+}
+
+const fn m(id: &'static str, label: &'static str, unit: &'static str, kind: Kind) -> Metric {
+    Metric {
+        id,
+        label,
+        unit,
+        kind,
+    }
+}
+
+const METRICS: &[Metric] = &[
+    m("N", "N (ids in W1–W8, W10)", "ids", Kind::Info),
+    m("W1", "W1 start ↑", "starts/s", Kind::Higher),
+    m("W2", "W2 memory per idle worker ↓", "B", Kind::Lower),
+    m("W3", "W3 lookup hit, 1 thread ↓", "ns/op", Kind::Lower),
+    m("W4", "W4 lookups, 2 threads ↑", "Mops/s", Kind::Higher),
+    m("W4x", "W4 2 threads ÷ 1 thread ↑", "x", Kind::Higher),
+    m("W5", "W5 lookup_or_start hit ↓", "ns/op", Kind::Lower),
+    m("W6p50", "W6 call round trip p50 ↓", "µs", Kind::Lower),
+    m("W6p99", "W6 call round trip p99 ↓", "µs", Kind::Lower),
+    m("W7", "W7 lookup + call, spread ↓", "µs/op", Kind::Lower),
+    m("W8", "W8 stop all ↑", "stops/s", Kind::Higher),
+    m(
+        "W8left",
+        "W8 entries left (must be 0)",
+        "entries",
+        Kind::Check,
+    ),
+    m("W9", "W9 churn ↑", "cycles/s", Kind::Higher),
+    m("W9cycles", "W9 cycles run", "cycles", Kind::Info),
+    m("W9rss", "W9 RSS growth, 10 % → end", "KiB", Kind::Leak),
+    m("W9leak", "W9 RSS growth per cycle", "B/cycle", Kind::Leak),
+    m("W10count", "W10 count ↓", "ns", Kind::Lower),
+    m("W10reduce", "W10 reduce over N ↓", "ms", Kind::Lower),
+    m("W10list", "W10 to_list over N ↓", "ms", Kind::Lower),
+    m(
+        "W11",
+        "W11 inits in a 64-way race (must be 1)",
+        "inits",
+        Kind::Check,
+    ),
+    m(
+        "errors",
+        "W9 failed calls/stops (must be 0)",
+        "errors",
+        Kind::Check,
+    ),
+];
+
+/// Formats a figure with about three significant digits (thousands
+/// separated).
+pub fn fmt_value(v: f64) -> String {
+    if !v.is_finite() {
+        return "—".into();
+    }
+    let a = v.abs();
+    if a >= 1000.0 {
+        let mut digits = format!("{:.0}", a);
+        let mut out = String::new();
+        while digits.len() > 3 {
+            let tail = digits.split_off(digits.len() - 3);
+            out = format!(",{tail}{out}");
+        }
+        format!("{}{digits}{out}", if v < 0.0 { "-" } else { "" })
+    } else if a >= 100.0 || a == 0.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+struct Args {
+    quick: bool,
+    json: Option<String>,
+    markdown: Option<String>,
+    systems: Vec<String>,
+    runs: Option<usize>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        quick: false,
+        json: None,
+        markdown: None,
+        systems: Vec::new(),
+        runs: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--json" => a.json = Some(it.next().expect("--json FILE")),
+            "--markdown" => a.markdown = Some(it.next().expect("--markdown FILE")),
+            "--system" => a.systems.extend(
+                it.next()
+                    .expect("--system NAME")
+                    .split(',')
+                    .map(str::to_owned),
+            ),
+            "--runs" => {
+                a.runs = Some(
+                    it.next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--runs K (a number)"),
+                )
+            }
+            // `cargo bench` passes `--bench` to a harness-less bench.
+            "--bench" => {}
+            other => {
+                eprintln!(
+                    "unknown argument {other:?}; usage: [--quick] [--json FILE] [--markdown FILE] [--system NAME[,NAME]] [--runs K]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    for s in &a.systems {
+        if !SYSTEMS.contains(&s.as_str()) {
+            eprintln!("unknown system {s:?}; systems: {}", SYSTEMS.join(", "));
+            std::process::exit(2);
+        }
+    }
+    a
+}
+
+/// Entry point of the `peers` bench.
+pub fn main() {
+    let args = parse_args();
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let [system] = args.systems.as_slice() else {
+            panic!("a child runs exactly one --system");
+        };
+        run_child(system, args.quick);
+        // Runtimes and Bastion's threads are never torn down: leave now.
+        std::process::exit(0);
+    }
+    run_parent(&args);
+}
+
+fn run_child(system: &str, quick: bool) {
+    let cfg = common::Config::new(quick);
+    let out = common::Out::new(
+        SYSTEMS
+            .iter()
+            .find(|s| **s == system)
+            .expect("known system"),
+    );
+    match system {
+        "gen_registry" => sys_gen_registry::run(&cfg, &out),
+        "ractor" => sys_ractor::run(&cfg, &out),
+        "kameo" => sys_kameo::run(&cfg, &out),
+        "bastion_group_per_id" => sys_bastion_groups::run(&cfg, &out),
+        "floor_rwlock_fxhashmap" => sys_floors::run_rwlock(&cfg, &out),
+        "floor_bastion_proc" => sys_floors::run_proc(&cfg, &out),
+        _ => unreachable!(),
+    }
+}
+
+/// What the children reported: values per (system, metric), in run order
+/// (`None` = absent), and the notes.
+#[derive(Default)]
+struct Results {
+    values: BTreeMap<(String, String), Vec<Option<f64>>>,
+    notes: Vec<String>,
+}
+
+impl Results {
+    fn median(&self, system: &str, metric: &str) -> Option<f64> {
+        let v = self.values.get(&(system.to_owned(), metric.to_owned()))?;
+        let mut xs: Vec<f64> = v.iter().flatten().copied().collect();
+        if xs.is_empty() {
+            None
+        } else {
+            Some(common::median(&mut xs))
+        }
+    }
+
+    fn reported(&self, system: &str, metric: &str) -> bool {
+        self.values
+            .contains_key(&(system.to_owned(), metric.to_owned()))
+    }
+
+    fn note(&mut self, s: String) {
+        if !self.notes.contains(&s) {
+            self.notes.push(s);
+        }
+    }
+}
+
+fn run_parent(args: &Args) {
+    let systems: Vec<&str> = if args.systems.is_empty() {
+        SYSTEMS.to_vec()
+    } else {
+        SYSTEMS
+            .iter()
+            .copied()
+            .filter(|s| args.systems.iter().any(|a| a == s))
+            .collect()
+    };
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 5 });
+    let exe = std::env::current_exe().expect("current_exe");
+    let cfg = common::Config::new(args.quick);
+    let limit = Duration::from_secs(if args.quick { 100 } else { 900 });
+    eprintln!(
+        "peers benchmark: {} mode, N = {}, M = {}, churn = {} cycles, {} run(s) per system, each in a fresh child process",
+        if args.quick { "quick" } else { "full" },
+        cfg.n,
+        cfg.m,
+        cfg.churn,
+        runs
+    );
+    let started = Instant::now();
+    let mut results = Results::default();
+    for system in &systems {
+        for run in 1..=runs {
+            eprintln!("== {system} (run {run}/{runs})");
+            if let Err(e) = run_one(&exe, system, args.quick, limit, &mut results) {
+                eprintln!("!! {system} run {run}: {e}");
+                results.note(format!("{system}: run {run} failed: {e}"));
+            }
+        }
+    }
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+
+    let header = format!(
+        "{} run: N = {}, M = {}, W9 = {} cycles on a pool of {} ids; {}; {} core(s).",
+        if args.quick { "Quick" } else { "Full" },
+        cfg.n,
+        cfg.m,
+        cfg.churn,
+        cfg.pool,
+        if runs == 1 {
+            "one run per system".to_owned()
+        } else {
+            format!("median of {runs} runs per system, each a fresh child process")
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let table = build_table(&systems, &results);
+    println!("{header}\n");
+    print!("{}", render_plain(&table));
+    println!();
+    for n in legend(&results) {
+        println!("{n}");
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &systems, &results);
+    }
+    if let Some(path) = &args.markdown {
+        let mut md = format!("{header}\n\n{}\n", render_markdown(&table));
+        for n in legend(&results) {
+            md.push_str(&format!("- {}\n", n.trim_start_matches("- ")));
+        }
+        std::fs::write(path, md).expect("write --markdown file");
+    }
+}
+
+fn run_one(
+    exe: &std::path::Path,
+    system: &str,
+    quick: bool,
+    limit: Duration,
+    results: &mut Results,
+) -> Result<(), String> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--system").arg(system).env(CHILD_ENV, "1");
+    if quick {
+        cmd.arg("--quick");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines = reader.join().map_err(|_| "reader panicked".to_owned())?;
+    for line in lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(note) = v.get("note").and_then(|n| n.as_str()) {
+            results.note(format!("{system}: {note}"));
+            continue;
+        }
+        let (Some(metric), Some(value)) =
+            (v.get("metric").and_then(|m| m.as_str()), v.get("value"))
+        else {
+            continue;
+        };
+        results
+            .values
+            .entry((system.to_owned(), metric.to_owned()))
+            .or_default()
+            .push(value.as_f64());
+    }
+    match status {
+        None => Err(format!("killed after {} s", limit.as_secs())),
+        Some(st) if !st.success() => Err(format!("exited with {st}")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Rows of strings: header first.
+fn build_table(systems: &[&str], r: &Results) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut head = vec!["metric".to_owned(), "unit".to_owned()];
+    head.extend(systems.iter().map(|s| (*s).to_owned()));
+    head.push("gen_registry / best peer".to_owned());
+    rows.push(head);
+    for met in METRICS {
+        // Skip rows no system reported at all.
+        if !systems.iter().any(|s| r.reported(s, met.id)) {
+            continue;
+        }
+        let mut row = vec![met.label.to_owned(), met.unit.to_owned()];
+        for s in systems {
+            row.push(match r.median(s, met.id) {
+                Some(v) => fmt_value(v),
+                None => "—".to_owned(),
+            });
+        }
+        row.push(ratio(met, r).map_or("—".to_owned(), |x| format!("{x:.2}")));
+        rows.push(row);
+    }
+    rows
+}
+
+/// gen_registry's value ÷ the best peer's (the highest for ↑ metrics, the
+/// lowest for ↓ ones): > 1 is better for ↑, < 1 is better for ↓.
+fn ratio(met: &Metric, r: &Results) -> Option<f64> {
+    let ours = r.median("gen_registry", met.id)?;
+    let peers = PEERS.iter().filter_map(|p| r.median(p, met.id));
+    let best = match met.kind {
+        Kind::Higher => peers.fold(f64::NAN, f64::max),
+        Kind::Lower => peers.fold(f64::NAN, f64::min),
+        _ => return None,
+    };
+    (best.is_finite() && best > 0.0).then(|| ours / best)
+}
+
+fn render_plain(rows: &[Vec<String>]) -> String {
+    let cols = rows[0].len();
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols).map(width).collect();
+    let mut s = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            if c < 2 {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(cell);
+            }
+            s.push_str(if c + 1 == cols { "\n" } else { "  " });
+        }
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (cols - 1);
+            s.push_str(&"-".repeat(total));
+            s.push('\n');
+        }
+    }
+    s
+}
+
+fn render_markdown(rows: &[Vec<String>]) -> String {
+    let mut s = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        s.push_str("| ");
+        s.push_str(&row.join(" | "));
+        s.push_str(" |\n");
+        if i == 0 {
+            s.push('|');
+            for c in 0..row.len() {
+                s.push_str(if c < 2 { "---|" } else { "---:|" });
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+fn legend(r: &Results) -> Vec<String> {
+    let mut v = vec![
+        "- ↑ higher is better, ↓ lower is better; \"gen_registry / best peer\" divides gen_registry's figure by the best of ractor, kameo and bastion_group_per_id (> 1 wins for ↑, < 1 wins for ↓); \"—\" = the system has no such operation (or no such figure).".to_owned(),
+        "- ractor and kameo run on a tokio multi-thread runtime with 2 workers; gen_registry, bastion_group_per_id and floor_bastion_proc on Bastion's executor. W6, W7 and W9 run inside the runtime (a tokio task / a Bastion proc). W1 and W8 run 2 drivers × join_all of 256.".to_owned(),
+        "- W5 is absent for the peers: none has a lookup_or_start; W11 uses each peer's nearest equivalent (lookup, else spawn under the name; the name is claimed before init runs).".to_owned(),
+    ];
+    v.extend(r.notes.iter().map(|n| format!("- {n}")));
+    v
+}
+
+fn write_json(path: &str, systems: &[&str], r: &Results) {
+    let mut arr = Vec::new();
+    for s in systems {
+        for met in METRICS {
+            if !r.reported(s, met.id) {
+                continue;
+            }
+            arr.push(serde_json::json!({
+                "system": s,
+                "metric": met.id,
+                "value": r.median(s, met.id),
+                "unit": met.unit,
+            }));
+        }
+    }
+    let mut f = std::fs::File::create(path).expect("create --json file");
+    let text = serde_json::to_string_pretty(&serde_json::Value::Array(arr)).expect("json");
+    f.write_all(text.as_bytes()).expect("write --json file");
+    f.write_all(b"\n").expect("write --json file");
+}

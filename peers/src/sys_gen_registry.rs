@@ -1,0 +1,211 @@
+//! gen_registry: a standalone `GenRegistry<Pinger>`; its workers run on
+//! Bastion's executor, and every measurement that awaits runs inside a proc
+//! spawned there (`bastion::executor::spawn`, waited for with
+//! `bastion::executor::run`).
+
+use crate::bastion_rt::{drive, inside, run_procs};
+use crate::common::*;
+use gen_registry::{Context, GenRegistry, Options, Worker};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+static INITS: AtomicU64 = AtomicU64::new(0);
+
+pub struct Pinger {
+    state: u64,
+}
+
+impl Worker for Pinger {
+    type Id = u64;
+    type Args = u64;
+    type Request = u64;
+    type Reply = u64;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_id: &u64, state: u64, _ctx: &Context<Self>) -> Result<Self, Self::Error> {
+        INITS.fetch_add(1, Ordering::Relaxed);
+        Ok(Pinger { state })
+    }
+
+    async fn handle_call(&mut self, x: u64, _ctx: &mut Context<Self>) -> u64 {
+        x + self.state
+    }
+}
+
+pub fn run(cfg: &Config, out: &Out) {
+    let reg: GenRegistry<Pinger> = GenRegistry::new(Options::default()).expect("registry");
+    let order = shuffled(cfg.n, ORDER_SEED);
+    let ids: Vec<u64> = (0..cfg.n as u64).collect();
+    let limit = Duration::from_secs(if cfg.quick { 60 } else { 300 });
+    out.emit("N", cfg.n as f64, "ids");
+    // Bring Bastion's executor up before the RSS baseline, as the peers'
+    // runtimes are.
+    inside(async {});
+
+    // W1 + W2: lookup_or_start returns once init ran and the worker is
+    // registered; 2 driver procs × join_all of 256 starts.
+    out.progress("W1 start");
+    let rss0 = rss_bytes();
+    let r = reg.clone();
+    let (t, failed) = drive(&ids, limit, move |id| {
+        let r = r.clone();
+        async move { r.lookup_or_start(id, state_of(id)).await.is_ok() }
+    });
+    assert_eq!(failed, 0, "gen_registry W1: {failed} starts failed");
+    let rss1 = rss_bytes();
+    out.emit("W1", cfg.n as f64 / t.as_secs_f64(), "starts/s");
+    out.emit("W2", (rss1 as f64 - rss0 as f64) / cfg.n as f64, "B/worker");
+    assert_eq!(reg.count(), cfg.n, "gen_registry W1: count");
+
+    // W3 + W4
+    out.progress("W3 lookup");
+    let w3 = lookup_ns_1t(&order, cfg.lookup_time, |id| reg.lookup(&id).ok());
+    out.emit("W3", w3, "ns/op");
+    out.progress("W4 lookup, 2 threads");
+    let w4 = lookup_ops_2t(&order, cfg.lookup_time, |id| reg.lookup(&id).ok());
+    out.emit("W4", w4 / 1e6, "Mops/s");
+    out.emit("W4x", w4 / (1e9 / w3), "x");
+
+    // W5: lookup_or_start hits, inside a proc, for the same time as W3.
+    out.progress("W5 lookup_or_start hit");
+    let (r, ord, budget) = (reg.clone(), order.clone(), cfg.lookup_time);
+    let w5 = inside(async move {
+        let start = Instant::now();
+        let mut ops = 0usize;
+        while start.elapsed() < budget {
+            for &id in &ord {
+                let h = r.lookup_or_start(black_box(id), state_of(id)).await;
+                assert!(h.is_ok(), "W5 lookup_or_start failed");
+                black_box(h.ok());
+            }
+            ops += ord.len();
+        }
+        start.elapsed().as_nanos() as f64 / ops as f64
+    });
+    out.emit("W5", w5, "ns/op");
+
+    // W6
+    out.progress("W6 call round trip");
+    let h = reg.lookup(&order[0]).expect("W6 worker");
+    let expect = state_of(order[0]);
+    let m = cfg.m;
+    let samples = inside(async move {
+        rtt_samples(m, |x| {
+            let h = &h;
+            async move { h.call(x).await.ok() == Some(x + expect) }
+        })
+        .await
+    });
+    out.emit("W6p50", percentile_us(&samples, 50.0), "µs");
+    out.emit("W6p99", percentile_us(&samples, 99.0), "µs");
+
+    // W7
+    out.progress("W7 lookup + call, spread");
+    let (r, ord) = (reg.clone(), order.clone());
+    let w7 = inside(async move {
+        let start = Instant::now();
+        for i in 0..m {
+            let id = ord[i % ord.len()];
+            let h = r.lookup(&id).expect("W7 lookup");
+            assert_eq!(h.call(1).await.ok(), Some(1 + state_of(id)), "W7 reply");
+        }
+        start.elapsed().as_secs_f64() * 1e6 / m as f64
+    });
+    out.emit("W7", w7, "µs/op");
+
+    // W10
+    out.progress("W10 count / reduce / to_list");
+    out.emit(
+        "W10count",
+        ns_per_call(1_000, Duration::from_millis(100), || reg.count()),
+        "ns",
+    );
+    out.emit(
+        "W10reduce",
+        ms_median(3, || reg.reduce(0u64, |a, id, _| a.wrapping_add(*id))),
+        "ms",
+    );
+    out.emit("W10list", ms_median(3, || reg.to_list()), "ms");
+
+    // W8: `stop` returns once the worker terminated and its entry is gone.
+    out.progress("W8 stop all");
+    let r = reg.clone();
+    let (t, failed) = drive(&ids, limit, move |id| {
+        let r = r.clone();
+        async move { r.stop(&id).await.is_ok() }
+    });
+    out.emit("W8", cfg.n as f64 / t.as_secs_f64(), "stops/s");
+    out.emit("W8left", reg.count() as f64, "entries");
+    if failed > 0 {
+        out.note(&format!("W8: {failed} stops failed"));
+    }
+    let listed = reg.to_list().len();
+    if listed > 0 {
+        out.note(&format!("W8: to_list still shows {listed} workers"));
+    }
+
+    // W9
+    out.progress("W9 churn");
+    let (halves, phase1, phase2) = churn_plan(cfg.churn, cfg.pool);
+    let phase = |n: usize, seed: u64| -> (ChurnStats, Duration) {
+        let start = Instant::now();
+        let (r, halves) = (reg.clone(), halves.clone());
+        let stats = run_procs(halves.len(), limit, move |d| {
+            let r = r.clone();
+            let half = halves[d].clone();
+            async move {
+                let mut rng = Rng::new(seed + d as u64);
+                let mut st = ChurnStats::default();
+                for _ in 0..n {
+                    let id = half[rng.below(half.len() as u64) as usize];
+                    let ok = match r.start(id, state_of(id)).await {
+                        Ok(h) => h.call(3).await.ok() == Some(3 + state_of(id)),
+                        Err(_) => false,
+                    };
+                    let stopped = r.stop(&id).await.is_ok();
+                    st.cycles += 1;
+                    if !ok || !stopped {
+                        st.errors += 1;
+                    }
+                }
+                st
+            }
+        })
+        .expect("churn timed out")
+        .into_iter()
+        .map(|s| s.expect("churn proc panicked"))
+        .fold(ChurnStats::default(), ChurnStats::add);
+        (stats, start.elapsed())
+    };
+    let (s1, t1) = phase(phase1, 91);
+    let rss_mark = rss_bytes();
+    let (s2, t2) = phase(phase2, 191);
+    let rss_end = rss_bytes();
+    let all = s1.add(s2);
+    emit_churn(out, all.cycles, t1 + t2, rss_mark, rss_end, s2.cycles);
+    out.emit("W9cycles", all.cycles as f64, "cycles");
+    out.emit("errors", all.errors as f64, "errors");
+
+    // W11
+    out.progress("W11 race");
+    let before = INITS.load(Ordering::Relaxed);
+    let r = reg.clone();
+    let got = run_procs(RACERS, limit, move |_| {
+        let r = r.clone();
+        async move { r.lookup_or_start(RACE_ID, state_of(RACE_ID)).await.is_ok() }
+    })
+    .expect("W11 timed out")
+    .into_iter()
+    .filter(|r| *r == Some(true))
+    .count();
+    if got != RACERS {
+        out.note(&format!("W11: only {got} of {RACERS} racers got a handle"));
+    }
+    out.emit(
+        "W11",
+        (INITS.load(Ordering::Relaxed) - before) as f64,
+        "inits",
+    );
+}
