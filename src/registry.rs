@@ -236,6 +236,15 @@ impl<W: Worker> GenRegistry<W> {
         exclusive: bool,
     ) -> Result<WorkerRef<W>, Error<W>> {
         let shared = self.shared();
+        // The hit path: one table read, one reference taken.
+        if let Some(cell) = shared.table.get_running(&id) {
+            let found = WorkerRef::new(cell);
+            return if exclusive {
+                Err(Error::AlreadyStarted(found))
+            } else {
+                Ok(found)
+            };
+        }
         let mut args = Some(args);
         loop {
             if shared.stopped.load(Ordering::Acquire) {

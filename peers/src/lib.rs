@@ -98,7 +98,7 @@ const fn m(id: &'static str, label: &'static str, unit: &'static str, kind: Kind
 const METRICS: &[Metric] = &[
     m("N", "N (ids in W1–W8, W10)", "ids", Kind::Info),
     m("W1", "W1 start ↑", "starts/s", Kind::Higher),
-    m("W2", "W2 memory per idle worker ↓", "B", Kind::Lower),
+    m("W2", "W2 memory per idle worker ↓", "B/worker", Kind::Lower),
     m("W3", "W3 lookup hit, 1 thread ↓", "ns/op", Kind::Lower),
     m("W4", "W4 lookups, 2 threads ↑", "Mops/s", Kind::Higher),
     m("W4x", "W4 2 threads ÷ 1 thread ↑", "x", Kind::Higher),
@@ -316,10 +316,10 @@ fn run_parent(args: &Args) {
     let header = format!(
         "{} run: N = {}, M = {}, W9 = {} cycles on a pool of {} ids; {}; {} core(s).",
         if args.quick { "Quick" } else { "Full" },
-        cfg.n,
-        cfg.m,
-        cfg.churn,
-        cfg.pool,
+        fmt_value(cfg.n as f64),
+        fmt_value(cfg.m as f64),
+        fmt_value(cfg.churn as f64),
+        fmt_value(cfg.pool as f64),
         if runs == 1 {
             "one run per system".to_owned()
         } else {
@@ -493,7 +493,7 @@ fn render_markdown(rows: &[Vec<String>]) -> String {
 fn legend(r: &Results) -> Vec<String> {
     let mut v = vec![
         "- ↑ higher is better, ↓ lower is better; \"gen_registry / best peer\" divides gen_registry's figure by the best of ractor, kameo and bastion_group_per_id (> 1 wins for ↑, < 1 wins for ↓); \"—\" = the system has no such operation (or no such figure).".to_owned(),
-        "- ractor and kameo run on a tokio multi-thread runtime with 2 workers; gen_registry, bastion_group_per_id and floor_bastion_proc on Bastion's executor. W6, W7 and W9 run inside the runtime (a tokio task / a Bastion proc). W1 and W8 run 2 drivers × join_all of 256.".to_owned(),
+        "- ractor and kameo run on a tokio multi-thread runtime with 2 workers; gen_registry, bastion_group_per_id and floor_bastion_proc on Bastion's executor. W6, W7 and W9 run inside the runtime (a tokio task / a Bastion proc). W1 and W8 run 2 drivers (tasks / procs) × join_all of 16 (the best of 1, 16 and 256 for ractor and kameo), except bastion_group_per_id's W1: its spawn is synchronous and serialized, so one plain thread spawns (its fastest way). W9 runs 2 drivers, each cycling on its own half of the pool.".to_owned(),
         "- W5 is absent for the peers: none has a lookup_or_start; W11 uses each peer's nearest equivalent (lookup, else spawn under the name; the name is claimed before init runs).".to_owned(),
     ];
     v.extend(r.notes.iter().map(|n| format!("- {n}")));

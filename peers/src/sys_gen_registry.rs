@@ -45,7 +45,7 @@ pub fn run(cfg: &Config, out: &Out) {
     inside(async {});
 
     // W1 + W2: lookup_or_start returns once init ran and the worker is
-    // registered; 2 driver procs × join_all of 256 starts.
+    // registered; 2 driver procs × join_all of 16 starts (common::CHUNK).
     out.progress("W1 start");
     let rss0 = rss_bytes();
     let r = reg.clone();
