@@ -236,14 +236,17 @@ impl<W: Worker> GenRegistry<W> {
         exclusive: bool,
     ) -> Result<WorkerRef<W>, Error<W>> {
         let shared = self.shared();
-        // The hit path: one table read, one reference taken.
-        if let Some(cell) = shared.table.get_running(&id) {
+        let found = |cell| {
             let found = WorkerRef::new(cell);
-            return if exclusive {
+            if exclusive {
                 Err(Error::AlreadyStarted(found))
             } else {
                 Ok(found)
-            };
+            }
+        };
+        // The hit path: one table read, one reference taken.
+        if let Some(cell) = shared.table.get_running(&id) {
+            return found(cell);
         }
         let mut args = Some(args);
         loop {
@@ -264,8 +267,7 @@ impl<W: Worker> GenRegistry<W> {
                 }
             };
             match cell.state() {
-                RUNNING if exclusive => return Err(Error::AlreadyStarted(WorkerRef::new(cell))),
-                RUNNING => return Ok(WorkerRef::new(cell)),
+                RUNNING => return found(cell),
                 ENDED => shared.table.remove(&cell),
                 state => {
                     cell.changed(state).await;

@@ -8,7 +8,7 @@
 //! callbacks are caught around each callback, so the loop itself decides what a
 //! panic means (answer the caller, end the worker) instead of losing the proc.
 
-use crate::cell::{Envelope, Next, StartFailure};
+use crate::cell::{CallFailure, Envelope, Next, StartFailure};
 use crate::context::Context;
 use crate::timer::{Elapsed, timeout};
 use crate::worker::{ExitReason, Worker};
@@ -118,8 +118,7 @@ async fn handle_mail<W: Worker>(ctx: &mut Context<W>, worker: &mut W) -> ExitRea
                     Err(panic) => {
                         let message = panic_message(panic);
                         ctx.shared.leave_running(&ctx.handle.cell);
-                        let _ =
-                            reply_to.send(Err(crate::cell::CallFailure::Panicked(message.clone())));
+                        let _ = reply_to.send(Err(CallFailure::Panicked(message.clone())));
                         return ExitReason::Panicked(message);
                     }
                 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What every probe worker of one test reports.
 #[derive(Default)]
@@ -238,24 +238,5 @@ where
     async move { handle.await.expect("the spawned task panicked") }
 }
 
-/// Waits until `condition` holds; panics after 10 s.
-pub async fn wait_until(mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "condition not met within 10 s");
-        sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// An async sleep that blocks no executor thread (a helper thread per call:
-/// fine for tests).
-pub fn sleep(d: Duration) -> impl Future<Output = ()> {
-    let (tx, rx) = oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        std::thread::sleep(d);
-        let _ = tx.send(());
-    });
-    async move {
-        let _ = rx.await;
-    }
-}
+/// Waits until `condition` holds, on the crate's own timer; panics after 10 s.
+pub use gen_registry::doc_support::wait_until;
