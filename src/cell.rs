@@ -12,6 +12,11 @@
 //!       └──────────── init failed, timed out, or stop before running ──┘
 //! ```
 //!
+//! A worker that crashed and may restart stays RUNNING while it waits out its
+//! back-off and runs `init` again: it keeps its place, its mail and its
+//! handles. A stop request in that time moves it to STOPPING, and the worker
+//! sees the request when it wakes.
+//!
 //! Only RUNNING workers are visible to lookups and counted; a worker leaves
 //! RUNNING *before* it answers the request that ends it, so nobody who got that
 //! answer can be handed the dying worker again.
@@ -49,6 +54,16 @@ pub(crate) enum StartFailure<E> {
     Init(E),
     Panicked(String),
     Timeout(Duration),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for StartFailure<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFailure::Init(e) => write!(f, "init failed: {e}"),
+            StartFailure::Panicked(m) => write!(f, "init panicked: {m}"),
+            StartFailure::Timeout(d) => write!(f, "init did not finish within {d:?}"),
+        }
+    }
 }
 
 /// What the worker's process gets from its mailbox.
@@ -140,6 +155,25 @@ impl<W: Worker> Cell<W> {
         }
         if let Some(e) = g.queue.pop_front() {
             return Poll::Ready(Next::Mail(e));
+        }
+        match &g.worker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => g.worker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// A stop request, if one came (while the worker was restarting).
+    pub(crate) fn take_stop(&self) -> Option<ExitReason> {
+        self.inner.lock().stop.take()
+    }
+
+    /// The worker's side while it waits out a back-off: ready with a stop
+    /// request; otherwise the worker is woken when one comes (or on mail).
+    pub(crate) fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<ExitReason> {
+        let mut g = self.inner.lock();
+        if let Some(reason) = g.stop.take() {
+            return Poll::Ready(reason);
         }
         match &g.worker {
             Some(w) if w.will_wake(cx.waker()) => {}

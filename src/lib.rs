@@ -73,9 +73,11 @@ mod context;
 #[doc(hidden)]
 pub mod doc_support;
 mod error;
+mod event;
 mod handle;
 mod options;
 mod registry;
+mod restart;
 mod supervise;
 mod table;
 mod timer;
@@ -92,7 +94,9 @@ mod guide {
 
 pub use context::Context;
 pub use error::Error;
+pub use event::{Event, trace};
 pub use handle::WorkerRef;
 pub use options::Options;
 pub use registry::GenRegistry;
+pub use restart::{BackOff, RestartPolicy};
 pub use worker::{ExitReason, Worker};

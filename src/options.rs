@@ -1,50 +1,106 @@
 //! Registry options.
 
+use crate::event::{Event, Observer};
+use crate::restart::{self, BackOff, RestartPolicy};
+use crate::worker::Worker;
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How a registry starts and stops its workers.
+/// How a registry of `W` workers starts, restarts and stops them, who hears
+/// about it, and under which name a Bastion spec publishes it.
 ///
 /// Built with chained setters from [`Options::default`]; checked when the
 /// registry is created, so a bad value is refused up front with
 /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) rather than
-/// misbehaving later.
+/// misbehaving later. The worker type is usually inferred from where the
+/// options go.
 ///
 /// ```
-/// use gen_registry::Options;
+/// # use gen_registry::doc_support::Pinger;
+/// use gen_registry::{BackOff, GenRegistry, Options, RestartPolicy};
 /// use std::time::Duration;
 ///
-/// let options = Options::default()
-///     .start_timeout(Duration::from_secs(1))
-///     .shutdown_timeout(Duration::from_millis(500));
-/// assert_eq!(options.get_start_timeout(), Duration::from_secs(1));
+/// let registry = GenRegistry::<Pinger>::new(
+///     Options::default()
+///         .start_timeout(Duration::from_secs(1))
+///         .shutdown_timeout(Duration::from_millis(500))
+///         .restart(RestartPolicy::Always)
+///         .back_off(BackOff::Exponential {
+///             initial: Duration::from_millis(10),
+///             max: Duration::from_secs(1),
+///         }),
+/// )
+/// .unwrap();
+/// assert_eq!(registry.options().get_start_timeout(), Duration::from_secs(1));
 /// ```
-#[derive(Clone, Debug)]
-pub struct Options {
+pub struct Options<W: Worker> {
     start_timeout: Duration,
     shutdown_timeout: Duration,
+    restart: RestartPolicy,
+    back_off: BackOff,
+    observer: Option<Observer<W>>,
+    name: Option<Cow<'static, str>>,
+    _worker: PhantomData<fn() -> W>,
+}
+
+impl<W: Worker> Clone for Options<W> {
+    fn clone(&self) -> Self {
+        Options {
+            start_timeout: self.start_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            restart: self.restart,
+            back_off: self.back_off,
+            observer: self.observer.clone(),
+            name: self.name.clone(),
+            _worker: PhantomData,
+        }
+    }
+}
+
+impl<W: Worker> fmt::Debug for Options<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("start_timeout", &self.start_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("restart", &self.restart)
+            .field("back_off", &self.back_off)
+            .field("observer", &self.observer.is_some())
+            .field("name", &self.get_name())
+            .finish()
+    }
 }
 
 /// GenServer's default call timeout, which GenRegistry also uses for starts.
 pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
 
-impl Default for Options {
-    /// A start timeout of 5 s (GenRegistry's default) and a shutdown timeout of
-    /// 5 s (OTP's default for a worker).
+impl<W: Worker> Default for Options<W> {
+    /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
+    /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
+    /// behaviour), no observer, and the worker type's name.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
             shutdown_timeout: FIVE_SECONDS,
+            restart: RestartPolicy::Never,
+            back_off: BackOff::Immediate,
+            observer: None,
+            name: None,
+            _worker: PhantomData,
         }
     }
 }
 
-impl Options {
+impl<W: Worker> Options<W> {
     /// How long a worker's `init` may take before it is cancelled and the start
     /// fails with [`Error::StartTimeout`](crate::Error::StartTimeout).
     ///
     /// ```
-    /// # use gen_registry::Options; use std::time::Duration;
-    /// let options = Options::default().start_timeout(Duration::from_millis(200));
+    /// # use gen_registry::doc_support::Pinger;
+/// # use gen_registry::Options; use std::time::Duration;
+    /// let options = Options::<Pinger>::default().start_timeout(Duration::from_millis(200));
     /// assert_eq!(options.get_start_timeout(), Duration::from_millis(200));
     /// ```
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
@@ -56,8 +112,9 @@ impl Options {
     /// they abort the worker.
     ///
     /// ```
-    /// # use gen_registry::Options; use std::time::Duration;
-    /// let options = Options::default().shutdown_timeout(Duration::from_secs(1));
+    /// # use gen_registry::doc_support::Pinger;
+/// # use gen_registry::Options; use std::time::Duration;
+    /// let options = Options::<Pinger>::default().shutdown_timeout(Duration::from_secs(1));
     /// assert_eq!(options.get_shutdown_timeout(), Duration::from_secs(1));
     /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -68,8 +125,9 @@ impl Options {
     /// The start timeout.
     ///
     /// ```
-    /// # use gen_registry::Options; use std::time::Duration;
-    /// assert_eq!(Options::default().get_start_timeout(), Duration::from_secs(5));
+    /// # use gen_registry::doc_support::Pinger;
+/// # use gen_registry::Options; use std::time::Duration;
+    /// assert_eq!(Options::<Pinger>::default().get_start_timeout(), Duration::from_secs(5));
     /// ```
     pub fn get_start_timeout(&self) -> Duration {
         self.start_timeout
@@ -78,11 +136,106 @@ impl Options {
     /// The shutdown timeout.
     ///
     /// ```
-    /// # use gen_registry::Options; use std::time::Duration;
-    /// assert_eq!(Options::default().get_shutdown_timeout(), Duration::from_secs(5));
+    /// # use gen_registry::doc_support::Pinger;
+/// # use gen_registry::Options; use std::time::Duration;
+    /// assert_eq!(Options::<Pinger>::default().get_shutdown_timeout(), Duration::from_secs(5));
     /// ```
     pub fn get_shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
+    }
+
+    /// Whether and how often a crashed worker is restarted. Default:
+    /// [`RestartPolicy::Never`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{Options, RestartPolicy};
+    /// let options = Options::<Pinger>::default().restart(RestartPolicy::Always);
+    /// assert_eq!(options.get_restart(), RestartPolicy::Always);
+    /// ```
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    /// How long a crashed worker waits before it restarts. Default:
+    /// [`BackOff::Immediate`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{BackOff, Options};
+    /// use std::time::Duration;
+    /// let back_off = BackOff::Linear { step: Duration::from_millis(100), max: Duration::from_secs(2) };
+    /// assert_eq!(Options::<Pinger>::default().back_off(back_off).get_back_off(), back_off);
+    /// ```
+    pub fn back_off(mut self, back_off: BackOff) -> Self {
+        self.back_off = back_off;
+        self
+    }
+
+    /// Calls `observer` on every [`Event`] of the registry and its workers
+    /// (replacing an earlier observer). It runs in the worker's process, so
+    /// it must be quick and must not block; it must not wait on the registry.
+    /// Without an observer, reporting costs one branch. [`trace`](crate::trace)
+    /// is a ready-made observer. See [`Event`] for an example.
+    pub fn observe(mut self, observer: impl Fn(&Event<'_, W>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The name a Bastion spec publishes the registry under, for
+    /// [`GenRegistry::whereis_named`](crate::GenRegistry::whereis_named).
+    /// Default: the worker type's name, which
+    /// [`GenRegistry::whereis`](crate::GenRegistry::whereis) finds.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().name("pings").get_name(), "pings");
+    /// assert!(Options::<Pinger>::default().get_name().ends_with("Pinger"));
+    /// ```
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The restart policy.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{Options, RestartPolicy};
+    /// assert_eq!(Options::<Pinger>::default().get_restart(), RestartPolicy::Never);
+    /// ```
+    pub fn get_restart(&self) -> RestartPolicy {
+        self.restart
+    }
+
+    /// The back-off.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{BackOff, Options};
+    /// assert_eq!(Options::<Pinger>::default().get_back_off(), BackOff::Immediate);
+    /// ```
+    pub fn get_back_off(&self) -> BackOff {
+        self.back_off
+    }
+
+    /// The name (see [`name`](Self::name)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().name("a").get_name(), "a");
+    /// ```
+    pub fn get_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .unwrap_or_else(|| std::any::type_name::<W>())
+    }
+
+    pub(crate) fn observer(&self) -> Option<&Observer<W>> {
+        self.observer.as_ref()
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
@@ -95,6 +248,9 @@ impl Options {
                     .into(),
             );
         }
-        Ok(())
+        if self.name.as_deref() == Some("") {
+            return Err("the name is empty: leave it out to use the worker type's name".into());
+        }
+        restart::validate(self.restart, self.back_off)
     }
 }

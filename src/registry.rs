@@ -3,6 +3,7 @@
 use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure};
 use crate::context::Context;
 use crate::error::Error;
+use crate::event::{Event, notify};
 use crate::handle::WorkerRef;
 use crate::options::Options;
 use crate::supervise::{self, Guard};
@@ -77,7 +78,9 @@ pub(crate) struct Shared<W: Worker> {
     /// same step as its state, so a caller who saw a state also sees its count.
     count: AtomicUsize,
     stopped: AtomicBool,
-    pub(crate) options: Options,
+    /// Whether `RegistryStopped` was reported.
+    announced: AtomicBool,
+    pub(crate) options: Options<W>,
 }
 
 impl<W: Worker> Clone for GenRegistry<W> {
@@ -87,6 +90,24 @@ impl<W: Worker> Clone for GenRegistry<W> {
         }
     }
 }
+
+impl<W: Worker> PartialEq for GenRegistry<W> {
+    /// Clones of one registry are equal; two registries never are, even of
+    /// one worker type (e.g. a registry and the one its Bastion supervisor
+    /// restarted).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// let (a, b) = (registry(), registry());
+    /// assert_eq!(a, a.clone());
+    /// assert_ne!(a, b);
+    /// ```
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.owner, &other.owner)
+    }
+}
+
+impl<W: Worker> Eq for GenRegistry<W> {}
 
 impl<W: Worker> fmt::Debug for GenRegistry<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,7 +137,7 @@ impl<W: Worker> GenRegistry<W> {
     /// let refused = GenRegistry::<Pinger>::new(Options::default().start_timeout(Duration::ZERO));
     /// assert!(matches!(refused, Err(Error::InvalidOptions(_))));
     /// ```
-    pub fn new(options: Options) -> Result<Self, Error<W>> {
+    pub fn new(options: Options<W>) -> Result<Self, Error<W>> {
         options.validate().map_err(Error::InvalidOptions)?;
         Ok(GenRegistry {
             owner: Arc::new(Owner {
@@ -124,6 +145,7 @@ impl<W: Worker> GenRegistry<W> {
                     table: Table::new(),
                     count: AtomicUsize::new(0),
                     stopped: AtomicBool::new(false),
+                    announced: AtomicBool::new(false),
                     options,
                 }),
             }),
@@ -504,7 +526,7 @@ impl<W: Worker> GenRegistry<W> {
     /// # use std::time::Duration;
     /// assert_eq!(registry().options().get_start_timeout(), Duration::from_secs(5));
     /// ```
-    pub fn options(&self) -> &Options {
+    pub fn options(&self) -> &Options<W> {
         &self.shared().options
     }
 }
@@ -561,6 +583,9 @@ impl<W: Worker> Shared<W> {
         loop {
             let cells = self.table.cells();
             if cells.is_empty() {
+                if !self.announced.swap(true, Ordering::AcqRel) {
+                    notify(self.options.observer(), Event::RegistryStopped);
+                }
                 return;
             }
             for cell in &cells {

@@ -8,15 +8,19 @@
 //! callbacks are caught around each callback, so the loop itself decides what a
 //! panic means (answer the caller, end the worker) instead of losing the proc.
 
-use crate::cell::{CallFailure, Envelope, Next, StartFailure};
+use crate::cell::{CallFailure, Cell, Envelope, Next, StartFailure};
 use crate::context::Context;
-use crate::timer::{Elapsed, timeout};
+use crate::event::{Event, notify};
+use crate::restart::{Permit, RestartPolicy, Restarts};
+use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::Poll;
+use std::time::Duration;
 
 /// Messages handled in a row before the worker yields its thread to others.
 const BUDGET: u32 = 64;
@@ -25,6 +29,8 @@ const BUDGET: u32 = 64;
 pub(crate) struct Guard<W: Worker> {
     ctx: Context<W>,
     retired: bool,
+    /// Whether `Started` was reported, so `Stopped` must be.
+    started: bool,
 }
 
 impl<W: Worker> Guard<W> {
@@ -32,10 +38,26 @@ impl<W: Worker> Guard<W> {
         Guard {
             ctx,
             retired: false,
+            started: false,
         }
     }
 
-    fn retire(&mut self) {
+    fn cell(&self) -> &Cell<W> {
+        &self.ctx.handle.cell
+    }
+
+    fn notify(&self, event: Event<'_, W>) {
+        notify(self.ctx.shared.options.observer(), event);
+    }
+
+    /// The worker is gone for good: report it, then free its id.
+    fn end(&mut self, reason: &ExitReason) {
+        if self.started {
+            self.notify(Event::Stopped {
+                id: self.ctx.id(),
+                reason,
+            });
+        }
         self.retired = true;
         self.ctx.shared.retire(&self.ctx.handle.cell);
     }
@@ -45,7 +67,13 @@ impl<W: Worker> Drop for Guard<W> {
     fn drop(&mut self) {
         if !self.retired {
             // Aborted (killed, cancelled) or unwinding: nothing else will clean up.
-            self.retire();
+            if self.started {
+                self.notify(Event::Exited {
+                    id: self.ctx.id(),
+                    reason: &ExitReason::Killed,
+                });
+            }
+            self.end(&ExitReason::Killed);
         }
     }
 }
@@ -61,45 +89,171 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// The whole life of a worker.
+/// The whole life of a worker: its first `init`, then incarnations for as
+/// long as its restart policy allows.
 pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
-    let start_timeout = guard.ctx.shared.options.get_start_timeout();
-    let init = {
-        let ctx = &guard.ctx;
-        let init = AssertUnwindSafe(W::init(ctx.id(), args, ctx)).catch_unwind();
-        timeout(start_timeout, init).await
+    let options = &guard.ctx.shared.options;
+    let (policy, back_off) = (options.get_restart(), options.get_back_off());
+    // Only a policy that restarts keeps the args (and its counters), boxed, so
+    // the default costs one pointer.
+    let mut restarts =
+        (policy != RestartPolicy::Never).then(|| Box::new(Restarts::new(args.clone())));
+    let mut worker = match init(&guard.ctx, args).await {
+        Ok(worker) => worker,
+        Err(failure) => {
+            guard.cell().set_start_failure(failure);
+            guard.end(&ExitReason::Normal);
+            return;
+        }
     };
-    let failure = match init {
-        Ok(Ok(Ok(worker))) => return serve(guard, worker).await,
-        Ok(Ok(Err(e))) => StartFailure::Init(e),
-        Ok(Err(panic)) => StartFailure::Panicked(panic_message(panic)),
-        Err(Elapsed) => StartFailure::Timeout(start_timeout),
-    };
-    guard.ctx.handle.cell.set_start_failure(failure);
-    guard.retire();
+    guard.started = true;
+    guard.notify(Event::Started { id: guard.ctx.id() });
+    if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
+        return finish(guard, worker, reason).await;
+    }
+    loop {
+        let (reason, permit) = handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
+        let mut permit = match (permit, &restarts) {
+            (Some(permit), Some(_)) => permit,
+            (_, restarts) => {
+                let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
+                return finish_then(guard, worker, reason, gave_up.map(|r| r.count())).await;
+            }
+        };
+        exit(&mut guard, worker, &reason).await;
+        let restarts = restarts.as_deref_mut().expect("a permit comes from a restart policy");
+        // The worker keeps its place (RUNNING) while it waits and re-inits:
+        // lookups find it, mail queues up for the next incarnation.
+        worker = loop {
+            guard.notify(Event::Restarting {
+                id: guard.ctx.id(),
+                attempt: permit.attempt,
+                delay: permit.delay,
+            });
+            if let Some(stop) = wait_or_stop(guard.cell(), permit.delay).await {
+                return guard.end(&stop);
+            }
+            let failure = match init(&guard.ctx, restarts.args.clone()).await {
+                Ok(worker) => match guard.cell().take_stop() {
+                    Some(stop) => return finish(guard, worker, stop).await,
+                    None => {
+                        restarts.up();
+                        guard.notify(Event::Restarted {
+                            id: guard.ctx.id(),
+                            attempt: permit.attempt,
+                        });
+                        break worker;
+                    }
+                },
+                Err(failure) => ExitReason::InitFailed(failure.to_string()),
+            };
+            guard.notify(Event::Exited {
+                id: guard.ctx.id(),
+                reason: &failure,
+            });
+            if let Some(stop) = guard.cell().take_stop() {
+                return guard.end(&stop);
+            }
+            match restarts.permit(policy, back_off) {
+                Some(next) => permit = next,
+                None => {
+                    guard.ctx.shared.leave_running(guard.cell());
+                    guard.notify(Event::GaveUp {
+                        id: guard.ctx.id(),
+                        restarts: restarts.count(),
+                    });
+                    return guard.end(&failure);
+                }
+            }
+        };
+    }
 }
 
-async fn serve<W: Worker>(mut guard: Guard<W>, mut worker: W) {
-    let reason = match guard.ctx.shared.mark_running(&guard.ctx.handle.cell) {
-        Err(reason) => reason,
-        Ok(()) => handle_mail(&mut guard.ctx, &mut worker).await,
-    };
-    let ctx = &mut guard.ctx;
-    let _ = AssertUnwindSafe(worker.terminate(&reason, ctx))
+/// Runs `init` with the start timeout, containing a panic.
+async fn init<W: Worker>(ctx: &Context<W>, args: W::Args) -> Result<W, StartFailure<W::Error>> {
+    let start_timeout = ctx.shared.options.get_start_timeout();
+    let init = AssertUnwindSafe(W::init(ctx.id(), args, ctx)).catch_unwind();
+    match timeout(start_timeout, init).await {
+        Ok(Ok(Ok(worker))) => Ok(worker),
+        Ok(Ok(Err(e))) => Err(StartFailure::Init(e)),
+        Ok(Err(panic)) => Err(StartFailure::Panicked(panic_message(panic))),
+        Err(Elapsed) => Err(StartFailure::Timeout(start_timeout)),
+    }
+}
+
+/// Ends an incarnation: `terminate` (a panic in it is contained), then the
+/// worker's state is dropped, then `Exited` is reported.
+async fn exit<W: Worker>(guard: &mut Guard<W>, mut worker: W, reason: &ExitReason) {
+    let _ = AssertUnwindSafe(worker.terminate(reason, &mut guard.ctx))
         .catch_unwind()
         .await;
     // The state goes before the entry: once `stop` returns, the worker's
     // resources are released too.
     drop(worker);
-    guard.retire();
+    guard.notify(Event::Exited {
+        id: guard.ctx.id(),
+        reason,
+    });
 }
 
-/// The message loop; returns why the worker ends.
-async fn handle_mail<W: Worker>(ctx: &mut Context<W>, worker: &mut W) -> ExitReason {
+/// Ends the last incarnation and the worker.
+async fn finish<W: Worker>(guard: Guard<W>, worker: W, reason: ExitReason) {
+    finish_then(guard, worker, reason, None).await
+}
+
+/// Ends the last incarnation and the worker, reporting a spent restart policy
+/// (`gave_up`: the restarts counted against it) in between.
+async fn finish_then<W: Worker>(
+    mut guard: Guard<W>,
+    worker: W,
+    reason: ExitReason,
+    gave_up: Option<u32>,
+) {
+    exit(&mut guard, worker, &reason).await;
+    if let Some(restarts) = gave_up {
+        guard.notify(Event::GaveUp {
+            id: guard.ctx.id(),
+            restarts,
+        });
+    }
+    guard.end(&reason);
+}
+
+/// Waits out a back-off; a stop request cuts it short and is returned.
+async fn wait_or_stop<W: Worker>(cell: &Cell<W>, delay: Duration) -> Option<ExitReason> {
+    if delay.is_zero() {
+        return cell.take_stop();
+    }
+    let mut sleep = Sleep::new(delay);
+    futures::future::poll_fn(|cx| {
+        if let Poll::Ready(stop) = cell.poll_stop(cx) {
+            return Poll::Ready(Some(stop));
+        }
+        Pin::new(&mut sleep).poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// The message loop; returns why the incarnation ends and, if it crashed
+/// and may restart, the permit. A crash that may not restart leaves the
+/// registry's view before its caller hears of it.
+async fn handle_mail<W: Worker>(
+    ctx: &mut Context<W>,
+    worker: &mut W,
+    mut restarts: Option<&mut Restarts<W::Args>>,
+) -> (ExitReason, Option<Permit>) {
     let mut budget = BUDGET;
+    let mut crash = |ctx: &mut Context<W>, message: String| {
+        let (policy, back_off) = (ctx.shared.options.get_restart(), ctx.shared.options.get_back_off());
+        let permit = restarts.as_deref_mut().and_then(|r| r.permit(policy, back_off));
+        if permit.is_none() {
+            ctx.shared.leave_running(&ctx.handle.cell);
+        }
+        (ExitReason::Panicked(message), permit)
+    };
     loop {
         let envelope = match ctx.handle.cell.next().await {
-            Next::Stop(reason) => return reason,
+            Next::Stop(reason) => return (reason, None),
             Next::Mail(envelope) => envelope,
         };
         match envelope {
@@ -117,9 +271,9 @@ async fn handle_mail<W: Worker>(ctx: &mut Context<W>, worker: &mut W) -> ExitRea
                     }
                     Err(panic) => {
                         let message = panic_message(panic);
-                        ctx.shared.leave_running(&ctx.handle.cell);
-                        let _ = reply_to.send(Err(CallFailure::Panicked(message.clone())));
-                        return ExitReason::Panicked(message);
+                        let ending = crash(ctx, message.clone());
+                        let _ = reply_to.send(Err(CallFailure::Panicked(message)));
+                        return ending;
                     }
                 }
             }
@@ -128,14 +282,13 @@ async fn handle_mail<W: Worker>(ctx: &mut Context<W>, worker: &mut W) -> ExitRea
                     .catch_unwind()
                     .await;
                 if let Err(panic) = done {
-                    ctx.shared.leave_running(&ctx.handle.cell);
-                    return ExitReason::Panicked(panic_message(panic));
+                    return crash(ctx, panic_message(panic));
                 }
             }
         }
         if ctx.stop {
             ctx.shared.leave_running(&ctx.handle.cell);
-            return ExitReason::Normal;
+            return (ExitReason::Normal, None);
         }
         budget -= 1;
         if budget == 0 {

@@ -87,7 +87,8 @@ pub trait Worker: Sized + Send + 'static {
 
     /// Answers one request. A panic here answers the caller with
     /// [`Error::HandlerPanicked`](crate::Error::HandlerPanicked) and ends the
-    /// worker. Call [`Context::stop`] to end the worker after this reply.
+    /// worker — or, under a [`RestartPolicy`](crate::RestartPolicy) that
+    /// restarts it, the incarnation: the next one serves the queued mail. Call [`Context::stop`] to end the worker after this reply.
     fn handle_call(
         &mut self,
         request: Self::Request,
@@ -136,6 +137,10 @@ pub enum ExitReason {
     Shutdown,
     /// A handler panicked; the panic's message.
     Panicked(String),
+    /// A restart's `init` failed (returned an error, panicked or timed out);
+    /// the failure's text. Only [events](crate::Event) carry it: there was
+    /// no incarnation to `terminate`.
+    InitFailed(String),
     /// It was aborted without running `terminate`
     /// ([`WorkerRef::kill`](crate::WorkerRef::kill), or a `terminate` that
     /// outlived the shutdown timeout).
@@ -143,8 +148,8 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    /// Whether the worker ended because something went wrong (a panic or an
-    /// abort) rather than because it or its registry asked it to.
+    /// Whether the worker ended because something went wrong (a panic, a
+    /// failed restart or an abort) rather than because it or its registry asked it to.
     ///
     /// ```
     /// use gen_registry::ExitReason;
@@ -152,7 +157,10 @@ impl ExitReason {
     /// assert!(ExitReason::Killed.is_abnormal());
     /// ```
     pub fn is_abnormal(&self) -> bool {
-        matches!(self, ExitReason::Panicked(_) | ExitReason::Killed)
+        matches!(
+            self,
+            ExitReason::Panicked(_) | ExitReason::InitFailed(_) | ExitReason::Killed
+        )
     }
 }
 
@@ -163,6 +171,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Stopped => f.write_str("stopped by the registry"),
             ExitReason::Shutdown => f.write_str("its registry shut down"),
             ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
+            ExitReason::InitFailed(m) => write!(f, "restart failed: {m}"),
             ExitReason::Killed => f.write_str("killed"),
         }
     }

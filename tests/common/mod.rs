@@ -208,7 +208,7 @@ pub fn registry() -> GenRegistry<Probe> {
     GenRegistry::new(Options::default()).unwrap()
 }
 
-pub fn registry_with(options: Options) -> GenRegistry<Probe> {
+pub fn registry_with(options: Options<Probe>) -> GenRegistry<Probe> {
     GenRegistry::new(options).unwrap()
 }
 
