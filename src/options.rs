@@ -99,7 +99,7 @@ impl<W: Worker> Options<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
-/// # use gen_registry::Options; use std::time::Duration;
+    /// # use gen_registry::Options; use std::time::Duration;
     /// let options = Options::<Pinger>::default().start_timeout(Duration::from_millis(200));
     /// assert_eq!(options.get_start_timeout(), Duration::from_millis(200));
     /// ```
@@ -113,7 +113,7 @@ impl<W: Worker> Options<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
-/// # use gen_registry::Options; use std::time::Duration;
+    /// # use gen_registry::Options; use std::time::Duration;
     /// let options = Options::<Pinger>::default().shutdown_timeout(Duration::from_secs(1));
     /// assert_eq!(options.get_shutdown_timeout(), Duration::from_secs(1));
     /// ```
@@ -126,7 +126,7 @@ impl<W: Worker> Options<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
-/// # use gen_registry::Options; use std::time::Duration;
+    /// # use gen_registry::Options; use std::time::Duration;
     /// assert_eq!(Options::<Pinger>::default().get_start_timeout(), Duration::from_secs(5));
     /// ```
     pub fn get_start_timeout(&self) -> Duration {
@@ -137,7 +137,7 @@ impl<W: Worker> Options<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
-/// # use gen_registry::Options; use std::time::Duration;
+    /// # use gen_registry::Options; use std::time::Duration;
     /// assert_eq!(Options::<Pinger>::default().get_shutdown_timeout(), Duration::from_secs(5));
     /// ```
     pub fn get_shutdown_timeout(&self) -> Duration {

@@ -151,19 +151,28 @@ pub(crate) fn validate(policy: RestartPolicy, back_off: BackOff) -> Result<(), S
             );
         }
         if within.is_zero() {
-            return Err("RestartPolicy::Tries has a zero window: no restart could be counted against it".into());
+            return Err(
+                "RestartPolicy::Tries has a zero window: no restart could be counted against it"
+                    .into(),
+            );
         }
     }
     let (first, max, name) = match back_off {
         BackOff::Immediate => return Ok(()),
         BackOff::Linear { step, max } => (step, max, "BackOff::Linear's step"),
-        BackOff::Exponential { initial, max } => (initial, max, "BackOff::Exponential's initial delay"),
+        BackOff::Exponential { initial, max } => {
+            (initial, max, "BackOff::Exponential's initial delay")
+        }
     };
     if first.is_zero() {
-        return Err(format!("{name} is zero: use BackOff::Immediate for no delay"));
+        return Err(format!(
+            "{name} is zero: use BackOff::Immediate for no delay"
+        ));
     }
     if max < first {
-        return Err(format!("{name} ({first:?}) is longer than its max ({max:?})"));
+        return Err(format!(
+            "{name} ({first:?}) is longer than its max ({max:?})"
+        ));
     }
     Ok(())
 }
@@ -346,22 +355,38 @@ mod tests {
             restarts: 0,
             within: MS,
         };
-        assert!(validate(tries0, BackOff::Immediate).unwrap_err().contains("Never"));
+        assert!(
+            validate(tries0, BackOff::Immediate)
+                .unwrap_err()
+                .contains("Never")
+        );
         let window0 = RestartPolicy::Tries {
             restarts: 1,
             within: Duration::ZERO,
         };
-        assert!(validate(window0, BackOff::Immediate).unwrap_err().contains("zero window"));
+        assert!(
+            validate(window0, BackOff::Immediate)
+                .unwrap_err()
+                .contains("zero window")
+        );
         let step0 = BackOff::Linear {
             step: Duration::ZERO,
             max: MS,
         };
-        assert!(validate(RestartPolicy::Always, step0).unwrap_err().contains("Immediate"));
+        assert!(
+            validate(RestartPolicy::Always, step0)
+                .unwrap_err()
+                .contains("Immediate")
+        );
         let inverted = BackOff::Exponential {
             initial: 2 * MS,
             max: MS,
         };
-        assert!(validate(RestartPolicy::Always, inverted).unwrap_err().contains("max"));
+        assert!(
+            validate(RestartPolicy::Always, inverted)
+                .unwrap_err()
+                .contains("max")
+        );
         assert!(validate(RestartPolicy::Always, BackOff::Immediate).is_ok());
     }
 }

@@ -112,7 +112,8 @@ pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
         return finish(guard, worker, reason).await;
     }
     loop {
-        let (reason, permit) = handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
+        let (reason, permit) =
+            handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
         let mut permit = match (permit, &restarts) {
             (Some(permit), Some(_)) => permit,
             (_, restarts) => {
@@ -121,7 +122,9 @@ pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
             }
         };
         exit(&mut guard, worker, &reason).await;
-        let restarts = restarts.as_deref_mut().expect("a permit comes from a restart policy");
+        let restarts = restarts
+            .as_deref_mut()
+            .expect("a permit comes from a restart policy");
         // The worker keeps its place (RUNNING) while it waits and re-inits:
         // lookups find it, mail queues up for the next incarnation.
         worker = loop {
@@ -244,8 +247,13 @@ async fn handle_mail<W: Worker>(
 ) -> (ExitReason, Option<Permit>) {
     let mut budget = BUDGET;
     let mut crash = |ctx: &mut Context<W>, message: String| {
-        let (policy, back_off) = (ctx.shared.options.get_restart(), ctx.shared.options.get_back_off());
-        let permit = restarts.as_deref_mut().and_then(|r| r.permit(policy, back_off));
+        let (policy, back_off) = (
+            ctx.shared.options.get_restart(),
+            ctx.shared.options.get_back_off(),
+        );
+        let permit = restarts
+            .as_deref_mut()
+            .and_then(|r| r.permit(policy, back_off));
         if permit.is_none() {
             ctx.shared.leave_running(&ctx.handle.cell);
         }

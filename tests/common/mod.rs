@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use futures::channel::oneshot;
-use gen_registry::{Context, ExitReason, GenRegistry, Options, Worker};
+use gen_registry::{Context, Event, ExitReason, GenRegistry, Options, Worker};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +21,10 @@ pub struct Log {
     /// Times a probe was created while another of its id was alive.
     pub overlaps: AtomicUsize,
     pub reasons: Mutex<Vec<(u64, ExitReason)>>,
+    /// Inits attempted per id (successful or not).
+    attempts: Mutex<HashMap<u64, usize>>,
+    /// What the registry's observer reported, as text.
+    pub events: Mutex<Vec<String>>,
 }
 
 impl Log {
@@ -39,6 +43,25 @@ impl Log {
     pub fn overlaps(&self) -> usize {
         self.overlaps.load(Ordering::SeqCst)
     }
+    /// The events reported so far.
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().clone()
+    }
+    /// How many reported events start with `prefix`.
+    pub fn count_events(&self, prefix: &str) -> usize {
+        self.events
+            .lock()
+            .iter()
+            .filter(|e| e.starts_with(prefix))
+            .count()
+    }
+}
+
+/// Options whose observer records every event in `log`.
+pub fn observed(log: &Arc<Log>) -> Options<Probe> {
+    let log = log.clone();
+    Options::default()
+        .observe(move |event: &Event<'_, Probe>| log.events.lock().push(event.to_string()))
 }
 
 /// How a probe's init behaves.
@@ -55,6 +78,8 @@ pub enum Init {
     GateThenFail(Arc<Mutex<Option<oneshot::Receiver<()>>>>),
     /// Starts (lookup_or_start) another id of the same registry first.
     StartOther(u64),
+    /// Succeeds for the first `n` attempts of the id, then fails.
+    FailAfter(usize),
 }
 
 #[derive(Clone)]
@@ -104,7 +129,28 @@ pub enum Req {
     Hang,
     /// lookup_or_start another id from inside the handler; reply with its state.
     CallOther(u64),
+    /// Wait until the gate opens, then reply with the state.
+    Wait(Gate),
 }
+
+/// A gate a handler waits on: open it by sending on (or dropping) its sender.
+#[derive(Clone)]
+pub struct Gate(Arc<Mutex<Option<oneshot::Receiver<()>>>>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+/// A closed gate for [`Req::Wait`] and its key.
+pub fn handler_gate() -> (oneshot::Sender<()>, Gate) {
+    let (tx, rx) = oneshot::channel();
+    (tx, Gate(Arc::new(Mutex::new(Some(rx)))))
+}
+
+/// A cast the probe panics on.
+pub const PANIC_CAST: u64 = u64::MAX;
 
 #[derive(Debug, thiserror::Error)]
 #[error("probe init refused: {0}")]
@@ -134,7 +180,17 @@ impl Worker for Probe {
 
     async fn init(id: &u64, args: Args, ctx: &Context<Self>) -> Result<Self, ProbeError> {
         args.log.inits.fetch_add(1, Ordering::SeqCst);
+        let attempt = {
+            let mut attempts = args.log.attempts.lock();
+            let n = attempts.entry(*id).or_default();
+            *n += 1;
+            *n
+        };
         match &args.init {
+            Init::FailAfter(n) if attempt > *n => {
+                return Err(ProbeError(format!("id {id}, attempt {attempt}")));
+            }
+            Init::FailAfter(_) => {}
             Init::Ok => {}
             Init::Fail => return Err(ProbeError(format!("id {id}"))),
             Init::Panic => panic!("init of {id} panicked"),
@@ -191,10 +247,20 @@ impl Worker for Probe {
                     .expect("start from handler");
                 w.call(Req::Get).await.expect("call from handler")
             }
+            Req::Wait(gate) => {
+                let rx = gate.0.lock().take();
+                if let Some(rx) = rx {
+                    let _ = rx.await;
+                }
+                self.state
+            }
         }
     }
 
     async fn handle_cast(&mut self, n: u64, _ctx: &mut Context<Self>) {
+        if n == PANIC_CAST {
+            panic!("cast handler of {} panicked", self.id);
+        }
         self.state += n;
     }
 
