@@ -79,6 +79,13 @@ pub enum Error<W: Worker> {
     /// supervisor); no operation can run on it any more.
     #[error("the registry has been shut down; no operation can run on it any more")]
     RegistryStopped,
+    /// A registry of this worker type is already published under this name
+    /// (by a Bastion spec); give the new one another
+    /// [name](crate::Options::name).
+    #[error(
+        "a registry of this worker type is already published under the name {0:?}; give this one another name with `Options::name`"
+    )]
+    NameTaken(String),
     /// The registry's options were refused; the text says which and why.
     #[error("invalid registry options: {0}")]
     InvalidOptions(String),
@@ -96,6 +103,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::HandlerPanicked(m) => f.debug_tuple("HandlerPanicked").field(m).finish(),
             Error::WorkerEnded => f.write_str("WorkerEnded"),
             Error::RegistryStopped => f.write_str("RegistryStopped"),
+            Error::NameTaken(n) => f.debug_tuple("NameTaken").field(n).finish(),
             Error::InvalidOptions(m) => f.debug_tuple("InvalidOptions").field(m).finish(),
         }
     }

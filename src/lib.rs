@@ -70,6 +70,7 @@
 
 mod cell;
 mod context;
+mod directory;
 #[doc(hidden)]
 pub mod doc_support;
 mod error;
@@ -78,6 +79,7 @@ mod handle;
 mod options;
 mod registry;
 mod restart;
+mod spec;
 mod supervise;
 mod table;
 mod timer;
@@ -99,4 +101,6 @@ pub use handle::WorkerRef;
 pub use options::Options;
 pub use registry::GenRegistry;
 pub use restart::{BackOff, RestartPolicy};
+pub use spec::Spec;
+pub use timer::{Elapsed, Timeout, timeout};
 pub use worker::{ExitReason, Worker};

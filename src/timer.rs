@@ -212,19 +212,45 @@ impl Drop for Sleep {
     }
 }
 
-/// The deadline of [`Timeout`] passed.
-#[derive(Debug)]
-pub(crate) struct Elapsed;
+/// The deadline of a [`timeout`] passed before its future completed.
+///
+/// ```
+/// assert_eq!(gen_registry::Elapsed.to_string(), "deadline elapsed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
 
-/// Runs `future` until it completes or `after` has passed. The deadline is only
-/// registered with the timer if the future is not ready at its first poll.
-pub(crate) struct Timeout<F> {
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// The future returned by [`timeout`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Timeout<F> {
     future: F,
     after: Duration,
     sleep: Option<Sleep>,
 }
 
-pub(crate) fn timeout<F: Future>(after: Duration, future: F) -> Timeout<F> {
+/// Runs `future` until it completes or `after` has passed, on the crate's
+/// own timer (no runtime needed). Bastion's asks have no timeout: wrap them in
+/// this. The deadline is only registered if the future is not ready at its
+/// first poll.
+///
+/// ```
+/// use gen_registry::{Elapsed, timeout};
+/// use std::time::Duration;
+/// # futures::executor::block_on(async {
+/// let never = futures::future::pending::<()>();
+/// assert_eq!(timeout(Duration::from_millis(5), never).await, Err(Elapsed));
+/// assert_eq!(timeout(Duration::from_secs(1), async { 7 }).await, Ok(7));
+/// # });
+/// ```
+pub fn timeout<F: Future>(after: Duration, future: F) -> Timeout<F> {
     Timeout {
         future,
         after,
