@@ -90,6 +90,12 @@ mod worker;
 mod guide {
     #[doc = include_str!("../guide/src/first-registry.md")]
     struct FirstRegistry;
+    #[doc = include_str!("../guide/src/restarts.md")]
+    struct Restarts;
+    #[doc = include_str!("../guide/src/bastion.md")]
+    struct Bastion;
+    #[doc = include_str!("../guide/src/events.md")]
+    struct Events;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

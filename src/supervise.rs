@@ -92,8 +92,7 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
 /// The whole life of a worker: its first `init`, then incarnations for as
 /// long as its restart policy allows.
 pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
-    let options = &guard.ctx.shared.options;
-    let (policy, back_off) = (options.get_restart(), options.get_back_off());
+    let policy = guard.ctx.shared.options.get_restart();
     // Only a policy that restarts keeps the args (and its counters), boxed, so
     // the default costs one pointer.
     let mut restarts =
@@ -109,66 +108,92 @@ pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
     guard.started = true;
     guard.notify(Event::Started { id: guard.ctx.id() });
     if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
-        return finish(guard, worker, reason).await;
+        // Ending paths are boxed: they run once, and inline they would
+        // double the size of every idle worker's future.
+        return Box::pin(finish(guard, worker, reason)).await;
     }
     loop {
         let (reason, permit) =
             handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
-        let mut permit = match (permit, &restarts) {
+        let permit = match (permit, &restarts) {
             (Some(permit), Some(_)) => permit,
             (_, restarts) => {
                 let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
-                return finish_then(guard, worker, reason, gave_up.map(|r| r.count())).await;
+                let gave_up = gave_up.map(|r| r.count());
+                return Box::pin(finish_then(guard, worker, reason, gave_up)).await;
             }
         };
-        exit(&mut guard, worker, &reason).await;
+        Box::pin(exit(&mut guard, worker, &reason)).await;
         let restarts = restarts
             .as_deref_mut()
             .expect("a permit comes from a restart policy");
-        // The worker keeps its place (RUNNING) while it waits and re-inits:
-        // lookups find it, mail queues up for the next incarnation.
-        worker = loop {
-            guard.notify(Event::Restarting {
-                id: guard.ctx.id(),
-                attempt: permit.attempt,
-                delay: permit.delay,
-            });
-            if let Some(stop) = wait_or_stop(guard.cell(), permit.delay).await {
-                return guard.end(&stop);
-            }
-            let failure = match init(&guard.ctx, restarts.args.clone()).await {
-                Ok(worker) => match guard.cell().take_stop() {
-                    Some(stop) => return finish(guard, worker, stop).await,
-                    None => {
-                        restarts.up();
-                        guard.notify(Event::Restarted {
-                            id: guard.ctx.id(),
-                            attempt: permit.attempt,
-                        });
-                        break worker;
-                    }
-                },
-                Err(failure) => ExitReason::InitFailed(failure.to_string()),
-            };
-            guard.notify(Event::Exited {
-                id: guard.ctx.id(),
-                reason: &failure,
-            });
-            if let Some(stop) = guard.cell().take_stop() {
-                return guard.end(&stop);
-            }
-            match restarts.permit(policy, back_off) {
-                Some(next) => permit = next,
-                None => {
-                    guard.ctx.shared.leave_running(guard.cell());
-                    guard.notify(Event::GaveUp {
-                        id: guard.ctx.id(),
-                        restarts: restarts.count(),
-                    });
-                    return guard.end(&failure);
+        // Boxed: the restart path's states cost the common case nothing.
+        match Box::pin(restart(&mut guard, restarts, permit)).await {
+            Some(next) => worker = next,
+            None => return,
+        }
+    }
+}
+
+/// Brings a crashed worker back: waits out the back-off and runs `init`
+/// again, for as long as the policy permits. The worker keeps its place
+/// (RUNNING) meanwhile: lookups find it, mail queues up for the next
+/// incarnation. `None` once the worker has ended (stopped, or given up).
+async fn restart<W: Worker>(
+    guard: &mut Guard<W>,
+    restarts: &mut Restarts<W::Args>,
+    mut permit: Permit,
+) -> Option<W> {
+    let options = &guard.ctx.shared.options;
+    let (policy, back_off) = (options.get_restart(), options.get_back_off());
+    loop {
+        guard.notify(Event::Restarting {
+            id: guard.ctx.id(),
+            attempt: permit.attempt,
+            delay: permit.delay,
+        });
+        if let Some(stop) = wait_or_stop(guard.cell(), permit.delay).await {
+            guard.end(&stop);
+            return None;
+        }
+        let failure = match init(&guard.ctx, restarts.args.clone()).await {
+            Ok(worker) => match guard.cell().take_stop() {
+                Some(stop) => {
+                    exit(guard, worker, &stop).await;
+                    guard.end(&stop);
+                    return None;
                 }
-            }
+                None => {
+                    restarts.up();
+                    guard.notify(Event::Restarted {
+                        id: guard.ctx.id(),
+                        attempt: permit.attempt,
+                    });
+                    return Some(worker);
+                }
+            },
+            Err(failure) => ExitReason::InitFailed(failure.to_string()),
         };
+        guard.notify(Event::Exited {
+            id: guard.ctx.id(),
+            reason: &failure,
+        });
+        if let Some(stop) = guard.cell().take_stop() {
+            guard.end(&stop);
+            return None;
+        }
+        match restarts.permit(policy, back_off) {
+            Some(next) => permit = next,
+            None => {
+                guard.ctx.shared.leave_running(guard.cell());
+                guard.notify(Event::GaveUp {
+                    id: guard.ctx.id(),
+                    restarts: restarts.count(),
+                });
+                guard.end(&failure);
+                return None;
+            }
+        }
     }
 }
 
