@@ -84,8 +84,12 @@ mod worker;
 /// The guide's chapters, compiled and run as doctests so the guide cannot rot.
 #[cfg(doctest)]
 mod guide {
+    #[doc = include_str!("../guide/src/why.md")]
+    struct Why;
     #[doc = include_str!("../guide/src/first-registry.md")]
     struct FirstRegistry;
+    #[doc = include_str!("../guide/src/worker.md")]
+    struct Writing;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }
