@@ -90,6 +90,8 @@ mod guide {
     struct FirstRegistry;
     #[doc = include_str!("../guide/src/worker.md")]
     struct Writing;
+    #[doc = include_str!("../guide/src/api.md")]
+    struct Api;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }
