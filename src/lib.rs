@@ -92,6 +92,8 @@ mod guide {
     struct Writing;
     #[doc = include_str!("../guide/src/api.md")]
     struct Api;
+    #[doc = include_str!("../guide/src/shutdown.md")]
+    struct Shutdown;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }
