@@ -94,6 +94,12 @@ mod guide {
     struct Api;
     #[doc = include_str!("../guide/src/shutdown.md")]
     struct Shutdown;
+    #[doc = include_str!("../guide/src/performance.md")]
+    struct Performance;
+    #[doc = include_str!("../guide/src/elixir.md")]
+    struct Elixir;
+    #[doc = include_str!("../guide/src/design.md")]
+    struct Design;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }
