@@ -88,6 +88,8 @@ mod worker;
 /// The guide's chapters, compiled and run as doctests so the guide cannot rot.
 #[cfg(doctest)]
 mod guide {
+    #[doc = include_str!("../guide/src/why.md")]
+    struct Why;
     #[doc = include_str!("../guide/src/first-registry.md")]
     struct FirstRegistry;
     #[doc = include_str!("../guide/src/restarts.md")]
@@ -96,6 +98,18 @@ mod guide {
     struct Bastion;
     #[doc = include_str!("../guide/src/events.md")]
     struct Events;
+    #[doc = include_str!("../guide/src/worker.md")]
+    struct Writing;
+    #[doc = include_str!("../guide/src/api.md")]
+    struct Api;
+    #[doc = include_str!("../guide/src/shutdown.md")]
+    struct Shutdown;
+    #[doc = include_str!("../guide/src/performance.md")]
+    struct Performance;
+    #[doc = include_str!("../guide/src/elixir.md")]
+    struct Elixir;
+    #[doc = include_str!("../guide/src/design.md")]
+    struct Design;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }
