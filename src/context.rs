@@ -84,7 +84,9 @@ impl<W: Worker> Context<W> {
     }
 
     /// The registry this worker belongs to, to start or look up other ids;
-    /// `None` once every handle to the registry has been dropped. Never wait,
+    /// `None` once every handle to the registry has been dropped. Use it and
+    /// let it go: a worker that keeps it in its state keeps the registry
+    /// alive, so dropping the users' last clone no longer shuts it down. Never wait,
     /// from `init`, on the start of the worker's own id: it cannot finish
     /// before `init` does.
     ///

@@ -160,7 +160,9 @@ impl<W: Worker> WorkerRef<W> {
     /// Aborts the worker at once, without running its `terminate` (Erlang's
     /// `exit(Pid, kill)`). Its future is dropped at its next turn on the
     /// executor; its entry is then removed and pending callers get
-    /// [`Error::WorkerEnded`]. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
+    /// [`Error::WorkerEnded`]. It returns before that has happened: for a
+    /// moment `is_alive` may still be true. A killed worker is never
+    /// restarted. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;

@@ -108,8 +108,9 @@ impl<W: Worker> Options<W> {
         self
     }
 
-    /// How long `stop` and `shutdown` wait for a worker's `terminate` before
-    /// they abort the worker.
+    /// How long `stop` waits for a worker's `terminate` before it aborts the
+    /// worker. `shutdown` gives all workers this one budget together: they
+    /// stop in parallel, and those still running after it are aborted.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 /// supervised by the registry itself.
 ///
 /// When the last clone is dropped without [`shutdown`](Self::shutdown), the
-/// registry shuts down in the background.
+/// registry shuts down in the background: a program that ends right after
+/// may end before the workers' `terminate` ran. Await `shutdown` to be sure.
 ///
 /// ```
 /// use gen_registry::{Context, GenRegistry, Options, Worker};
@@ -329,9 +330,13 @@ impl<W: Worker> GenRegistry<W> {
 
     /// Stops the worker under `id` and returns once its `terminate` has run
     /// and its entry is gone — the id is then free, and no second worker of
-    /// the id can have started before. Calls queued behind the stop get
-    /// [`Error::WorkerEnded`]. A worker still in `init` is stopped right after
-    /// it. A `terminate` that outlives the shutdown timeout is aborted.
+    /// the id can have started before. The stop goes ahead of the mail: the
+    /// request being handled finishes, and every call still queued gets
+    /// [`Error::WorkerEnded`] (to drain the queue first, send a last request
+    /// whose handler calls [`Context::stop`](crate::Context::stop)). A worker
+    /// still in `init` is stopped right after it; a worker waiting out a
+    /// restart back-off, at once. A `terminate` that outlives the shutdown
+    /// timeout is aborted.
     ///
     /// Fails with [`Error::NotFound`] if no worker runs under `id`, or
     /// [`Error::RegistryStopped`].
