@@ -178,7 +178,28 @@ impl<W: Worker> Options<W> {
     /// (replacing an earlier observer). It runs in the worker's process, so
     /// it must be quick and must not block; it must not wait on the registry.
     /// Without an observer, reporting costs one branch. [`trace`](crate::trace)
-    /// is a ready-made observer. See [`Event`] for an example.
+    /// is a ready-made observer.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::{Event, GenRegistry, Options};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let stopped = Arc::new(AtomicUsize::new(0));
+    /// let seen = stopped.clone();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default().observe(move |event| {
+    ///     if let Event::Stopped { .. } = event {
+    ///         seen.fetch_add(1, Ordering::SeqCst);
+    ///     }
+    /// }))
+    /// .unwrap();
+    /// # run(async {
+    /// registry.start(1, 0).await.unwrap();
+    /// registry.stop(&1).await.unwrap();
+    /// assert_eq!(stopped.load(Ordering::SeqCst), 1);
+    /// # });
+    /// ```
     pub fn observe(mut self, observer: impl Fn(&Event<'_, W>) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
         self

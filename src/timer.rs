@@ -228,7 +228,15 @@ impl std::fmt::Display for Elapsed {
 
 impl std::error::Error for Elapsed {}
 
-/// The future returned by [`timeout`].
+/// The future returned by [`timeout`]: the inner future's output, or
+/// [`Elapsed`].
+///
+/// ```
+/// use gen_registry::{Timeout, timeout};
+/// use std::time::Duration;
+/// let bounded: Timeout<_> = timeout(Duration::from_secs(1), async { "done" });
+/// assert_eq!(futures::executor::block_on(bounded), Ok("done"));
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Timeout<F> {
     future: F,
