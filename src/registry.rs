@@ -210,7 +210,9 @@ impl<W: Worker> GenRegistry<W> {
     /// Errors: [`Error::Init`] / [`Error::InitPanicked`] /
     /// [`Error::StartTimeout`] when this caller's start failed (nothing stays
     /// registered; a caller that was waiting on someone else's failed start
-    /// tries its own), [`Error::RegistryStopped`].
+    /// tries its own), [`Error::WorkerEnded`] when this caller's worker
+    /// started but ended (stopped by someone else, stopped itself or
+    /// panicked) before this caller could be handed it, [`Error::RegistryStopped`].
     ///
     /// ```
     /// # use gen_registry::doc_support::*;

@@ -1,0 +1,97 @@
+//! Helpers of the reliability tests (model, stress, faults): sizes from the
+//! environment, a seeded random generator, a deadline runner that reports a
+//! panic as an error, and a panic hook that keeps deliberate panics quiet.
+#![allow(dead_code)]
+
+use futures::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Once;
+use std::time::Duration;
+
+/// The size a test runs at: `default`, or the value of the variable `name`.
+pub fn size_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A small seeded generator (SplitMix64): reproducible runs without a
+/// dependency.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Runs `future` on its own thread and returns its output, or the message of
+/// its panic, or an error if it did not finish within `secs` seconds (a hang).
+pub fn run_caught<F>(secs: u64, future: F) -> Result<F::Output, String>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = futures::executor::block_on(AssertUnwindSafe(future).catch_unwind());
+        let _ = tx.send(out.map_err(panic_text));
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out,
+        Err(_) => Err(format!("did not finish within {secs} s (a hang)")),
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "a panic without a message".to_owned(),
+        },
+    }
+}
+
+/// The texts of the panics the tests cause on purpose (the probe's init and
+/// handlers, and the fault workers').
+const DELIBERATE: [&str; 3] = ["init of", "handler of", "deliberate"];
+
+/// Installs (once per test binary) a panic hook that stays silent for the
+/// tests' deliberate panics and reports every other panic as usual, so that
+/// thousands of injected faults do not bury a real failure.
+pub fn quiet_deliberate_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !DELIBERATE.iter().any(|d| text.contains(d)) {
+                default(info);
+            }
+        }));
+    });
+}
