@@ -165,7 +165,7 @@ impl Worker for Faulty {
     }
 }
 
-fn faulty(options: Options) -> GenRegistry<Faulty> {
+fn faulty(options: Options<Faulty>) -> GenRegistry<Faulty> {
     GenRegistry::new(options).unwrap()
 }
 

@@ -3,9 +3,11 @@
 //! under which id and what its state is.
 //!
 //! It proves, for every generated sequence (and proptest shrinks any failure to
-//! a minimal one): each result is the one the model predicts (lookups, starts,
+//! a minimal one), under each restart policy (never, always, at most 1 or 2
+//! restarts): each result is the one the model predicts (lookups, starts,
 //! stops, calls and casts, including panicking and failing inits, panicking
-//! handlers and workers that stop themselves); after every step `count()`,
+//! handlers — which end the worker or restart it with its first state under
+//! the same handles — and workers that stop themselves); after every step `count()`,
 //! `to_list()` and `reduce` agree with the model, never two workers of one id
 //! are alive (the probe log's overlaps), no ended worker is reachable by
 //! `lookup`, every old handle of an ended worker is dead and fails at once,
@@ -20,7 +22,7 @@ mod common;
 mod support;
 
 use common::*;
-use gen_registry::{Error, GenRegistry, Options, WorkerRef};
+use gen_registry::{Error, GenRegistry, Options, RestartPolicy, WorkerRef};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use std::collections::{BTreeSet, HashMap};
@@ -74,25 +76,37 @@ enum Op {
     Cast(u64, Via, u64),
 }
 
-/// What the registry does with a worker whose handler panicked. Only `Never`
-/// exists today; a new restart policy is a new variant here, a case in
-/// [`options`] and a case in [`Model::handler_panicked`] (the compiler points
-/// at both), plus its weight in [`policy`].
+/// What the registry does with a worker whose handler panicked: each restart
+/// policy, as the model sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Policy {
     /// The worker ends (GenRegistry's behaviour).
     Never,
+    /// The worker restarts, every time, with the state of its first start.
+    Always,
+    /// The worker restarts at most this many times (the window is an hour:
+    /// it never expires during a case), then ends.
+    Tries(u32),
 }
 
 /// The registry options that give `policy`.
-fn options(policy: Policy) -> Options {
+fn options(policy: Policy) -> Options<Probe> {
     match policy {
         Policy::Never => Options::default(),
+        Policy::Always => Options::default().restart(RestartPolicy::Always),
+        Policy::Tries(restarts) => Options::default().restart(RestartPolicy::Tries {
+            restarts,
+            within: std::time::Duration::from_secs(3600),
+        }),
     }
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    Just(Policy::Never)
+    prop_oneof![
+        Just(Policy::Never),
+        Just(Policy::Always),
+        (1..3u32).prop_map(Policy::Tries)
+    ]
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +151,9 @@ fn case(max_steps: usize) -> impl Strategy<Value = Case> {
 struct Live {
     state: u64,
     generation: u64,
+    /// The state `init` gives it (again, on a restart).
+    initial: u64,
+    restarts: u32,
 }
 
 /// The reference model: which worker lives under each id.
@@ -162,7 +179,15 @@ impl Model {
     fn started(&mut self, id: u64, state: u64) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
-        self.live.insert(id, Live { state, generation });
+        self.live.insert(
+            id,
+            Live {
+                state,
+                generation,
+                initial: state,
+                restarts: 0,
+            },
+        );
         generation
     }
 
@@ -172,8 +197,18 @@ impl Model {
     }
 
     fn handler_panicked(&mut self, id: u64) {
+        let restarts = self.live[&id].restarts;
         match self.policy {
             Policy::Never => self.ended(id),
+            Policy::Tries(max) if restarts >= max => self.ended(id),
+            Policy::Always | Policy::Tries(_) => {
+                // terminate ran for the crashed incarnation; the next one
+                // starts over from the same args, under the same handles.
+                self.terminated += 1;
+                let live = self.live.get_mut(&id).expect("a live worker panicked");
+                live.state = live.initial;
+                live.restarts += 1;
+            }
         }
     }
 }
