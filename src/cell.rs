@@ -37,6 +37,9 @@ pub(crate) const RUNNING: u8 = 1;
 pub(crate) const STOPPING: u8 = 2;
 pub(crate) const ENDED: u8 = 3;
 
+/// The largest mailbox capacity (in messages) kept once the mailbox is empty.
+const KEEP_MAILBOX_CAPACITY: usize = 1024;
+
 /// Why a call got no reply from the handler.
 pub(crate) enum CallFailure {
     Panicked(String),
@@ -154,6 +157,11 @@ impl<W: Worker> Cell<W> {
             return Poll::Ready(Next::Stop(reason));
         }
         if let Some(e) = g.queue.pop_front() {
+            // A mailbox that was flooded gives its memory back once drained,
+            // instead of holding its peak size for the worker's whole life.
+            if g.queue.is_empty() && g.queue.capacity() > KEEP_MAILBOX_CAPACITY {
+                g.queue = VecDeque::new();
+            }
             return Poll::Ready(Next::Mail(e));
         }
         match &g.worker {
