@@ -164,11 +164,7 @@ impl<W: Worker> Cell<W> {
             }
             return Poll::Ready(Next::Mail(e));
         }
-        match &g.worker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => g.worker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        park(&mut g.worker, cx)
     }
 
     /// A stop request, if one came (while the worker was restarting).
@@ -183,11 +179,7 @@ impl<W: Worker> Cell<W> {
         if let Some(reason) = g.stop.take() {
             return Poll::Ready(reason);
         }
-        match &g.worker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => g.worker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        park(&mut g.worker, cx)
     }
 
     pub(crate) fn next(&self) -> NextMail<'_, W> {
@@ -316,6 +308,15 @@ impl<W: Worker> Cell<W> {
         drop(proc);
         wake.run();
     }
+}
+
+/// Keeps the worker's waker for the next wake-up (mail or a stop request).
+fn park<T>(worker: &mut Option<Waker>, cx: &mut Context<'_>) -> Poll<T> {
+    match worker {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *worker = Some(cx.waker().clone()),
+    }
+    Poll::Pending
 }
 
 pub(crate) struct NextMail<'a, W: Worker>(&'a Cell<W>);

@@ -16,19 +16,8 @@ type Names = FxHashMap<String, Box<dyn Any + Send + Sync>>;
 
 static DIRECTORY: LazyLock<Mutex<FxHashMap<TypeId, Names>>> = LazyLock::new(Default::default);
 
-/// Publishes `registry` under `name` unless the name is taken (for `W`).
-pub(crate) fn publish<W: Worker>(name: &str, registry: &GenRegistry<W>) -> Result<(), ()> {
-    let mut directory = DIRECTORY.lock();
-    let names = directory.entry(TypeId::of::<W>()).or_default();
-    if names.contains_key(name) {
-        return Err(());
-    }
-    names.insert(name.to_owned(), Box::new(registry.clone()));
-    Ok(())
-}
-
-/// Publishes `new` under `name` in place of `old` (or of nobody); fails if
-/// another registry holds the name.
+/// Publishes `new` under `name` (for `W`) in place of `old`, or of nobody
+/// when `old` is `None`; fails if another registry holds the name.
 pub(crate) fn replace<W: Worker>(
     name: &str,
     old: Option<&GenRegistry<W>>,

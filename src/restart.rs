@@ -249,9 +249,10 @@ impl<A> Restarts<A> {
         })
     }
 
-    /// Restarts counted in the current window (for the give-up report).
+    /// Restarts counted in the current window: what a spent
+    /// [`RestartPolicy::Tries`] reports when it gives up.
     pub(crate) fn count(&self) -> u32 {
-        self.in_window.max(self.in_a_row)
+        self.in_window
     }
 }
 

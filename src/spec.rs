@@ -20,15 +20,17 @@ use bastion::context::BastionContext;
 use bastion::supervisor::Supervisor;
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a spec's children group shares between its (re)starts.
 struct Published<W: Worker> {
     options: Options<W>,
-    /// The registry made when the spec was built, waiting for the group's
-    /// first start; later starts make a new one.
-    first: Mutex<Option<GenRegistry<W>>>,
-    /// The registry of the latest start.
-    current: Mutex<Option<GenRegistry<W>>>,
+    /// The published registry: the one made when the spec was built, until a
+    /// restart of the group replaces it.
+    current: Mutex<GenRegistry<W>>,
+    /// Whether the group has started once; later starts are restarts and
+    /// make a new registry.
+    started: AtomicBool,
 }
 
 /// One start of the group: the registry it runs. Dropped when Bastion stops
@@ -86,13 +88,13 @@ impl<W: Worker> GenRegistry<W> {
     ) -> Result<impl FnOnce(Children) -> Children + Send + 'static, Error<W>> {
         let registry = GenRegistry::new(options.clone())?;
         let name = options.get_name();
-        if directory::publish(name, &registry).is_err() {
+        if directory::replace(name, None, &registry).is_err() {
             return Err(Error::NameTaken(name.to_owned()));
         }
         let published = Arc::new(Published {
             options,
-            current: Mutex::new(Some(registry.clone())),
-            first: Mutex::new(Some(registry)),
+            current: Mutex::new(registry),
+            started: AtomicBool::new(false),
         });
         Ok(move |children: Children| {
             children
@@ -137,10 +139,10 @@ impl<W: Worker> GenRegistry<W> {
 /// The exec of a registry's children group: hold the registry until Bastion
 /// stops or restarts the group.
 async fn serve<W: Worker>(published: Arc<Published<W>>, ctx: BastionContext) -> Result<(), ()> {
-    let first = published.first.lock().take();
-    let registry = match first {
-        Some(registry) => registry,
-        None => restart(&published).await?,
+    let registry = if published.started.swap(true, Ordering::AcqRel) {
+        restart(&published).await?
+    } else {
+        published.current.lock().clone()
     };
     let _incarnation = Incarnation { registry };
     // Messages sent to the group are not for the registry: drop them.
@@ -156,7 +158,7 @@ async fn restart<W: Worker>(published: &Published<W>) -> Result<GenRegistry<W>, 
     let registry = GenRegistry::new(published.options.clone()).map_err(|_| ())?;
     let name = published.options.get_name();
     let old = published.current.lock().clone();
-    if directory::replace(name, old.as_ref(), &registry).is_err() {
+    if directory::replace(name, Some(&old), &registry).is_err() {
         // Somebody took the name while the group was down: this group ends
         // (it is not restarted) and says why.
         tracing::error!(
@@ -167,10 +169,8 @@ async fn restart<W: Worker>(published: &Published<W>) -> Result<GenRegistry<W>, 
         registry.shutdown().await;
         return Err(());
     }
-    *published.current.lock() = Some(registry.clone());
-    if let Some(old) = old {
-        old.shutdown().await;
-    }
+    *published.current.lock() = registry.clone();
+    old.shutdown().await;
     Ok(registry)
 }
 

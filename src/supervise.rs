@@ -110,18 +110,16 @@ pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
     if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
         // Ending paths are boxed: they run once, and inline they would
         // double the size of every idle worker's future.
-        return Box::pin(finish(guard, worker, reason)).await;
+        return Box::pin(finish(&mut guard, worker, &reason, None)).await;
     }
     loop {
         let (reason, permit) =
             handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
-        let permit = match (permit, &restarts) {
-            (Some(permit), Some(_)) => permit,
-            (_, restarts) => {
-                let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
-                let gave_up = gave_up.map(|r| r.count());
-                return Box::pin(finish_then(guard, worker, reason, gave_up)).await;
-            }
+        let Some(permit) = permit else {
+            // A crash without a permit under a restarting policy: it gave up.
+            let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
+            let gave_up = gave_up.map(|r| r.count());
+            return Box::pin(finish(&mut guard, worker, &reason, gave_up)).await;
         };
         Box::pin(exit(&mut guard, worker, &reason)).await;
         let restarts = restarts
@@ -159,8 +157,7 @@ async fn restart<W: Worker>(
         let failure = match init(&guard.ctx, restarts.args.clone()).await {
             Ok(worker) => match guard.cell().take_stop() {
                 Some(stop) => {
-                    exit(guard, worker, &stop).await;
-                    guard.end(&stop);
+                    finish(guard, worker, &stop, None).await;
                     return None;
                 }
                 None => {
@@ -224,27 +221,22 @@ async fn exit<W: Worker>(guard: &mut Guard<W>, mut worker: W, reason: &ExitReaso
     });
 }
 
-/// Ends the last incarnation and the worker.
-async fn finish<W: Worker>(guard: Guard<W>, worker: W, reason: ExitReason) {
-    finish_then(guard, worker, reason, None).await
-}
-
 /// Ends the last incarnation and the worker, reporting a spent restart policy
 /// (`gave_up`: the restarts counted against it) in between.
-async fn finish_then<W: Worker>(
-    mut guard: Guard<W>,
+async fn finish<W: Worker>(
+    guard: &mut Guard<W>,
     worker: W,
-    reason: ExitReason,
+    reason: &ExitReason,
     gave_up: Option<u32>,
 ) {
-    exit(&mut guard, worker, &reason).await;
+    exit(guard, worker, reason).await;
     if let Some(restarts) = gave_up {
         guard.notify(Event::GaveUp {
             id: guard.ctx.id(),
             restarts,
         });
     }
-    guard.end(&reason);
+    guard.end(reason);
 }
 
 /// Waits out a back-off; a stop request cuts it short and is returned.
