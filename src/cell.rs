@@ -20,6 +20,11 @@
 //! Only RUNNING workers are visible to lookups and counted; a worker leaves
 //! RUNNING *before* it answers the request that ends it, so nobody who got that
 //! answer can be handed the dying worker again.
+//!
+//! A worker's end takes two steps: [`Cell::close`] closes the mailbox, then,
+//! once the entry has left the table, [`Cell::mark_ended`] publishes ENDED and
+//! wakes the waiters. So ENDED implies the id is free, and nobody waiting on a
+//! stop has to remove the entry again.
 
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
@@ -75,17 +80,66 @@ pub(crate) enum Next<W: Worker> {
     Stop(ExitReason),
 }
 
+/// A stop asked for from outside the worker: the only reasons one comes with.
+/// A byte in the cell, where an [`ExitReason`] would take 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopRequest {
+    /// [`GenRegistry::stop`](crate::GenRegistry::stop).
+    Stop,
+    /// [`GenRegistry::shutdown`](crate::GenRegistry::shutdown).
+    Shutdown,
+}
+
+impl From<StopRequest> for ExitReason {
+    fn from(request: StopRequest) -> Self {
+        match request {
+            StopRequest::Stop => ExitReason::Stopped,
+            StopRequest::Shutdown => ExitReason::Shutdown,
+        }
+    }
+}
+
+/// Tasks waiting for the lifecycle to move on. There is nearly always one
+/// (the starter, or the stopper), so one is kept without allocating.
+#[derive(Default)]
+enum Waiters {
+    #[default]
+    None,
+    One(Waker),
+    Many(Vec<Waker>),
+}
+
+impl Waiters {
+    fn add(&mut self, waker: &Waker) {
+        match self {
+            Waiters::None => *self = Waiters::One(waker.clone()),
+            Waiters::One(w) if w.will_wake(waker) => {}
+            Waiters::One(_) => {
+                let Waiters::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One just above")
+                };
+                *self = Waiters::Many(vec![first, waker.clone()]);
+            }
+            Waiters::Many(all) => {
+                if !all.iter().any(|w| w.will_wake(waker)) {
+                    all.push(waker.clone());
+                }
+            }
+        }
+    }
+}
+
 struct Inner<W: Worker> {
     queue: VecDeque<Envelope<W>>,
     /// The worker's process, parked waiting for mail.
     worker: Option<Waker>,
-    /// Tasks waiting for the lifecycle to move on.
-    waiters: Vec<Waker>,
-    /// A stop asked for from outside, not yet seen by the worker.
-    stop: Option<ExitReason>,
+    waiters: Waiters,
     proc: Option<RecoverableHandle<()>>,
+    /// Rare, so boxed: the cell of every worker pays one pointer for it.
+    start_failure: Option<Box<StartFailure<W::Error>>>,
+    /// A stop asked for from outside, not yet seen by the worker.
+    stop: Option<StopRequest>,
     kill: bool,
-    start_failure: Option<StartFailure<W::Error>>,
 }
 
 pub(crate) struct Cell<W: Worker> {
@@ -96,11 +150,15 @@ pub(crate) struct Cell<W: Worker> {
 
 /// Wakers to wake once the cell's lock is released.
 #[must_use]
-pub(crate) struct Wake(Vec<Waker>, Option<Waker>);
+pub(crate) struct Wake(Waiters, Option<Waker>);
 
 impl Wake {
     fn run(self) {
-        self.0.into_iter().for_each(Waker::wake);
+        match self.0 {
+            Waiters::None => {}
+            Waiters::One(w) => w.wake(),
+            Waiters::Many(all) => all.into_iter().for_each(Waker::wake),
+        }
         if let Some(w) = self.1 {
             w.wake();
         }
@@ -115,11 +173,11 @@ impl<W: Worker> Cell<W> {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 worker: None,
-                waiters: Vec::new(),
-                stop: None,
+                waiters: Waiters::None,
                 proc: None,
-                kill: false,
                 start_failure: None,
+                stop: None,
+                kill: false,
             }),
         }
     }
@@ -153,8 +211,8 @@ impl<W: Worker> Cell<W> {
     /// arrival order.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next<W>> {
         let mut g = self.inner.lock();
-        if let Some(reason) = g.stop.take() {
-            return Poll::Ready(Next::Stop(reason));
+        if let Some(request) = g.stop.take() {
+            return Poll::Ready(Next::Stop(request.into()));
         }
         if let Some(e) = g.queue.pop_front() {
             // A mailbox that was flooded gives its memory back once drained,
@@ -169,15 +227,15 @@ impl<W: Worker> Cell<W> {
 
     /// A stop request, if one came (while the worker was restarting).
     pub(crate) fn take_stop(&self) -> Option<ExitReason> {
-        self.inner.lock().stop.take()
+        self.inner.lock().stop.take().map(ExitReason::from)
     }
 
     /// The worker's side while it waits out a back-off: ready with a stop
     /// request; otherwise the worker is woken when one comes (or on mail).
     pub(crate) fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<ExitReason> {
         let mut g = self.inner.lock();
-        if let Some(reason) = g.stop.take() {
-            return Poll::Ready(reason);
+        if let Some(request) = g.stop.take() {
+            return Poll::Ready(request.into());
         }
         park(&mut g.worker, cx)
     }
@@ -206,7 +264,7 @@ impl<W: Worker> Cell<W> {
     ) -> Result<(), ExitReason> {
         let mut g = self.inner.lock();
         let reason = match g.stop.take() {
-            Some(r) => Some(r),
+            Some(r) => Some(r.into()),
             None if shutting_down => Some(ExitReason::Shutdown),
             None => None,
         };
@@ -236,18 +294,18 @@ impl<W: Worker> Cell<W> {
 
     /// Asks the worker to stop: at once if it is running (RUNNING → STOPPING),
     /// after `init` if it is starting. A stopping or ended worker is left alone.
-    pub(crate) fn request_stop(&self, reason: ExitReason, running: &AtomicUsize) {
+    pub(crate) fn request_stop(&self, request: StopRequest, running: &AtomicUsize) {
         let mut g = self.inner.lock();
         let state = self.state();
         if state >= STOPPING {
             return;
         }
-        g.stop = Some(reason);
+        g.stop = Some(request);
         let mut wake = if state == RUNNING {
             running.fetch_sub(1, Ordering::AcqRel);
             self.transition(&mut g, STOPPING)
         } else {
-            Wake(Vec::new(), None)
+            Wake(Waiters::None, None)
         };
         wake.1 = g.worker.take();
         drop(g);
@@ -256,11 +314,11 @@ impl<W: Worker> Cell<W> {
 
     /// Records why the start failed; the starter takes it.
     pub(crate) fn set_start_failure(&self, failure: StartFailure<W::Error>) {
-        self.inner.lock().start_failure = Some(failure);
+        self.inner.lock().start_failure = Some(Box::new(failure));
     }
 
     pub(crate) fn take_start_failure(&self) -> Option<StartFailure<W::Error>> {
-        self.inner.lock().start_failure.take()
+        self.inner.lock().start_failure.take().map(|b| *b)
     }
 
     /// Keeps the handle of the worker's process so it can be aborted.
@@ -290,15 +348,20 @@ impl<W: Worker> Cell<W> {
         }
     }
 
-    /// Any state → ENDED: closes the mailbox and fails what it still held
-    /// (their callers get [`Error::WorkerEnded`](crate::Error::WorkerEnded)).
-    pub(crate) fn finish(&self, running: &AtomicUsize) {
+    /// The first half of the end: closes the mailbox (any state → at least
+    /// STOPPING) and fails what it still held (their callers get
+    /// [`Error::WorkerEnded`](crate::Error::WorkerEnded)). Nobody is woken
+    /// yet: that waits for [`mark_ended`](Self::mark_ended), once the entry
+    /// is gone.
+    pub(crate) fn close(&self, running: &AtomicUsize) {
         let mut g = self.inner.lock();
-        if self.state() == RUNNING {
+        let state = self.state();
+        if state == RUNNING {
             running.fetch_sub(1, Ordering::AcqRel);
         }
-        let mut wake = self.transition(&mut g, ENDED);
-        wake.1 = g.worker.take();
+        if state < STOPPING {
+            self.state.store(STOPPING, Ordering::Release);
+        }
         let queue = std::mem::take(&mut g.queue);
         let proc = g.proc.take();
         g.stop = None;
@@ -306,6 +369,15 @@ impl<W: Worker> Cell<W> {
         // Dropping reply senders answers their callers; done outside the lock.
         drop(queue);
         drop(proc);
+    }
+
+    /// The second half: → ENDED, waking everyone waiting for a change. The
+    /// caller has removed the entry, so whoever sees ENDED sees the id free.
+    pub(crate) fn mark_ended(&self) {
+        let mut g = self.inner.lock();
+        let mut wake = self.transition(&mut g, ENDED);
+        wake.1 = g.worker.take();
+        drop(g);
         wake.run();
     }
 }
@@ -345,9 +417,7 @@ impl<W: Worker> Future for Changed<'_, W> {
         if s != self.from {
             return Poll::Ready(s);
         }
-        if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            g.waiters.push(cx.waker().clone());
-        }
+        g.waiters.add(cx.waker());
         Poll::Pending
     }
 }

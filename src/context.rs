@@ -40,6 +40,9 @@ pub struct Context<W: Worker> {
     pub(crate) owner: Weak<Owner<W>>,
     pub(crate) shared: Arc<Shared<W>>,
     pub(crate) stop: bool,
+    /// Whether `Started` was reported (so `Stopped` will be). The worker's
+    /// guard owns it; it sits here to share the padding after `stop`.
+    pub(crate) started: bool,
 }
 
 impl<W: Worker> Context<W> {

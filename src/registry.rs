@@ -1,6 +1,6 @@
 //! [`GenRegistry`]: the registry and the dynamic supervision of its workers.
 
-use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure};
+use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure, StopRequest};
 use crate::context::Context;
 use crate::error::Error;
 use crate::event::{Event, notify};
@@ -293,7 +293,8 @@ impl<W: Worker> GenRegistry<W> {
             };
             match cell.state() {
                 RUNNING => return found(cell),
-                ENDED => shared.table.remove(&cell),
+                // Its entry is gone already: try again.
+                ENDED => {}
                 state => {
                     cell.changed(state).await;
                 }
@@ -317,8 +318,9 @@ impl<W: Worker> GenRegistry<W> {
             owner: Arc::downgrade(&self.owner),
             shared: shared.clone(),
             stop: false,
+            started: false,
         });
-        cell.set_proc(bastion::executor::spawn(supervise::run(guard, args)));
+        cell.set_proc(supervise::spawn(guard, args));
         let state = cell.changed(STARTING).await;
         match cell.take_start_failure() {
             Some(StartFailure::Init(e)) => Err(Error::Init(e)),
@@ -369,13 +371,10 @@ impl<W: Worker> GenRegistry<W> {
                     cell.changed(STARTING).await;
                     continue;
                 }
-                ENDED => {
-                    shared.table.remove(&cell);
-                    return Err(self.not_found());
-                }
+                ENDED => return Err(self.not_found()),
                 _ => {}
             }
-            shared.request_stop(&cell, ExitReason::Stopped);
+            shared.request_stop(&cell, StopRequest::Stop);
             shared.await_end(&cell).await;
             return Ok(());
         }
@@ -561,18 +560,21 @@ impl<W: Worker> Shared<W> {
         cell.leave_running(&self.count);
     }
 
-    pub(crate) fn request_stop(&self, cell: &Cell<W>, reason: ExitReason) {
-        cell.request_stop(reason, &self.count);
+    pub(crate) fn request_stop(&self, cell: &Cell<W>, request: StopRequest) {
+        cell.request_stop(request, &self.count);
     }
 
-    /// The worker has ended: mark it, fail what its mailbox held, drop its entry.
+    /// The worker has ended: close its mailbox (failing what it held), drop
+    /// its entry, and only then mark it ENDED and wake those waiting — so
+    /// whoever sees a worker ended also sees its id free.
     pub(crate) fn retire(&self, cell: &Arc<Cell<W>>) {
-        cell.finish(&self.count);
+        cell.close(&self.count);
         self.table.remove(cell);
+        cell.mark_ended();
     }
 
-    /// Waits until `cell` has ended, aborting it after the shutdown timeout,
-    /// and makes sure its entry is gone.
+    /// Waits until `cell` has ended (and so its entry is gone), aborting it
+    /// after the shutdown timeout.
     async fn await_end(&self, cell: &Arc<Cell<W>>) {
         if timeout(self.options.get_shutdown_timeout(), ended(cell))
             .await
@@ -581,7 +583,6 @@ impl<W: Worker> Shared<W> {
             cell.kill();
             ended(cell).await;
         }
-        self.table.remove(cell);
     }
 
     async fn shutdown(&self) {
@@ -596,7 +597,7 @@ impl<W: Worker> Shared<W> {
                 return;
             }
             for cell in &cells {
-                self.request_stop(cell, ExitReason::Shutdown);
+                self.request_stop(cell, StopRequest::Shutdown);
             }
             let all = futures::future::join_all(cells.iter().map(|c| ended(c)));
             if timeout(self.options.get_shutdown_timeout(), all)
@@ -606,14 +607,11 @@ impl<W: Worker> Shared<W> {
                 cells.iter().for_each(|c| c.kill());
                 futures::future::join_all(cells.iter().map(|c| ended(c))).await;
             }
-            for cell in &cells {
-                self.table.remove(cell);
-            }
         }
     }
 }
 
-/// Resolves once the worker of `cell` has ended.
+/// Resolves once the worker of `cell` has ended and its entry is gone.
 async fn ended<W: Worker>(cell: &Cell<W>) {
     loop {
         let state = cell.state();

@@ -8,13 +8,15 @@
 //! callbacks are caught around each callback, so the loop itself decides what a
 //! panic means (answer the caller, end the worker) instead of losing the proc.
 
-use crate::cell::{CallFailure, Cell, Envelope, Next, StartFailure};
+use crate::cell::{CallFailure, Cell, ENDED, Envelope, Next, StartFailure};
 use crate::context::Context;
 use crate::event::{Event, notify};
 use crate::restart::{Permit, RestartPolicy, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
+use lightproc::proc_stack::ProcStack;
+use lightproc::recoverable_handle::RecoverableHandle;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -25,21 +27,17 @@ use std::time::Duration;
 /// Messages handled in a row before the worker yields its thread to others.
 const BUDGET: u32 = 64;
 
-/// Owns the worker's context; ending the worker goes through it exactly once.
+/// Owns the worker's context; ending the worker goes through it exactly once
+/// (once it has, the cell is ENDED). Whether `Started` was reported, so
+/// `Stopped` must be, is `ctx.started`: a flag of its own here would cost
+/// each idle worker 8 bytes of padding.
 pub(crate) struct Guard<W: Worker> {
     ctx: Context<W>,
-    retired: bool,
-    /// Whether `Started` was reported, so `Stopped` must be.
-    started: bool,
 }
 
 impl<W: Worker> Guard<W> {
     pub(crate) fn new(ctx: Context<W>) -> Self {
-        Guard {
-            ctx,
-            retired: false,
-            started: false,
-        }
+        Guard { ctx }
     }
 
     fn cell(&self) -> &Cell<W> {
@@ -52,22 +50,21 @@ impl<W: Worker> Guard<W> {
 
     /// The worker is gone for good: report it, then free its id.
     fn end(&mut self, reason: &ExitReason) {
-        if self.started {
+        if self.ctx.started {
             self.notify(Event::Stopped {
                 id: self.ctx.id(),
                 reason,
             });
         }
-        self.retired = true;
         self.ctx.shared.retire(&self.ctx.handle.cell);
     }
 }
 
 impl<W: Worker> Drop for Guard<W> {
     fn drop(&mut self) {
-        if !self.retired {
+        if self.cell().state() != ENDED {
             // Aborted (killed, cancelled) or unwinding: nothing else will clean up.
-            if self.started {
+            if self.ctx.started {
                 self.notify(Event::Exited {
                     id: self.ctx.id(),
                     reason: &ExitReason::Killed,
@@ -89,59 +86,80 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
+thread_local! {
+    /// The process stack a worker's proc gets: Bastion's own spawn builds a
+    /// fresh one per proc, which allocates a state no worker uses; a clone
+    /// of this one shares it.
+    static STACK: ProcStack = ProcStack::default();
+}
+
+/// Runs the worker of `guard` as a proc on Bastion's executor.
+pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> RecoverableHandle<()> {
+    let stack = STACK.try_with(ProcStack::clone).unwrap_or_default();
+    bastion_executor::pool::spawn(run(guard, args), stack)
+}
+
 /// The whole life of a worker: its first `init`, then incarnations for as
 /// long as its restart policy allows.
-pub(crate) async fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) {
-    let policy = guard.ctx.shared.options.get_restart();
-    // Only a policy that restarts keeps the args (and its counters), boxed, so
-    // the default costs one pointer.
-    let mut restarts =
-        (policy != RestartPolicy::Never).then(|| Box::new(Restarts::new(args.clone())));
-    let mut worker = match init(&guard.ctx, args).await {
-        Ok(worker) => worker,
-        Err(failure) => {
-            guard.cell().set_start_failure(failure);
-            guard.end(&ExitReason::Normal);
-            return;
-        }
-    };
-    guard.started = true;
-    guard.notify(Event::Started { id: guard.ctx.id() });
-    if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
-        // Ending paths are boxed: they run once, and inline they would
-        // double the size of every idle worker's future.
-        return Box::pin(finish(&mut guard, worker, &reason, None)).await;
-    }
-    loop {
-        let (reason, permit) =
-            handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
-        let Some(permit) = permit else {
-            // A crash without a permit under a restarting policy: it gave up.
-            let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
-            let gave_up = gave_up.map(|r| r.count());
-            return Box::pin(finish(&mut guard, worker, &reason, gave_up)).await;
+///
+/// Written as a function returning an `async move` block, not an `async fn`:
+/// an `async fn` moves its parameters into fresh locals, so the future would
+/// hold the guard twice. Every byte here is paid by each idle worker.
+fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
+    async move {
+        // Only a policy that restarts keeps the args (and its counters), boxed, so
+        // the default costs one pointer.
+        let mut restarts = (guard.ctx.shared.options.get_restart() != RestartPolicy::Never)
+            .then(|| Box::new(Restarts::new(args.clone())));
+        let mut worker = match init(&guard.ctx, args).await {
+            Ok(worker) => worker,
+            Err(failure) => {
+                guard.cell().set_start_failure(failure);
+                guard.end(&ExitReason::Normal);
+                return;
+            }
         };
-        Box::pin(exit(&mut guard, worker, &reason)).await;
-        let restarts = restarts
-            .as_deref_mut()
-            .expect("a permit comes from a restart policy");
-        // Boxed: the restart path's states cost the common case nothing.
-        match Box::pin(restart(&mut guard, restarts, permit)).await {
-            Some(next) => worker = next,
-            None => return,
+        guard.ctx.started = true;
+        guard.notify(Event::Started { id: guard.ctx.id() });
+        if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
+            // Ending paths are boxed: they run once, and inline they would
+            // double the size of every idle worker's future.
+            return Box::pin(finish(&mut guard, worker, reason, None)).await;
+        }
+        loop {
+            let (reason, permit) =
+                handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
+            let Some(permit) = permit else {
+                // A crash without a permit under a restarting policy: it gave up.
+                let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
+                let gave_up = gave_up.map(|r| r.count());
+                return Box::pin(finish(&mut guard, worker, reason, gave_up)).await;
+            };
+            let restarts = restarts
+                .as_deref_mut()
+                .expect("a permit comes from a restart policy");
+            // Boxed, taking the reason and the permit along: the restart
+            // path's states cost the common case nothing.
+            match Box::pin(restart(&mut guard, worker, reason, restarts, permit)).await {
+                Some(next) => worker = next,
+                None => return,
+            }
         }
     }
 }
 
-/// Brings a crashed worker back: waits out the back-off and runs `init`
-/// again, for as long as the policy permits. The worker keeps its place
+/// Brings a crashed worker back: ends the crashed incarnation, waits out the
+/// back-off and runs `init` again, for as long as the policy permits. The worker keeps its place
 /// (RUNNING) meanwhile: lookups find it, mail queues up for the next
 /// incarnation. `None` once the worker has ended (stopped, or given up).
 async fn restart<W: Worker>(
     guard: &mut Guard<W>,
+    crashed: W,
+    reason: ExitReason,
     restarts: &mut Restarts<W::Args>,
     mut permit: Permit,
 ) -> Option<W> {
+    exit(guard, crashed, &reason).await;
     let options = &guard.ctx.shared.options;
     let (policy, back_off) = (options.get_restart(), options.get_back_off());
     loop {
@@ -157,7 +175,7 @@ async fn restart<W: Worker>(
         let failure = match init(&guard.ctx, restarts.args.clone()).await {
             Ok(worker) => match guard.cell().take_stop() {
                 Some(stop) => {
-                    finish(guard, worker, &stop, None).await;
+                    finish(guard, worker, stop, None).await;
                     return None;
                 }
                 None => {
@@ -195,14 +213,21 @@ async fn restart<W: Worker>(
 }
 
 /// Runs `init` with the start timeout, containing a panic.
-async fn init<W: Worker>(ctx: &Context<W>, args: W::Args) -> Result<W, StartFailure<W::Error>> {
-    let start_timeout = ctx.shared.options.get_start_timeout();
-    let init = AssertUnwindSafe(W::init(ctx.id(), args, ctx)).catch_unwind();
-    match timeout(start_timeout, init).await {
-        Ok(Ok(Ok(worker))) => Ok(worker),
-        Ok(Ok(Err(e))) => Err(StartFailure::Init(e)),
-        Ok(Err(panic)) => Err(StartFailure::Panicked(panic_message(panic))),
-        Err(Elapsed) => Err(StartFailure::Timeout(start_timeout)),
+/// (An `async move` block for the reason given at [`run`]; the timeout is
+/// read again on failure rather than kept across the wait.)
+fn init<W: Worker>(
+    ctx: &Context<W>,
+    args: W::Args,
+) -> impl Future<Output = Result<W, StartFailure<W::Error>>> + '_ {
+    async move {
+        let options = &ctx.shared.options;
+        let init = AssertUnwindSafe(W::init(ctx.id(), args, ctx)).catch_unwind();
+        match timeout(options.get_start_timeout(), init).await {
+            Ok(Ok(Ok(worker))) => Ok(worker),
+            Ok(Ok(Err(e))) => Err(StartFailure::Init(e)),
+            Ok(Err(panic)) => Err(StartFailure::Panicked(panic_message(panic))),
+            Err(Elapsed) => Err(StartFailure::Timeout(options.get_start_timeout())),
+        }
     }
 }
 
@@ -226,17 +251,17 @@ async fn exit<W: Worker>(guard: &mut Guard<W>, mut worker: W, reason: &ExitReaso
 async fn finish<W: Worker>(
     guard: &mut Guard<W>,
     worker: W,
-    reason: &ExitReason,
+    reason: ExitReason,
     gave_up: Option<u32>,
 ) {
-    exit(guard, worker, reason).await;
+    exit(guard, worker, &reason).await;
     if let Some(restarts) = gave_up {
         guard.notify(Event::GaveUp {
             id: guard.ctx.id(),
             restarts,
         });
     }
-    guard.end(reason);
+    guard.end(&reason);
 }
 
 /// Waits out a back-off; a stop request cuts it short and is returned.
@@ -257,68 +282,71 @@ async fn wait_or_stop<W: Worker>(cell: &Cell<W>, delay: Duration) -> Option<Exit
 /// The message loop; returns why the incarnation ends and, if it crashed
 /// and may restart, the permit. A crash that may not restart leaves the
 /// registry's view before its caller hears of it.
-async fn handle_mail<W: Worker>(
-    ctx: &mut Context<W>,
-    worker: &mut W,
-    mut restarts: Option<&mut Restarts<W::Args>>,
-) -> (ExitReason, Option<Permit>) {
-    let mut budget = BUDGET;
-    let mut crash = |ctx: &mut Context<W>, message: String| {
-        let (policy, back_off) = (
-            ctx.shared.options.get_restart(),
-            ctx.shared.options.get_back_off(),
-        );
-        let permit = restarts
-            .as_deref_mut()
-            .and_then(|r| r.permit(policy, back_off));
-        if permit.is_none() {
-            ctx.shared.leave_running(&ctx.handle.cell);
-        }
-        (ExitReason::Panicked(message), permit)
-    };
-    loop {
-        let envelope = match ctx.handle.cell.next().await {
-            Next::Stop(reason) => return (reason, None),
-            Next::Mail(envelope) => envelope,
+/// (An `async move` block for the reason given at [`run`].)
+fn handle_mail<'a, W: Worker>(
+    ctx: &'a mut Context<W>,
+    worker: &'a mut W,
+    mut restarts: Option<&'a mut Restarts<W::Args>>,
+) -> impl Future<Output = (ExitReason, Option<Permit>)> + 'a {
+    async move {
+        let mut budget = BUDGET;
+        let mut crash = |ctx: &mut Context<W>, message: String| {
+            let (policy, back_off) = (
+                ctx.shared.options.get_restart(),
+                ctx.shared.options.get_back_off(),
+            );
+            let permit = restarts
+                .as_deref_mut()
+                .and_then(|r| r.permit(policy, back_off));
+            if permit.is_none() {
+                ctx.shared.leave_running(&ctx.handle.cell);
+            }
+            (ExitReason::Panicked(message), permit)
         };
-        match envelope {
-            Envelope::Call(request, reply_to) => {
-                let reply = AssertUnwindSafe(worker.handle_call(request, ctx))
-                    .catch_unwind()
-                    .await;
-                match reply {
-                    Ok(reply) => {
-                        if ctx.stop {
-                            // Leave the registry before the caller can act on the reply.
-                            ctx.shared.leave_running(&ctx.handle.cell);
+        loop {
+            let envelope = match ctx.handle.cell.next().await {
+                Next::Stop(reason) => return (reason, None),
+                Next::Mail(envelope) => envelope,
+            };
+            match envelope {
+                Envelope::Call(request, reply_to) => {
+                    let reply = AssertUnwindSafe(worker.handle_call(request, ctx))
+                        .catch_unwind()
+                        .await;
+                    match reply {
+                        Ok(reply) => {
+                            if ctx.stop {
+                                // Leave the registry before the caller can act on the reply.
+                                ctx.shared.leave_running(&ctx.handle.cell);
+                            }
+                            let _ = reply_to.send(Ok(reply));
                         }
-                        let _ = reply_to.send(Ok(reply));
+                        Err(panic) => {
+                            let message = panic_message(panic);
+                            let ending = crash(ctx, message.clone());
+                            let _ = reply_to.send(Err(CallFailure::Panicked(message)));
+                            return ending;
+                        }
                     }
-                    Err(panic) => {
-                        let message = panic_message(panic);
-                        let ending = crash(ctx, message.clone());
-                        let _ = reply_to.send(Err(CallFailure::Panicked(message)));
-                        return ending;
+                }
+                Envelope::Cast(message) => {
+                    let done = AssertUnwindSafe(worker.handle_cast(message, ctx))
+                        .catch_unwind()
+                        .await;
+                    if let Err(panic) = done {
+                        return crash(ctx, panic_message(panic));
                     }
                 }
             }
-            Envelope::Cast(message) => {
-                let done = AssertUnwindSafe(worker.handle_cast(message, ctx))
-                    .catch_unwind()
-                    .await;
-                if let Err(panic) = done {
-                    return crash(ctx, panic_message(panic));
-                }
+            if ctx.stop {
+                ctx.shared.leave_running(&ctx.handle.cell);
+                return (ExitReason::Normal, None);
             }
-        }
-        if ctx.stop {
-            ctx.shared.leave_running(&ctx.handle.cell);
-            return (ExitReason::Normal, None);
-        }
-        budget -= 1;
-        if budget == 0 {
-            budget = BUDGET;
-            yield_now().await;
+            budget -= 1;
+            if budget == 0 {
+                budget = BUDGET;
+                yield_now().await;
+            }
         }
     }
 }
