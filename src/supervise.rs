@@ -105,6 +105,7 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> RecoverableHan
 /// Written as a function returning an `async move` block, not an `async fn`:
 /// an `async fn` moves its parameters into fresh locals, so the future would
 /// hold the guard twice. Every byte here is paid by each idle worker.
+#[allow(clippy::manual_async_fn)] // deliberate: see `run`
 fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
     async move {
         // Only a policy that restarts keeps the args (and its counters), boxed, so
@@ -215,6 +216,7 @@ async fn restart<W: Worker>(
 /// Runs `init` with the start timeout, containing a panic.
 /// (An `async move` block for the reason given at [`run`]; the timeout is
 /// read again on failure rather than kept across the wait.)
+#[allow(clippy::manual_async_fn)] // deliberate: see `run`
 fn init<W: Worker>(
     ctx: &Context<W>,
     args: W::Args,
@@ -283,6 +285,7 @@ async fn wait_or_stop<W: Worker>(cell: &Cell<W>, delay: Duration) -> Option<Exit
 /// and may restart, the permit. A crash that may not restart leaves the
 /// registry's view before its caller hears of it.
 /// (An `async move` block for the reason given at [`run`].)
+#[allow(clippy::manual_async_fn)] // deliberate: see `run`
 fn handle_mail<'a, W: Worker>(
     ctx: &'a mut Context<W>,
     worker: &'a mut W,
