@@ -3,6 +3,7 @@
 //! concurrent drivers, timeouts.
 
 use crate::common::{CHUNK, slices};
+use crate::drivers::Tasks;
 use futures::future::{Either, select};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -53,14 +54,17 @@ where
     (start.elapsed(), failed)
 }
 
-/// Runs `n` procs at once, each running `f(i)`, and waits for all of them;
-/// `None` after `limit`.
-pub fn run_procs<T, F, Fut>(n: usize, limit: Duration, f: F) -> Option<Vec<Option<T>>>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    let handles: Vec<_> = (0..n).map(|i| bastion::executor::spawn(f(i))).collect();
-    bastion::executor::run(timeout(limit, futures::future::join_all(handles)))
+/// Bastion's executor as a [`Tasks`] runtime: each task a proc.
+pub struct Procs;
+
+impl Tasks for Procs {
+    fn run_all<T, F, Fut>(&self, k: usize, limit: Duration, f: F) -> Option<Vec<Option<T>>>
+    where
+        T: Send + 'static,
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let handles: Vec<_> = (0..k).map(|i| bastion::executor::spawn(f(i))).collect();
+        bastion::executor::run(timeout(limit, futures::future::join_all(handles)))
+    }
 }

@@ -40,6 +40,7 @@
 
 mod bastion_rt;
 mod common;
+mod drivers;
 mod sys_bastion_groups;
 mod sys_floors;
 mod sys_gen_registry;

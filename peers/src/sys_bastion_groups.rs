@@ -13,8 +13,9 @@
 //! Bastion's supervisor keeps every stopped group forever (bastion.md), so
 //! W9 runs a tenth of the churn cycles here and says so.
 
-use crate::bastion_rt::{drive, inside, run_procs, timeout};
+use crate::bastion_rt::{Procs, drive, inside, timeout};
 use crate::common::*;
+use crate::drivers::{Registry, churn, race};
 use bastion::Bastion;
 use bastion::prelude::{BastionContext, ChildRef, ChildrenRef, MessageHandler, SupervisorRef};
 use futures::channel::oneshot;
@@ -119,6 +120,44 @@ impl Groups {
             Some(rx) => matches!(timeout(ASK_TIMEOUT, rx).await, Some(Ok(()))),
             None => false,
         }
+    }
+}
+
+/// What W9 and W11 ask of a system: a start is the table's check-then-start
+/// (a fresh group or a failure), a lookup_or_start the same taking an
+/// existing group; execs count their inits once they run.
+impl Registry for Groups {
+    type Handle = ChildRef;
+
+    async fn start(&self, id: u64) -> Option<ChildRef> {
+        match Groups::lookup_or_start(self, id) {
+            Some((h, true)) => Some(h),
+            _ => None,
+        }
+    }
+
+    async fn call(&self, h: &ChildRef, x: u64) -> Option<u64> {
+        Groups::call(h, x).await
+    }
+
+    async fn stop(&self, id: u64) -> bool {
+        Groups::stop(self, id).await
+    }
+
+    async fn lookup_or_start(&self, id: u64) -> Option<ChildRef> {
+        Groups::lookup_or_start(self, id).map(|(h, _)| h)
+    }
+
+    fn inits(&self) -> u64 {
+        INITS.load(Ordering::Relaxed)
+    }
+
+    /// A start returns before the group's exec ran: let it run.
+    fn await_inits(&self, before: u64) {
+        wait_until(Duration::from_secs(2), || {
+            INITS.load(Ordering::Relaxed) > before
+        });
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -251,71 +290,8 @@ pub fn run(cfg: &Config, out: &Out) {
         "W9 ran {cycles} cycles, not {}: Bastion's supervisor retains every stopped group",
         cfg.churn
     ));
-    out.progress("W9 churn");
-    let (halves, phase1, phase2) = churn_plan(cycles, cfg.pool);
-    let phase = |n: usize, seed: u64| -> (ChurnStats, Duration) {
-        let start = Instant::now();
-        let gs = g.clone();
-        let halves = halves.clone();
-        let stats = run_procs(halves.len(), limit, move |d| {
-            let gg = gs.clone();
-            let half = halves[d].clone();
-            async move {
-                let mut rng = Rng::new(seed + d as u64);
-                let mut st = ChurnStats::default();
-                for _ in 0..n {
-                    let id = half[rng.below(half.len() as u64) as usize];
-                    let ok = match gg.lookup_or_start(id) {
-                        Some((h, true)) => Groups::call(&h, 3).await == Some(3 + state_of(id)),
-                        _ => false,
-                    };
-                    let stopped = gg.stop(id).await;
-                    st.cycles += 1;
-                    if !ok || !stopped {
-                        st.errors += 1;
-                    }
-                }
-                st
-            }
-        })
-        .expect("churn timed out")
-        .into_iter()
-        .map(|s| s.expect("churn proc panicked"))
-        .fold(ChurnStats::default(), ChurnStats::add);
-        (stats, start.elapsed())
-    };
-    let (s1, t1) = phase(phase1, 91);
-    let rss_mark = rss_bytes();
-    let (s2, t2) = phase(phase2, 191);
-    let rss_end = rss_bytes();
-    let all = s1.add(s2);
-    emit_churn(out, all.cycles, t1 + t2, rss_mark, rss_end, s2.cycles);
-    out.emit("W9cycles", all.cycles as f64, "cycles");
-    out.emit("errors", all.errors as f64, "errors");
+    churn(out, &Procs, &g, cycles, cfg.pool, limit);
 
     // W11
-    out.progress("W11 race");
-    let before = INITS.load(Ordering::Relaxed);
-    let gg = g.clone();
-    let got = run_procs(RACERS, limit, move |_| {
-        let gg = gg.clone();
-        async move { gg.lookup_or_start(RACE_ID).is_some() }
-    })
-    .expect("W11 timed out")
-    .into_iter()
-    .filter(|r| *r == Some(true))
-    .count();
-    if got != RACERS {
-        out.note(&format!("W11: only {got} of {RACERS} racers got a handle"));
-    }
-    // Let the started exec(s) run before counting.
-    wait_until(Duration::from_secs(2), || {
-        INITS.load(Ordering::Relaxed) > before
-    });
-    std::thread::sleep(Duration::from_millis(50));
-    out.emit(
-        "W11",
-        (INITS.load(Ordering::Relaxed) - before) as f64,
-        "inits",
-    );
+    race(out, &Procs, &g, limit);
 }

@@ -3,9 +3,10 @@
 //! spawned there (`bastion::executor::spawn`, waited for with
 //! `bastion::executor::run`).
 
-use crate::bastion_rt::{drive, inside, run_procs};
+use crate::bastion_rt::{Procs, drive, inside};
 use crate::common::*;
-use gen_registry::{Context, GenRegistry, Options, Worker};
+use crate::drivers::{Registry, churn, race};
+use gen_registry::{Context, GenRegistry, Options, Worker, WorkerRef};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +32,33 @@ impl Worker for Pinger {
 
     async fn handle_call(&mut self, x: u64, _ctx: &mut Context<Self>) -> u64 {
         x + self.state
+    }
+}
+
+/// What W9 and W11 ask of a system: the registry's own operations.
+impl Registry for GenRegistry<Pinger> {
+    type Handle = WorkerRef<Pinger>;
+
+    async fn start(&self, id: u64) -> Option<WorkerRef<Pinger>> {
+        GenRegistry::start(self, id, state_of(id)).await.ok()
+    }
+
+    async fn call(&self, h: &WorkerRef<Pinger>, x: u64) -> Option<u64> {
+        h.call(x).await.ok()
+    }
+
+    async fn stop(&self, id: u64) -> bool {
+        GenRegistry::stop(self, &id).await.is_ok()
+    }
+
+    async fn lookup_or_start(&self, id: u64) -> Option<WorkerRef<Pinger>> {
+        GenRegistry::lookup_or_start(self, id, state_of(id))
+            .await
+            .ok()
+    }
+
+    fn inits(&self) -> u64 {
+        INITS.load(Ordering::Relaxed)
     }
 }
 
@@ -146,66 +174,7 @@ pub fn run(cfg: &Config, out: &Out) {
         out.note(&format!("W8: to_list still shows {listed} workers"));
     }
 
-    // W9
-    out.progress("W9 churn");
-    let (halves, phase1, phase2) = churn_plan(cfg.churn, cfg.pool);
-    let phase = |n: usize, seed: u64| -> (ChurnStats, Duration) {
-        let start = Instant::now();
-        let (r, halves) = (reg.clone(), halves.clone());
-        let stats = run_procs(halves.len(), limit, move |d| {
-            let r = r.clone();
-            let half = halves[d].clone();
-            async move {
-                let mut rng = Rng::new(seed + d as u64);
-                let mut st = ChurnStats::default();
-                for _ in 0..n {
-                    let id = half[rng.below(half.len() as u64) as usize];
-                    let ok = match r.start(id, state_of(id)).await {
-                        Ok(h) => h.call(3).await.ok() == Some(3 + state_of(id)),
-                        Err(_) => false,
-                    };
-                    let stopped = r.stop(&id).await.is_ok();
-                    st.cycles += 1;
-                    if !ok || !stopped {
-                        st.errors += 1;
-                    }
-                }
-                st
-            }
-        })
-        .expect("churn timed out")
-        .into_iter()
-        .map(|s| s.expect("churn proc panicked"))
-        .fold(ChurnStats::default(), ChurnStats::add);
-        (stats, start.elapsed())
-    };
-    let (s1, t1) = phase(phase1, 91);
-    let rss_mark = rss_bytes();
-    let (s2, t2) = phase(phase2, 191);
-    let rss_end = rss_bytes();
-    let all = s1.add(s2);
-    emit_churn(out, all.cycles, t1 + t2, rss_mark, rss_end, s2.cycles);
-    out.emit("W9cycles", all.cycles as f64, "cycles");
-    out.emit("errors", all.errors as f64, "errors");
-
-    // W11
-    out.progress("W11 race");
-    let before = INITS.load(Ordering::Relaxed);
-    let r = reg.clone();
-    let got = run_procs(RACERS, limit, move |_| {
-        let r = r.clone();
-        async move { r.lookup_or_start(RACE_ID, state_of(RACE_ID)).await.is_ok() }
-    })
-    .expect("W11 timed out")
-    .into_iter()
-    .filter(|r| *r == Some(true))
-    .count();
-    if got != RACERS {
-        out.note(&format!("W11: only {got} of {RACERS} racers got a handle"));
-    }
-    out.emit(
-        "W11",
-        (INITS.load(Ordering::Relaxed) - before) as f64,
-        "inits",
-    );
+    // W9 + W11
+    churn(out, &Procs, &reg, cfg.churn, cfg.pool, limit);
+    race(out, &Procs, &reg, limit);
 }

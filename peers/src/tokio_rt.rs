@@ -2,6 +2,7 @@
 //! concurrent drivers.
 
 use crate::common::{CHUNK, slices};
+use crate::drivers::{Registry, Tasks, churn, race};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,22 @@ where
     })
 }
 
+/// The runtime as a [`Tasks`] runtime: each task a tokio task.
+impl Tasks for tokio::runtime::Runtime {
+    fn run_all<T, F, Fut>(&self, k: usize, limit: Duration, f: F) -> Option<Vec<Option<T>>>
+    where
+        T: Send + 'static,
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let tasks: Vec<_> = (0..k).map(|i| self.spawn(f(i))).collect();
+        let done = self.block_on(async {
+            tokio::time::timeout(limit, futures::future::join_all(tasks)).await
+        });
+        Some(done.ok()?.into_iter().map(Result::ok).collect())
+    }
+}
+
 /// The operations a tokio peer offers, each written the way its docs show.
 /// Ids are mapped to the names `"w{id}"`, built once up front.
 pub trait Peer: Send + Sync + 'static {
@@ -100,6 +117,31 @@ pub trait Peer: Send + Sync + 'static {
                 None => self.lookup(id),
             }
         }
+    }
+}
+
+/// What W9 and W11 ask of a system: the peer's operations.
+impl<P: Peer> Registry for std::sync::Arc<P> {
+    type Handle = P::Handle;
+
+    fn start(&self, id: u64) -> impl Future<Output = Option<P::Handle>> + Send {
+        P::start(self, id)
+    }
+
+    fn call(&self, h: &P::Handle, x: u64) -> impl Future<Output = Option<u64>> + Send {
+        P::call(h, x)
+    }
+
+    fn stop(&self, id: u64) -> impl Future<Output = bool> + Send {
+        P::stop(self, id)
+    }
+
+    fn lookup_or_start(&self, id: u64) -> impl Future<Output = Option<P::Handle>> + Send {
+        P::lookup_or_start(self, id)
+    }
+
+    fn inits(&self) -> u64 {
+        P::inits(self)
     }
 }
 
@@ -228,74 +270,7 @@ pub fn run_peer<P: Peer>(
         out.note(&format!("W8: {failed} stops found no worker"));
     }
 
-    // W9
-    out.progress("W9 churn");
-    let (halves, phase1, phase2) = churn_plan(cfg.churn, cfg.pool);
-    let churn_phase = |cycles: usize, seed: u64| -> (ChurnStats, Duration) {
-        let start = Instant::now();
-        let tasks: Vec<_> = halves
-            .iter()
-            .enumerate()
-            .map(|(d, half)| {
-                let p = peer.clone();
-                let half = half.clone();
-                rt.spawn(async move {
-                    let mut rng = Rng::new(seed + d as u64);
-                    let mut st = ChurnStats::default();
-                    for _ in 0..cycles {
-                        let id = half[rng.below(half.len() as u64) as usize];
-                        let ok = match p.start(id).await {
-                            Some(h) => P::call(&h, 3).await == Some(3 + state_of(id)),
-                            None => false,
-                        };
-                        let stopped = p.stop(id).await;
-                        st.cycles += 1;
-                        if !ok || !stopped {
-                            st.errors += 1;
-                        }
-                    }
-                    st
-                })
-            })
-            .collect();
-        let st = rt.block_on(async {
-            tokio::time::timeout(limit, futures::future::join_all(tasks))
-                .await
-                .expect("churn timed out")
-                .into_iter()
-                .map(|r| r.expect("churn driver panicked"))
-                .fold(ChurnStats::default(), ChurnStats::add)
-        });
-        (st, start.elapsed())
-    };
-    let (s1, t1) = churn_phase(phase1, 91);
-    let rss_mark = rss_bytes();
-    let (s2, t2) = churn_phase(phase2, 191);
-    let rss_end = rss_bytes();
-    let all = s1.add(s2);
-    emit_churn(out, all.cycles, t1 + t2, rss_mark, rss_end, s2.cycles);
-    out.emit("W9cycles", all.cycles as f64, "cycles");
-    out.emit("errors", all.errors as f64, "errors");
-
-    // W11
-    out.progress("W11 race");
-    let before = peer.inits();
-    let p = peer.clone();
-    let got = rt.block_on(async move {
-        let tasks: Vec<_> = (0..RACERS)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move { p.lookup_or_start(RACE_ID).await.is_some() })
-            })
-            .collect();
-        futures::future::join_all(tasks)
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, Ok(true)))
-            .count()
-    });
-    if got != RACERS {
-        out.note(&format!("W11: only {got} of {RACERS} racers got a handle"));
-    }
-    out.emit("W11", (peer.inits() - before) as f64, "inits");
+    // W9 + W11
+    churn(out, &rt, &peer, cfg.churn, cfg.pool, limit);
+    race(out, &rt, &peer, limit);
 }
