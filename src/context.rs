@@ -1,9 +1,9 @@
 //! [`Context`]: what a worker's callbacks can reach.
 
 use crate::handle::WorkerRef;
-use crate::registry::{GenRegistry, Owner, Shared};
+use crate::registry::{GenRegistry, Shared};
 use crate::worker::Worker;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Given to every callback of a [`Worker`]: its id, its own handle, its
 /// registry, and the way to stop itself.
@@ -37,7 +37,6 @@ use std::sync::{Arc, Weak};
 /// ```
 pub struct Context<W: Worker> {
     pub(crate) handle: WorkerRef<W>,
-    pub(crate) owner: Weak<Owner<W>>,
     pub(crate) shared: Arc<Shared<W>>,
     pub(crate) stop: bool,
     /// Whether `Started` was reported (so `Stopped` will be). The worker's
@@ -114,7 +113,7 @@ impl<W: Worker> Context<W> {
     /// }
     /// ```
     pub fn registry(&self) -> Option<GenRegistry<W>> {
-        self.owner.upgrade().map(GenRegistry::from_owner)
+        self.shared.owner.upgrade().map(GenRegistry::from_owner)
     }
 
     /// Ends the worker once the current callback returns: it leaves the

@@ -14,8 +14,8 @@ use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Weak};
 
 /// A registry of workers of type `W`, one per id, started on first use.
 ///
@@ -67,13 +67,18 @@ pub struct GenRegistry<W: Worker> {
 }
 
 /// What the users' handles share: when the last one goes, the registry shuts
-/// down. Workers hold it weakly, so a registry is not kept alive by its workers.
+/// down. Only `Shared` refers back to it, weakly, so a registry is not kept
+/// alive by its workers.
 pub(crate) struct Owner<W: Worker> {
     shared: Arc<Shared<W>>,
 }
 
 /// What the registry and its workers share.
 pub(crate) struct Shared<W: Worker> {
+    /// The users' side, for [`Context::registry`]: a weak back-reference
+    /// kept once here, rather than in every worker's context (where taking
+    /// and dropping it cost each start and stop a write to a shared line).
+    pub(crate) owner: Weak<Owner<W>>,
     table: Table<W>,
     /// Workers in the RUNNING state, updated under each worker's lock in the
     /// same step as its state, so a caller who saw a state also sees its count.
@@ -141,8 +146,9 @@ impl<W: Worker> GenRegistry<W> {
     pub fn new(options: Options<W>) -> Result<Self, Error<W>> {
         options.validate().map_err(Error::InvalidOptions)?;
         Ok(GenRegistry {
-            owner: Arc::new(Owner {
+            owner: Arc::new_cyclic(|owner| Owner {
                 shared: Arc::new(Shared {
+                    owner: owner.clone(),
                     table: Table::new(),
                     count: AtomicUsize::new(0),
                     stopped: AtomicBool::new(false),
@@ -315,7 +321,6 @@ impl<W: Worker> GenRegistry<W> {
         }
         let guard = Guard::new(Context {
             handle: WorkerRef::new(cell.clone()),
-            owner: Arc::downgrade(&self.owner),
             shared: shared.clone(),
             stop: false,
             started: false,

@@ -95,7 +95,7 @@ const SAMPLES: usize = 5;
 
 /// The live heap of a process whose registry `r` has no workers: the least of
 /// [`SAMPLES`] settled samples, each after [`SAMPLE_LIFETIMES`] more
-/// lifetimes. The id table frees removed entries in batches (32 per thread),
+/// lifetimes. The id table frees removed entries in batches (128 per thread),
 /// so a single sample can be up to a few tens of KiB high; the least of a few
 /// is close to what the process really holds.
 fn heap_under(r: &GenRegistry<Churner>, counters: &Arc<Counters>) -> isize {
@@ -116,13 +116,14 @@ fn heap_under(r: &GenRegistry<Churner>, counters: &Arc<Counters>) -> isize {
 /// number of lifetimes.
 const SETTLED_TOLERANCE: isize = 32 * 1024;
 
-/// The id table (papaya) frees removed entries in batches of 32 per thread.
+/// The id table (papaya) frees removed entries in batches of 128 per thread
+/// (`RECLAIM_BATCH` in `src/table.rs`).
 /// Bastion's executor starts short-lived threads under sustained load (up to
 /// ~90 at once were seen on 2 cores); a thread that exits strands its partial
-/// batch until a later thread reuses its slot: at most 31 entries of 208
-/// bytes (a table entry and a worker's cell) and the batch's own 1 KiB, per
+/// batch until a later thread reuses its slot: at most 127 entries of 208
+/// bytes (a table entry and a worker's cell) and the batch's own 4 KiB, per
 /// thread. It is all freed with the registry.
-const STRANDED_PER_THREAD: isize = 31 * 208 + 1024;
+const STRANDED_PER_THREAD: isize = 127 * 208 + 4096;
 
 /// The most threads the process had at once while `f` ran (sampled from
 /// `/proc/self/task`; a fixed 128 where that is not available).
