@@ -33,7 +33,8 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -129,6 +130,25 @@ impl Waiters {
     }
 }
 
+/// Where the id table keeps its copy of "this worker is RUNNING": a flag
+/// inside the table's entry for this cell.
+#[derive(Clone, Copy)]
+struct Mirror(NonNull<AtomicBool>);
+
+// SAFETY: it points to an `AtomicBool`, which any thread may read and write;
+// `Cell::attach` states for how long it stays valid.
+unsafe impl Send for Mirror {}
+unsafe impl Sync for Mirror {}
+
+impl Mirror {
+    fn set(this: Option<Mirror>, running: bool) {
+        if let Some(Mirror(flag)) = this {
+            // SAFETY: see `Cell::attach`; it is dropped at `Cell::close`.
+            unsafe { flag.as_ref() }.store(running, Ordering::Release);
+        }
+    }
+}
+
 struct Inner<W: Worker> {
     queue: VecDeque<Envelope<W>>,
     /// The worker's process, parked waiting for mail.
@@ -137,6 +157,9 @@ struct Inner<W: Worker> {
     proc: Option<RecoverableHandle<()>>,
     /// Rare, so boxed: the cell of every worker pays one pointer for it.
     start_failure: Option<Box<StartFailure<W::Error>>>,
+    /// The table's copy of "RUNNING", written with the state; `None` before
+    /// the cell is in the table and from `close` on.
+    mirror: Option<Mirror>,
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
@@ -180,6 +203,7 @@ impl<W: Worker> Cell<W> {
                 waiters: Waiters::None,
                 proc: None,
                 start_failure: None,
+                mirror: None,
                 stop: None,
                 kill: false,
             }),
@@ -188,6 +212,17 @@ impl<W: Worker> Cell<W> {
 
     pub(crate) fn id(&self) -> &W::Id {
         &self.id
+    }
+
+    /// Gives the cell the table's copy of its RUNNING state, to write in the
+    /// same step as the state itself from now until [`close`](Self::close).
+    ///
+    /// # Safety
+    ///
+    /// `flag` must stay valid until `close` has returned. (It lives in the
+    /// table's entry for this cell, which is removed only after `close`.)
+    pub(crate) unsafe fn attach(&self, flag: &AtomicBool) {
+        self.inner.lock().mirror = Some(Mirror(NonNull::from(flag)));
     }
 
     pub(crate) fn state(&self) -> u8 {
@@ -276,6 +311,7 @@ impl<W: Worker> Cell<W> {
             Some(r) => (Err(r), self.transition(&mut g, STOPPING)),
             None => {
                 running.fetch_add(1, Ordering::AcqRel);
+                Mirror::set(g.mirror, true);
                 (Ok(()), self.transition(&mut g, RUNNING))
             }
         };
@@ -291,6 +327,7 @@ impl<W: Worker> Cell<W> {
             return;
         }
         running.fetch_sub(1, Ordering::AcqRel);
+        Mirror::set(g.mirror, false);
         let wake = self.transition(&mut g, STOPPING);
         drop(g);
         wake.run();
@@ -307,6 +344,7 @@ impl<W: Worker> Cell<W> {
         g.stop = Some(request);
         let mut wake = if state == RUNNING {
             running.fetch_sub(1, Ordering::AcqRel);
+            Mirror::set(g.mirror, false);
             self.transition(&mut g, STOPPING)
         } else {
             Wake(Waiters::None, None)
@@ -363,6 +401,7 @@ impl<W: Worker> Cell<W> {
         if state == RUNNING {
             running.fetch_sub(1, Ordering::AcqRel);
         }
+        Mirror::set(g.mirror.take(), false);
         if state < STOPPING {
             self.state.store(STOPPING, Ordering::Release);
         }

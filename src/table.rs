@@ -3,16 +3,17 @@
 //! A `papaya` hash map with the fxhash hasher: a read pins an epoch (a
 //! thread-local store, no shared write, no lock), so lookups never message
 //! anyone and scale across threads; writes are lock-free too. Values are the
-//! workers' shared cells; removal compares cells by address, so an entry is only
-//! ever removed by (or on behalf of) the worker it belongs to, never a newer
-//! worker of the same id.
+//! workers' shared cells, each beside a copy of its RUNNING flag; removal
+//! compares cells by address, so an entry is only ever removed by (or on
+//! behalf of) the worker it belongs to, never a newer worker of the same id.
 
-use crate::cell::{Cell, RUNNING};
+use crate::cell::Cell;
 use crate::worker::Worker;
 use fxhash::FxBuildHasher;
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Removed entries are freed in batches of this many per thread. Each batch
 /// costs one `membarrier` system call (an interrupt to every core running the
@@ -22,7 +23,17 @@ use std::sync::Arc;
 const RECLAIM_BATCH: usize = 128;
 
 pub(crate) struct Table<W: Worker> {
-    map: papaya::HashMap<W::Id, Arc<Cell<W>>, FxBuildHasher>,
+    map: papaya::HashMap<W::Id, Slot<W>, FxBuildHasher>,
+}
+
+/// A table value: the worker's cell, and a copy of whether it is RUNNING.
+/// The copy lets [`Table::for_each_running`] skip stopped and starting
+/// workers without reading each cell — one scattered memory access per
+/// worker fewer. The cell writes it, under its lock, in the same step as its
+/// state (see [`Cell::attach`]).
+pub(crate) struct Slot<W: Worker> {
+    running: AtomicBool,
+    cell: Arc<Cell<W>>,
 }
 
 impl<W: Worker> Table<W> {
@@ -41,7 +52,7 @@ impl<W: Worker> Table<W> {
         W::Id: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.pin().get(id).cloned()
+        self.map.pin().get(id).map(|slot| slot.cell.clone())
     }
 
     /// The cell under `id` if its worker is running: the lookup hot path, which
@@ -52,16 +63,30 @@ impl<W: Worker> Table<W> {
         Q: Hash + Eq + ?Sized,
     {
         let map = self.map.pin();
-        let cell = map.get(id)?;
-        (cell.state() == RUNNING).then(|| cell.clone())
+        let slot = map.get(id)?;
+        slot.running
+            .load(Ordering::Acquire)
+            .then(|| slot.cell.clone())
     }
 
     /// Inserts `cell` under its id unless the id is taken; returns the cell
     /// that holds it then.
     pub(crate) fn try_insert(&self, cell: &Arc<Cell<W>>) -> Result<(), Arc<Cell<W>>> {
-        match self.map.pin().try_insert(cell.id().clone(), cell.clone()) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.current.clone()),
+        let slot = Slot {
+            running: AtomicBool::new(false),
+            cell: cell.clone(),
+        };
+        match self.map.pin().try_insert(cell.id().clone(), slot) {
+            Ok(slot) => {
+                // SAFETY: papaya keeps an entry at one address (a resize
+                // moves pointers to it, not the entry) until it is removed,
+                // and frees it only after removal. The only removal is
+                // `remove`, which `Shared::retire` calls after `Cell::close`,
+                // and the cell stops writing the flag at `close`.
+                unsafe { cell.attach(&slot.running) };
+                Ok(())
+            }
+            Err(e) => Err(e.current.cell.clone()),
         }
     }
 
@@ -70,14 +95,14 @@ impl<W: Worker> Table<W> {
         let _ = self
             .map
             .pin()
-            .remove_if(cell.id(), |_, v| Arc::ptr_eq(v, cell));
+            .remove_if(cell.id(), |_, slot| Arc::ptr_eq(&slot.cell, cell));
     }
 
     /// Calls `f` on every running worker, in no order. Only an epoch is held:
     /// `f` may use the registry.
     pub(crate) fn for_each_running(&self, mut f: impl FnMut(&W::Id, &Arc<Cell<W>>) -> bool) {
-        for (id, cell) in self.map.pin().iter() {
-            if cell.state() == RUNNING && !f(id, cell) {
+        for (id, slot) in self.map.pin().iter() {
+            if slot.running.load(Ordering::Acquire) && !f(id, &slot.cell) {
                 break;
             }
         }
@@ -85,7 +110,11 @@ impl<W: Worker> Table<W> {
 
     /// Every cell, whatever its state.
     pub(crate) fn cells(&self) -> Vec<Arc<Cell<W>>> {
-        self.map.pin().values().cloned().collect()
+        self.map
+            .pin()
+            .values()
+            .map(|slot| slot.cell.clone())
+            .collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
