@@ -53,16 +53,23 @@ fn floor_table() -> (Floor, Vec<Vec<u8>>) {
     (table, spread)
 }
 
+/// Benchmarks `op` on the ids in shuffled order, one id per iteration.
+fn over_shuffled<T>(c: &mut Criterion, name: &str, ids: &[u64], mut op: impl FnMut(u64) -> T) {
+    let mut i = 0;
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            black_box(op(ids[i]))
+        })
+    });
+}
+
 fn benches(c: &mut Criterion) {
     let registry = populated();
     let ids = shuffled();
 
-    let mut i = 0;
-    c.bench_function("lookup hit (100k, shuffled)", |b| {
-        b.iter(|| {
-            i = (i + 1) % ids.len();
-            black_box(registry.lookup(&ids[i]).unwrap())
-        })
+    over_shuffled(c, "lookup hit (100k, shuffled)", &ids, |id| {
+        registry.lookup(&id).unwrap()
     });
     // The floor of this design for the line above: the same table (papaya,
     // fxhash) mapping ids to a reference-counted value the size of a worker's
@@ -70,40 +77,27 @@ fn benches(c: &mut Criterion) {
     // heap the way workers' procs spread the cells. Nothing left to trim in
     // the registry gets below this.
     let (floor, _spread) = floor_table();
-    let mut i = 0;
-    c.bench_function(
+    over_shuffled(
+        c,
         "floor: papaya get + Arc clone of a 128-byte value (100k, shuffled)",
-        |b| {
-            b.iter(|| {
-                i = (i + 1) % ids.len();
-                black_box(floor.pin().get(&ids[i]).cloned())
-            })
-        },
+        &ids,
+        |id| floor.pin().get(&id).cloned(),
     );
     // Without the reference count: what a lookup would cost if the handle it
     // returned did not point into the worker's cell. The difference from the
     // line above is the atomic increment on a cold line, which also keeps
     // consecutive lookups from overlapping their cache misses.
-    let mut i = 0;
-    c.bench_function(
+    over_shuffled(
+        c,
         "floor: papaya get only, no reference taken (100k, shuffled)",
-        |b| {
-            b.iter(|| {
-                i = (i + 1) % ids.len();
-                black_box(floor.pin().get(&ids[i]).is_some())
-            })
-        },
+        &ids,
+        |id| floor.pin().get(&id).is_some(),
     );
     c.bench_function("lookup miss", |b| {
         b.iter(|| black_box(registry.lookup(&(N + 7)).is_err()))
     });
-    let mut i = 0;
-    c.bench_function("lookup_or_start hit (100k, shuffled)", |b| {
-        b.iter(|| {
-            i = (i + 1) % ids.len();
-            let id = ids[i];
-            black_box(futures::executor::block_on(registry.lookup_or_start(id, id)).unwrap())
-        })
+    over_shuffled(c, "lookup_or_start hit (100k, shuffled)", &ids, |id| {
+        futures::executor::block_on(registry.lookup_or_start(id, id)).unwrap()
     });
     c.bench_function("count", |b| b.iter(|| black_box(registry.count())));
     c.bench_function("reduce over 100k", |b| {
