@@ -1,12 +1,11 @@
 //! What the systems on Bastion's executor share (gen_registry, Bastion
 //! children groups, the bare-proc floor): measuring from inside a proc,
-//! concurrent drivers, timeouts.
+//! running tasks as procs, timeouts.
 
-use crate::common::{CHUNK, slices};
 use crate::drivers::Tasks;
 use futures::future::{Either, select};
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `f` in a proc spawned on Bastion's executor and waits for it from
 /// this (non-executor) thread with `bastion::executor::run`.
@@ -21,37 +20,6 @@ pub async fn timeout<F: Future>(d: Duration, f: F) -> Option<F::Output> {
         Either::Left((v, _)) => Some(v),
         Either::Right(_) => None,
     }
-}
-
-/// Applies `op` to every id: `DRIVERS` procs, each over its slice, `CHUNK`
-/// ops at a time with `join_all`. Returns the wall time and how many ops
-/// returned `false`. Panics after `limit`.
-pub fn drive<F, Fut>(ids: &[u64], limit: Duration, op: F) -> (Duration, u64)
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send + 'static,
-{
-    let start = Instant::now();
-    let handles: Vec<_> = slices(ids)
-        .into_iter()
-        .map(|part| {
-            let op = op.clone();
-            bastion::executor::spawn(async move {
-                let mut failed = 0u64;
-                for chunk in part.chunks(CHUNK) {
-                    let results = futures::future::join_all(chunk.iter().map(|&id| op(id))).await;
-                    failed += results.iter().filter(|ok| !**ok).count() as u64;
-                }
-                failed
-            })
-        })
-        .collect();
-    let failed = bastion::executor::run(timeout(limit, futures::future::join_all(handles)))
-        .expect("bulk phase timed out")
-        .into_iter()
-        .map(|r| r.expect("driver proc panicked"))
-        .sum();
-    (start.elapsed(), failed)
 }
 
 /// Bastion's executor as a [`Tasks`] runtime: each task a proc.

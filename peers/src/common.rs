@@ -348,12 +348,6 @@ impl Out {
     }
 }
 
-/// Splits `ids` into `DRIVERS` contiguous slices.
-pub fn slices(ids: &[u64]) -> Vec<Vec<u64>> {
-    let per = ids.len().div_ceil(DRIVERS).max(1);
-    ids.chunks(per).map(<[u64]>::to_vec).collect()
-}
-
 /// The W9 pool split into `CHURN_DRIVERS` disjoint halves, and how many
 /// cycles each driver runs in each of the two phases (before the RSS mark at
 /// 10 % of the cycles, and after it).

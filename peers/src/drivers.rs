@@ -1,12 +1,15 @@
-//! The W9 churn driver and the W11 race driver, one of each for every
-//! system: what differs is the runtime the tasks run on ([`Tasks`]: Bastion's
-//! executor or a tokio runtime) and the system's own operations
-//! ([`Registry`]).
+//! The drivers, one of each for every system: the bulk driver of W1 and W8,
+//! the W9 churn driver and the W11 race driver. What differs is the runtime
+//! the tasks run on ([`Tasks`]: Bastion's executor or a tokio runtime) and
+//! the system's own operations ([`Registry`], or the closure given to
+//! [`drive`]).
 
 use crate::common::{
-    ChurnStats, Out, RACE_ID, RACERS, Rng, churn_plan, emit_churn, rss_bytes, state_of,
+    CHUNK, ChurnStats, DRIVERS, Out, RACE_ID, RACERS, Rng, churn_plan, emit_churn, rss_bytes,
+    state_of,
 };
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A runtime that runs tasks concurrently.
@@ -43,6 +46,38 @@ pub trait Registry: Clone + Send + Sync + 'static {
     /// run, `before` being `inits()` before those starts. Nothing to wait for
     /// when a start returns once its init ran.
     fn await_inits(&self, _before: u64) {}
+}
+
+/// Applies `op` to every id: `DRIVERS` tasks, each over its own contiguous
+/// slice, `CHUNK` ops at a time with `join_all`. Returns the wall time and
+/// how many ops returned `false`. Panics after `limit`, or if a task
+/// panicked.
+pub fn drive<F, Fut>(tasks: &impl Tasks, ids: &[u64], limit: Duration, op: F) -> (Duration, u64)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let ids: Arc<[u64]> = ids.into();
+    let per = ids.len().div_ceil(DRIVERS).max(1);
+    let start = Instant::now();
+    let failed = tasks
+        .run_all(DRIVERS, limit, |i| {
+            let (ids, op) = (ids.clone(), op.clone());
+            async move {
+                let part = &ids[(i * per).min(ids.len())..((i + 1) * per).min(ids.len())];
+                let mut failed = 0u64;
+                for chunk in part.chunks(CHUNK) {
+                    let results = futures::future::join_all(chunk.iter().map(|&id| op(id))).await;
+                    failed += results.iter().filter(|ok| !**ok).count() as u64;
+                }
+                failed
+            }
+        })
+        .expect("bulk phase timed out")
+        .into_iter()
+        .map(|r| r.expect("driver panicked"))
+        .sum();
+    (start.elapsed(), failed)
 }
 
 /// W9: `cycles` start → call → stop cycles on ids drawn from a pool of

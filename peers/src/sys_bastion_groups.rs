@@ -13,9 +13,9 @@
 //! Bastion's supervisor keeps every stopped group forever (bastion.md), so
 //! W9 runs a tenth of the churn cycles here and says so.
 
-use crate::bastion_rt::{Procs, drive, inside, timeout};
+use crate::bastion_rt::{Procs, inside, timeout};
 use crate::common::*;
-use crate::drivers::{Registry, churn, race};
+use crate::drivers::{Registry, churn, drive, race};
 use bastion::Bastion;
 use bastion::prelude::{BastionContext, ChildRef, ChildrenRef, MessageHandler, SupervisorRef};
 use futures::channel::oneshot;
@@ -274,7 +274,7 @@ pub fn run(cfg: &Config, out: &Out) {
     // W8
     out.progress("W8 stop all");
     let gg = g.clone();
-    let (t, failed) = drive(&ids, limit, move |id| {
+    let (t, failed) = drive(&Procs, &ids, limit, move |id| {
         let gg = gg.clone();
         async move { gg.stop(id).await }
     });

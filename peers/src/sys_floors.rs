@@ -8,8 +8,9 @@
 //!   (no table). W1, W2, W6 and W8 (stop = close the mailbox and await the
 //!   proc's handle).
 
-use crate::bastion_rt::{drive, inside, timeout};
+use crate::bastion_rt::{Procs, inside, timeout};
 use crate::common::*;
+use crate::drivers::drive;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use fxhash::FxHashMap;
@@ -90,7 +91,7 @@ pub fn run_proc(cfg: &Config, out: &Out) {
     let rss0 = rss_bytes();
     let start = Instant::now();
     let s = slots.clone();
-    let (_, failed) = drive(&ids, limit, move |id| {
+    let (_, failed) = drive(&Procs, &ids, limit, move |id| {
         *s[id as usize].lock() = Some(spawn_proc(state_of(id)));
         async { true }
     });
@@ -120,7 +121,7 @@ pub fn run_proc(cfg: &Config, out: &Out) {
 
     out.progress("W8 stop all");
     let s = slots.clone();
-    let (t, failed) = drive(&ids, limit, move |id| {
+    let (t, failed) = drive(&Procs, &ids, limit, move |id| {
         let slot = s[id as usize].lock().take();
         async move {
             match slot {

@@ -3,9 +3,9 @@
 //! spawned there (`bastion::executor::spawn`, waited for with
 //! `bastion::executor::run`).
 
-use crate::bastion_rt::{Procs, drive, inside};
+use crate::bastion_rt::{Procs, inside};
 use crate::common::*;
-use crate::drivers::{Registry, churn, race};
+use crate::drivers::{Registry, churn, drive, race};
 use gen_registry::{Context, GenRegistry, Options, Worker, WorkerRef};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,7 +77,7 @@ pub fn run(cfg: &Config, out: &Out) {
     out.progress("W1 start");
     let rss0 = rss_bytes();
     let r = reg.clone();
-    let (t, failed) = drive(&ids, limit, move |id| {
+    let (t, failed) = drive(&Procs, &ids, limit, move |id| {
         let r = r.clone();
         async move { r.lookup_or_start(id, state_of(id)).await.is_ok() }
     });
@@ -160,7 +160,7 @@ pub fn run(cfg: &Config, out: &Out) {
     // W8: `stop` returns once the worker terminated and its entry is gone.
     out.progress("W8 stop all");
     let r = reg.clone();
-    let (t, failed) = drive(&ids, limit, move |id| {
+    let (t, failed) = drive(&Procs, &ids, limit, move |id| {
         let r = r.clone();
         async move { r.stop(&id).await.is_ok() }
     });

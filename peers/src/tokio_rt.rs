@@ -1,8 +1,7 @@
 //! What the two tokio peers (ractor, kameo) share: the runtime and the
-//! concurrent drivers.
+//! [`Tasks`] on tokio.
 
-use crate::common::{CHUNK, slices};
-use crate::drivers::{Registry, Tasks, churn, race};
+use crate::drivers::{Registry, Tasks, churn, drive, race};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -22,47 +21,6 @@ pub fn inside<T: Send + 'static>(
     f: impl Future<Output = T> + Send + 'static,
 ) -> T {
     rt.block_on(async move { tokio::spawn(f).await.expect("measuring task panicked") })
-}
-
-/// Applies `op` to every id: `DRIVERS` tasks, each over its slice,
-/// `CHUNK` ops at a time with `join_all`. Returns the wall time and how many
-/// ops returned `false`. Gives up (and panics) after `limit`.
-pub fn drive<F, Fut>(
-    rt: &tokio::runtime::Runtime,
-    ids: &[u64],
-    limit: Duration,
-    op: F,
-) -> (Duration, u64)
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send + 'static,
-{
-    let parts = slices(ids);
-    rt.block_on(async move {
-        let start = Instant::now();
-        let tasks: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                let op = op.clone();
-                tokio::spawn(async move {
-                    let mut failed = 0u64;
-                    for chunk in part.chunks(CHUNK) {
-                        let results =
-                            futures::future::join_all(chunk.iter().map(|&id| op(id))).await;
-                        failed += results.iter().filter(|ok| !**ok).count() as u64;
-                    }
-                    failed
-                })
-            })
-            .collect();
-        let failed = tokio::time::timeout(limit, futures::future::join_all(tasks))
-            .await
-            .expect("bulk phase timed out")
-            .into_iter()
-            .map(|r| r.expect("driver panicked"))
-            .sum();
-        (start.elapsed(), failed)
-    })
 }
 
 /// The runtime as a [`Tasks`] runtime: each task a tokio task.
