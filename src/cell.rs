@@ -140,15 +140,6 @@ struct Mirror(NonNull<AtomicBool>);
 unsafe impl Send for Mirror {}
 unsafe impl Sync for Mirror {}
 
-impl Mirror {
-    fn set(this: Option<Mirror>, running: bool) {
-        if let Some(Mirror(flag)) = this {
-            // SAFETY: see `Cell::attach`; it is dropped at `Cell::close`.
-            unsafe { flag.as_ref() }.store(running, Ordering::Release);
-        }
-    }
-}
-
 struct Inner<W: Worker> {
     queue: VecDeque<Envelope<W>>,
     /// The worker's process, parked waiting for mail.
@@ -165,9 +156,28 @@ struct Inner<W: Worker> {
     kill: bool,
 }
 
-/// `repr(C)`, state first: the lifecycle byte a lookup reads sits right after
-/// the `Arc`'s reference count it increments, so a lookup touches one cache
-/// line of the cell, not two (Rust's own layout puts the byte last).
+impl<W: Worker> Inner<W> {
+    /// Counts the worker in or out of `running` (the registry's count) and
+    /// writes the table's copy, in the same step as its state enters or leaves
+    /// RUNNING: the three move together, under the cell's lock.
+    fn count_running(&self, running: &AtomicUsize, now: bool) {
+        if now {
+            running.fetch_add(1, Ordering::AcqRel);
+        } else {
+            running.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some(Mirror(flag)) = self.mirror {
+            // SAFETY: see `Cell::attach`; the pointer is dropped at `Cell::close`.
+            unsafe { flag.as_ref() }.store(now, Ordering::Release);
+        }
+    }
+}
+
+/// `repr(C)`, state first: the lifecycle byte that `lookup_or_start`, `stop`
+/// and a message's delivery read sits right after the `Arc`'s reference count
+/// the handle they hold increments, so they touch one cache line of the cell
+/// for it, not two (Rust's own layout puts the byte last). `lookup` reads the
+/// table's copy instead.
 #[repr(C)]
 pub(crate) struct Cell<W: Worker> {
     state: AtomicU8,
@@ -310,8 +320,7 @@ impl<W: Worker> Cell<W> {
         let (result, wake) = match reason {
             Some(r) => (Err(r), self.transition(&mut g, STOPPING)),
             None => {
-                running.fetch_add(1, Ordering::AcqRel);
-                Mirror::set(g.mirror, true);
+                g.count_running(running, true);
                 (Ok(()), self.transition(&mut g, RUNNING))
             }
         };
@@ -326,8 +335,7 @@ impl<W: Worker> Cell<W> {
         if self.state() != RUNNING {
             return;
         }
-        running.fetch_sub(1, Ordering::AcqRel);
-        Mirror::set(g.mirror, false);
+        g.count_running(running, false);
         let wake = self.transition(&mut g, STOPPING);
         drop(g);
         wake.run();
@@ -343,8 +351,7 @@ impl<W: Worker> Cell<W> {
         }
         g.stop = Some(request);
         let mut wake = if state == RUNNING {
-            running.fetch_sub(1, Ordering::AcqRel);
-            Mirror::set(g.mirror, false);
+            g.count_running(running, false);
             self.transition(&mut g, STOPPING)
         } else {
             Wake(Waiters::None, None)
@@ -399,9 +406,10 @@ impl<W: Worker> Cell<W> {
         let mut g = self.inner.lock();
         let state = self.state();
         if state == RUNNING {
-            running.fetch_sub(1, Ordering::AcqRel);
+            g.count_running(running, false);
         }
-        Mirror::set(g.mirror.take(), false);
+        // The table's entry goes once this returns: stop writing to it.
+        g.mirror = None;
         if state < STOPPING {
             self.state.store(STOPPING, Ordering::Release);
         }
