@@ -26,9 +26,10 @@
 //! wakes the waiters. So ENDED implies the id is free, and nobody waiting on a
 //! stop has to remove the entry again.
 
+use crate::executor::Task;
+use crate::table::Entry;
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
-use lightproc::recoverable_handle::RecoverableHandle;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -63,6 +64,7 @@ pub(crate) enum StartFailure<E> {
     Init(E),
     Panicked(String),
     Timeout(Duration),
+    ExecutorShutDown,
 }
 
 impl<E: std::fmt::Display> std::fmt::Display for StartFailure<E> {
@@ -71,6 +73,7 @@ impl<E: std::fmt::Display> std::fmt::Display for StartFailure<E> {
             StartFailure::Init(e) => write!(f, "init failed: {e}"),
             StartFailure::Panicked(m) => write!(f, "init panicked: {m}"),
             StartFailure::Timeout(d) => write!(f, "init did not finish within {d:?}"),
+            StartFailure::ExecutorShutDown => f.write_str("its executor shut down during init"),
         }
     }
 }
@@ -140,17 +143,36 @@ struct Mirror(NonNull<AtomicBool>);
 unsafe impl Send for Mirror {}
 unsafe impl Sync for Mirror {}
 
+/// The registry's count of running workers, which a cell keeps up to date
+/// in the same step as its state.
+///
+/// A pointer, not an `Arc`, so that starts and stops write no reference
+/// count on the registry's shared line. It is valid whenever the cell is not
+/// ENDED: the registry's shared state is kept alive by the worker's own
+/// process until after its cell is ENDED, and by whoever is starting the
+/// worker before that; every use is under the cell's lock, after a check
+/// that the cell is not ENDED.
+struct Registered(NonNull<AtomicUsize>);
+
+// SAFETY: it points to an `AtomicUsize`, which any thread may update; the
+// type's doc states for how long it stays valid.
+unsafe impl Send for Registered {}
+unsafe impl Sync for Registered {}
+
 struct Inner<W: Worker> {
     queue: VecDeque<Envelope<W>>,
     /// The worker's process, parked waiting for mail.
     worker: Option<Waker>,
     waiters: Waiters,
-    proc: Option<RecoverableHandle<()>>,
+    /// The worker's future on its executor, to abort it.
+    task: Option<Task>,
     /// Rare, so boxed: the cell of every worker pays one pointer for it.
     start_failure: Option<Box<StartFailure<W::Error>>>,
     /// The table's copy of "RUNNING", written with the state; `None` before
     /// the cell is in the table and from `close` on.
     mirror: Option<Mirror>,
+    /// The registry's running count.
+    count: Registered,
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
@@ -160,7 +182,9 @@ impl<W: Worker> Inner<W> {
     /// Counts the worker in or out of `running` (the registry's count) and
     /// writes the table's copy, in the same step as its state enters or leaves
     /// RUNNING: the three move together, under the cell's lock.
-    fn count_running(&self, running: &AtomicUsize, now: bool) {
+    fn count_running(&self, now: bool) {
+        // SAFETY: see `Registered`.
+        let running = unsafe { self.count.0.as_ref() };
         if now {
             running.fetch_add(1, Ordering::AcqRel);
         } else {
@@ -185,6 +209,22 @@ pub(crate) struct Cell<W: Worker> {
     inner: Mutex<Inner<W>>,
 }
 
+impl<W: Worker> Entry for Cell<W> {
+    type Id = W::Id;
+
+    fn id(&self) -> &W::Id {
+        &self.id
+    }
+
+    /// The cell writes the table's copy of its RUNNING state in the same
+    /// step as the state itself from now until [`close`](Cell::close).
+    /// (`flag` lives in the table's entry for this cell, which is removed
+    /// only after `close`.)
+    unsafe fn attach(&self, flag: &AtomicBool) {
+        self.inner.lock().mirror = Some(Mirror(NonNull::from(flag)));
+    }
+}
+
 /// Wakers to wake once the cell's lock is released.
 #[must_use]
 pub(crate) struct Wake(Waiters, Option<Waker>);
@@ -203,7 +243,9 @@ impl Wake {
 }
 
 impl<W: Worker> Cell<W> {
-    pub(crate) fn new(id: W::Id) -> Self {
+    /// A cell for a worker of `id`, counted in `running` while it runs.
+    /// `running` must outlive the cell's worker (see `Registered`).
+    pub(crate) fn new(id: W::Id, running: &AtomicUsize) -> Self {
         Cell {
             state: AtomicU8::new(STARTING),
             id,
@@ -211,28 +253,19 @@ impl<W: Worker> Cell<W> {
                 queue: VecDeque::new(),
                 worker: None,
                 waiters: Waiters::None,
-                proc: None,
+                task: None,
                 start_failure: None,
                 mirror: None,
+                count: Registered(NonNull::from(running)),
                 stop: None,
                 kill: false,
             }),
         }
     }
 
-    pub(crate) fn id(&self) -> &W::Id {
-        &self.id
-    }
-
-    /// Gives the cell the table's copy of its RUNNING state, to write in the
-    /// same step as the state itself from now until [`close`](Self::close).
-    ///
-    /// # Safety
-    ///
-    /// `flag` must stay valid until `close` has returned. (It lives in the
-    /// table's entry for this cell, which is removed only after `close`.)
-    pub(crate) unsafe fn attach(&self, flag: &AtomicBool) {
-        self.inner.lock().mirror = Some(Mirror(NonNull::from(flag)));
+    /// The cell's address, which names its worker (see [`crate::current`]).
+    pub(crate) fn address(&self) -> usize {
+        self as *const Self as usize
     }
 
     pub(crate) fn state(&self) -> u8 {
@@ -306,12 +339,12 @@ impl<W: Worker> Cell<W> {
     /// STARTING → RUNNING (counted in `running`), unless a stop was requested
     /// during `init` or the registry is shutting down: then STARTING →
     /// STOPPING and the reason is returned.
-    pub(crate) fn mark_running(
-        &self,
-        shutting_down: bool,
-        running: &AtomicUsize,
-    ) -> Result<(), ExitReason> {
+    pub(crate) fn mark_running(&self, shutting_down: bool) -> Result<(), ExitReason> {
         let mut g = self.inner.lock();
+        if g.kill {
+            // Killed during `init`: already STOPPING, and about to be dropped.
+            return Err(ExitReason::Killed);
+        }
         let reason = match g.stop.take() {
             Some(r) => Some(r.into()),
             None if shutting_down => Some(ExitReason::Shutdown),
@@ -320,7 +353,7 @@ impl<W: Worker> Cell<W> {
         let (result, wake) = match reason {
             Some(r) => (Err(r), self.transition(&mut g, STOPPING)),
             None => {
-                g.count_running(running, true);
+                g.count_running(true);
                 (Ok(()), self.transition(&mut g, RUNNING))
             }
         };
@@ -330,12 +363,12 @@ impl<W: Worker> Cell<W> {
     }
 
     /// RUNNING → STOPPING, from the worker itself.
-    pub(crate) fn leave_running(&self, running: &AtomicUsize) {
+    pub(crate) fn leave_running(&self) {
         let mut g = self.inner.lock();
         if self.state() != RUNNING {
             return;
         }
-        g.count_running(running, false);
+        g.count_running(false);
         let wake = self.transition(&mut g, STOPPING);
         drop(g);
         wake.run();
@@ -343,7 +376,7 @@ impl<W: Worker> Cell<W> {
 
     /// Asks the worker to stop: at once if it is running (RUNNING → STOPPING),
     /// after `init` if it is starting. A stopping or ended worker is left alone.
-    pub(crate) fn request_stop(&self, request: StopRequest, running: &AtomicUsize) {
+    pub(crate) fn request_stop(&self, request: StopRequest) {
         let mut g = self.inner.lock();
         let state = self.state();
         if state >= STOPPING {
@@ -351,7 +384,7 @@ impl<W: Worker> Cell<W> {
         }
         g.stop = Some(request);
         let mut wake = if state == RUNNING {
-            g.count_running(running, false);
+            g.count_running(false);
             self.transition(&mut g, STOPPING)
         } else {
             Wake(Waiters::None, None)
@@ -366,34 +399,58 @@ impl<W: Worker> Cell<W> {
         self.inner.lock().start_failure = Some(Box::new(failure));
     }
 
+    /// The worker's future was dropped before its `init` finished, and not
+    /// by a kill: its executor dropped it (a tokio runtime shutting down).
+    pub(crate) fn abandoned(&self) {
+        let mut g = self.inner.lock();
+        if !g.kill && g.start_failure.is_none() {
+            g.start_failure = Some(Box::new(StartFailure::ExecutorShutDown));
+        }
+    }
+
     pub(crate) fn take_start_failure(&self) -> Option<StartFailure<W::Error>> {
         self.inner.lock().start_failure.take().map(|b| *b)
     }
 
-    /// Keeps the handle of the worker's process so it can be aborted.
-    pub(crate) fn set_proc(&self, proc: RecoverableHandle<()>) {
+    /// Keeps the worker's task so it can be aborted.
+    pub(crate) fn set_task(&self, task: Task) {
         let mut g = self.inner.lock();
         if g.kill {
             drop(g);
-            proc.cancel();
+            task.abort();
         } else if self.state() != ENDED {
-            g.proc = Some(proc);
+            g.task = Some(task);
         }
     }
 
-    /// Aborts the worker's process: its future is dropped at its next turn on
-    /// the executor, without running `terminate`.
+    /// Aborts the worker: from now on it takes no mail (what it held is
+    /// failed, so its callers get
+    /// [`Error::WorkerEnded`](crate::Error::WorkerEnded)) and no lookup returns
+    /// it; its future is dropped at its next turn on the executor, without
+    /// running `terminate`.
     pub(crate) fn kill(&self) {
-        let proc = {
+        let (task, queue, wake) = {
             let mut g = self.inner.lock();
-            if self.state() == ENDED {
+            let state = self.state();
+            if state == ENDED || g.kill {
                 return;
             }
             g.kill = true;
-            g.proc.take()
+            let wake = if state < STOPPING {
+                if state == RUNNING {
+                    g.count_running(false);
+                }
+                self.transition(&mut g, STOPPING)
+            } else {
+                Wake(Waiters::None, None)
+            };
+            (g.task.take(), std::mem::take(&mut g.queue), wake)
         };
-        if let Some(p) = proc {
-            p.cancel();
+        // Dropping reply senders answers their callers; done outside the lock.
+        drop(queue);
+        wake.run();
+        if let Some(task) = task {
+            task.abort();
         }
     }
 
@@ -402,11 +459,11 @@ impl<W: Worker> Cell<W> {
     /// [`Error::WorkerEnded`](crate::Error::WorkerEnded)). Nobody is woken
     /// yet: that waits for [`mark_ended`](Self::mark_ended), once the entry
     /// is gone.
-    pub(crate) fn close(&self, running: &AtomicUsize) {
+    pub(crate) fn close(&self) {
         let mut g = self.inner.lock();
         let state = self.state();
         if state == RUNNING {
-            g.count_running(running, false);
+            g.count_running(false);
         }
         // The table's entry goes once this returns: stop writing to it.
         g.mirror = None;
@@ -414,12 +471,12 @@ impl<W: Worker> Cell<W> {
             self.state.store(STOPPING, Ordering::Release);
         }
         let queue = std::mem::take(&mut g.queue);
-        let proc = g.proc.take();
+        let task = g.task.take();
         g.stop = None;
         drop(g);
         // Dropping reply senders answers their callers; done outside the lock.
         drop(queue);
-        drop(proc);
+        drop(task);
     }
 
     /// The second half: → ENDED, waking everyone waiting for a change. The

@@ -1,8 +1,9 @@
 //! [`Context`]: what a worker's callbacks can reach.
 
 use crate::handle::WorkerRef;
-use crate::registry::{GenRegistry, Shared};
+use crate::shared::Shared;
 use crate::worker::Worker;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Given to every callback of a [`Worker`]: its id, its own handle, its
@@ -85,35 +86,43 @@ impl<W: Worker> Context<W> {
         &self.handle
     }
 
-    /// The registry this worker belongs to, to start or look up other ids;
-    /// `None` once every handle to the registry has been dropped. Use it and
-    /// let it go: a worker that keeps it in its state keeps the registry
-    /// alive, so dropping the users' last clone no longer shuts it down. Never wait,
-    /// from `init`, on the start of the worker's own id: it cannot finish
-    /// before `init` does.
+    /// Runs `work` on the executor's blocking pool and resolves with its
+    /// result: the one sanctioned way for a worker to block (a synchronous
+    /// database client such as rusqlite, `std::fs`, a CPU-heavy step).
+    /// Blocking in a callback itself would stall the executor thread and
+    /// every other worker on it; here, while this worker waits, the others
+    /// keep being served. A panic in `work` is a panic in the callback that
+    /// awaited it.
+    ///
+    /// The pool is Bastion's blocking pool on [`Executor::Bastion`](crate::Executor::Bastion),
+    /// tokio's (`spawn_blocking`) on the tokio executors.
     ///
     /// ```
     /// # use gen_registry::{Context, Worker};
-    /// /// Each node starts its parent on first use.
-    /// struct Node;
-    /// impl Worker for Node {
-    ///     type Id = u32; type Args = (); type Request = (); type Reply = usize;
-    ///     type Message = (); type Error = std::convert::Infallible;
-    ///     async fn init(id: &u32, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
-    ///         if *id > 0 {
-    ///             if let Some(registry) = ctx.registry() {
-    ///                 let _ = registry.lookup_or_start(id / 2, ()).await;
-    ///             }
-    ///         }
-    ///         Ok(Node)
+    /// /// A file per id, read without blocking the executor.
+    /// struct Profile { text: String }
+    ///
+    /// impl Worker for Profile {
+    ///     type Id = std::path::PathBuf; type Args = (); type Request = (); type Reply = usize;
+    ///     type Message = (); type Error = std::io::Error;
+    ///
+    ///     async fn init(path: &std::path::PathBuf, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         let path = path.clone();
+    ///         let text = ctx.blocking(move || std::fs::read_to_string(path)).await?;
+    ///         Ok(Profile { text })
     ///     }
-    ///     async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> usize {
-    ///         ctx.registry().map_or(0, |r| r.count())
+    ///
+    ///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) -> usize {
+    ///         self.text.len()
     ///     }
     /// }
     /// ```
-    pub fn registry(&self) -> Option<GenRegistry<W>> {
-        self.shared.owner.upgrade().map(GenRegistry::from_owner)
+    pub fn blocking<R, F>(&self, work: F) -> impl Future<Output = R> + Send + 'static
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.shared.options.get_executor().blocking(work)
     }
 
     /// Ends the worker once the current callback returns: it leaves the

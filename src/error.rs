@@ -86,6 +86,20 @@ pub enum Error<W: Worker> {
         "a registry of this worker type is already published under the name {0:?}; give this one another name with `Options::name`"
     )]
     NameTaken(String),
+    /// The worker's executor dropped it before its `init` finished: its
+    /// tokio runtime has shut down (see
+    /// [`Executor::Tokio`](crate::Executor)). Nothing was registered.
+    #[error(
+        "the executor dropped the worker before its init finished (has its tokio runtime shut down?); nothing was registered"
+    )]
+    ExecutorShutDown,
+    /// A worker called its own handle from its own callback, which can never
+    /// be answered: it handles one message at a time. Cast to itself, or do
+    /// the work in place.
+    #[error(
+        "a worker called itself: the call could never be answered, since a worker handles one message at a time; cast to itself instead"
+    )]
+    CalledSelf,
     /// The registry's options were refused; the text says which and why.
     #[error("invalid registry options: {0}")]
     InvalidOptions(String),
@@ -105,6 +119,8 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::RegistryStopped => f.write_str("RegistryStopped"),
             Error::NameTaken(n) => f.debug_tuple("NameTaken").field(n).finish(),
             Error::InvalidOptions(m) => f.debug_tuple("InvalidOptions").field(m).finish(),
+            Error::ExecutorShutDown => f.write_str("ExecutorShutDown"),
+            Error::CalledSelf => f.write_str("CalledSelf"),
         }
     }
 }

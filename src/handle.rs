@@ -1,8 +1,10 @@
 //! [`WorkerRef`]: the handle to a worker (the counterpart of a pid).
 
 use crate::cell::{CallFailure, Cell, Envelope, STOPPING};
+use crate::current;
 use crate::error::Error;
 use crate::options::FIVE_SECONDS;
+use crate::table::Entry;
 use crate::timer::{Elapsed, timeout};
 use crate::worker::Worker;
 use futures::channel::oneshot;
@@ -108,7 +110,9 @@ impl<W: Worker> WorkerRef<W> {
     /// Errors: [`Error::CallTimeout`] when no reply came in time (the request
     /// may still be handled later), [`Error::HandlerPanicked`] when the handler
     /// panicked on this request, [`Error::WorkerEnded`] when the worker had
-    /// ended or ended before replying.
+    /// ended or ended before replying, [`Error::CalledSelf`] at once when a
+    /// worker calls its own handle (a call through another worker back to
+    /// the caller, A → B → A, is not detected: it times out).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -125,6 +129,9 @@ impl<W: Worker> WorkerRef<W> {
         request: W::Request,
         timeout: Duration,
     ) -> Result<W::Reply, Error<W>> {
+        if current::is(self.cell.address()) {
+            return Err(Error::CalledSelf);
+        }
         let (reply_to, reply) = oneshot::channel();
         if self.cell.push(Envelope::Call(request, reply_to)).is_err() {
             return Err(Error::WorkerEnded);
@@ -158,11 +165,12 @@ impl<W: Worker> WorkerRef<W> {
     }
 
     /// Aborts the worker at once, without running its `terminate` (Erlang's
-    /// `exit(Pid, kill)`). Its future is dropped at its next turn on the
-    /// executor; its entry is then removed and pending callers get
-    /// [`Error::WorkerEnded`]. It returns before that has happened: for a
-    /// moment `is_alive` may still be true. A killed worker is never
-    /// restarted. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
+    /// `exit(Pid, kill)`). When `kill` returns, the worker takes no new
+    /// mail, its queued and pending callers get [`Error::WorkerEnded`],
+    /// `is_alive` is false and no lookup returns it. Its future is dropped at
+    /// its next turn on the executor (a handler running at this instant may
+    /// still finish its current step); then its id is free. A killed worker
+    /// is never restarted. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -170,8 +178,9 @@ impl<W: Worker> WorkerRef<W> {
     /// let registry = registry();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// worker.kill();
-    /// wait_until(|| registry.count() == 0).await;
+    /// assert!(!worker.is_alive());
     /// assert!(registry.lookup(&1).is_err());
+    /// assert_eq!(registry.count(), 0);
     /// # });
     /// ```
     pub fn kill(&self) {

@@ -68,22 +68,37 @@
 
 #![deny(missing_docs)]
 
+// The modules in layers; a module imports only from its own layer or those
+// below it (tests/layering.rs checks this).
+//
+// The facade: the registry and its Bastion embedding.
+mod directory;
+mod registry;
+mod spec;
+// The worker's loop: init, mail, restarts, terminate.
+mod supervise;
+// What a worker and its callers see, and the state they share: the trait
+// and its context, handles, errors, events, options, the cell (lifecycle and
+// mailbox) and the registry's shared state. A worker's callbacks take its
+// context, which holds its handle, so these refer to one another.
 mod cell;
 mod context;
-mod directory;
-#[doc(hidden)]
-pub mod doc_support;
 mod error;
 mod event;
 mod handle;
 mod options;
-mod registry;
 mod restart;
-mod spec;
-mod supervise;
+mod shared;
+mod worker;
+// Primitives that know nothing of workers: the executor seam, the id table,
+// the timer, and which worker a thread is polling.
+mod current;
+mod executor;
 mod table;
 mod timer;
-mod worker;
+
+#[doc(hidden)]
+pub mod doc_support;
 
 /// The guide's chapters, compiled and run as doctests so the guide cannot rot.
 #[cfg(doctest)]
@@ -117,6 +132,7 @@ mod guide {
 pub use context::Context;
 pub use error::Error;
 pub use event::{Event, trace};
+pub use executor::Executor;
 pub use handle::WorkerRef;
 pub use options::Options;
 pub use registry::GenRegistry;

@@ -1,6 +1,7 @@
 //! Registry options.
 
 use crate::event::{Event, Observer};
+use crate::executor::Executor;
 use crate::restart::{self, BackOff, RestartPolicy};
 use crate::worker::Worker;
 use std::borrow::Cow;
@@ -43,6 +44,7 @@ pub struct Options<W: Worker> {
     back_off: BackOff,
     observer: Option<Observer<W>>,
     name: Option<Cow<'static, str>>,
+    executor: Executor,
     _worker: PhantomData<fn() -> W>,
 }
 
@@ -55,6 +57,7 @@ impl<W: Worker> Clone for Options<W> {
             back_off: self.back_off,
             observer: self.observer.clone(),
             name: self.name.clone(),
+            executor: self.executor.clone(),
             _worker: PhantomData,
         }
     }
@@ -69,6 +72,7 @@ impl<W: Worker> fmt::Debug for Options<W> {
             .field("back_off", &self.back_off)
             .field("observer", &self.observer.is_some())
             .field("name", &self.get_name())
+            .field("executor", &self.executor)
             .finish()
     }
 }
@@ -79,7 +83,8 @@ pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
 impl<W: Worker> Default for Options<W> {
     /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
     /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
-    /// behaviour), no observer, and the worker type's name.
+    /// behaviour), no observer, the worker type's name, and Bastion's
+    /// executor.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
@@ -88,6 +93,7 @@ impl<W: Worker> Default for Options<W> {
             back_off: BackOff::Immediate,
             observer: None,
             name: None,
+            executor: Executor::Bastion,
             _worker: PhantomData,
         }
     }
@@ -221,6 +227,31 @@ impl<W: Worker> Options<W> {
         self
     }
 
+    /// Which executor runs the workers. Default: [`Executor::Bastion`]. See
+    /// [`Executor`] for what each costs and allows.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{Executor, Options};
+    /// let options = Options::<Pinger>::default().executor(Executor::Bastion);
+    /// assert!(matches!(options.get_executor(), Executor::Bastion));
+    /// ```
+    pub fn executor(mut self, executor: Executor) -> Self {
+        self.executor = executor;
+        self
+    }
+
+    /// The executor (see [`executor`](Self::executor)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{Executor, Options};
+    /// assert!(matches!(Options::<Pinger>::default().get_executor(), Executor::Bastion));
+    /// ```
+    pub fn get_executor(&self) -> &Executor {
+        &self.executor
+    }
+
     /// The restart policy.
     ///
     /// ```
@@ -258,6 +289,13 @@ impl<W: Worker> Options<W> {
 
     pub(crate) fn observer(&self) -> Option<&Observer<W>> {
         self.observer.as_ref()
+    }
+
+    /// The options a registry runs with: checked, and the executor resolved.
+    pub(crate) fn checked(mut self) -> Result<Self, String> {
+        self.validate()?;
+        self.executor = self.executor.resolve()?;
+        Ok(self)
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {

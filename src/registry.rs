@@ -2,20 +2,19 @@
 
 use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure, StopRequest};
 use crate::context::Context;
+use crate::current;
 use crate::error::Error;
-use crate::event::{Event, notify};
 use crate::handle::WorkerRef;
 use crate::options::Options;
+use crate::shared::{Owner, Shared};
 use crate::supervise::{self, Guard};
-use crate::table::Table;
-use crate::timer::timeout;
-use crate::worker::{ExitReason, Worker};
+use crate::worker::Worker;
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 
 /// A registry of workers of type `W`, one per id, started on first use.
 ///
@@ -64,29 +63,6 @@ use std::sync::{Arc, Weak};
 /// ```
 pub struct GenRegistry<W: Worker> {
     owner: Arc<Owner<W>>,
-}
-
-/// What the users' handles share: when the last one goes, the registry shuts
-/// down. Only `Shared` refers back to it, weakly, so a registry is not kept
-/// alive by its workers.
-pub(crate) struct Owner<W: Worker> {
-    shared: Arc<Shared<W>>,
-}
-
-/// What the registry and its workers share.
-pub(crate) struct Shared<W: Worker> {
-    /// The users' side, for [`Context::registry`]: a weak back-reference
-    /// kept once here, rather than in every worker's context (where taking
-    /// and dropping it cost each start and stop a write to a shared line).
-    pub(crate) owner: Weak<Owner<W>>,
-    table: Table<W>,
-    /// Workers in the RUNNING state, updated under each worker's lock in the
-    /// same step as its state, so a caller who saw a state also sees its count.
-    count: AtomicUsize,
-    stopped: AtomicBool,
-    /// Whether `RegistryStopped` was reported.
-    announced: AtomicBool,
-    pub(crate) options: Options<W>,
 }
 
 impl<W: Worker> Clone for GenRegistry<W> {
@@ -144,23 +120,10 @@ impl<W: Worker> GenRegistry<W> {
     /// assert!(matches!(refused, Err(Error::InvalidOptions(_))));
     /// ```
     pub fn new(options: Options<W>) -> Result<Self, Error<W>> {
-        options.validate().map_err(Error::InvalidOptions)?;
+        let options = options.checked().map_err(Error::InvalidOptions)?;
         Ok(GenRegistry {
-            owner: Arc::new_cyclic(|owner| Owner {
-                shared: Arc::new(Shared {
-                    owner: owner.clone(),
-                    table: Table::new(),
-                    count: AtomicUsize::new(0),
-                    stopped: AtomicBool::new(false),
-                    announced: AtomicBool::new(false),
-                    options,
-                }),
-            }),
+            owner: Owner::new(options),
         })
-    }
-
-    pub(crate) fn from_owner(owner: Arc<Owner<W>>) -> Self {
-        GenRegistry { owner }
     }
 
     fn shared(&self) -> &Arc<Shared<W>> {
@@ -287,7 +250,7 @@ impl<W: Worker> GenRegistry<W> {
             let cell = match shared.table.get(&id) {
                 Some(cell) => cell,
                 None => {
-                    let cell = Arc::new(Cell::new(id.clone()));
+                    let cell = Arc::new(Cell::new(id.clone(), &shared.count));
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
                             let args = args.take().expect("args are used by one start only");
@@ -325,12 +288,13 @@ impl<W: Worker> GenRegistry<W> {
             stop: false,
             started: false,
         });
-        cell.set_proc(supervise::spawn(guard, args));
+        cell.set_task(supervise::spawn(guard, args));
         let state = cell.changed(STARTING).await;
         match cell.take_start_failure() {
             Some(StartFailure::Init(e)) => Err(Error::Init(e)),
             Some(StartFailure::Panicked(m)) => Err(Error::InitPanicked(m)),
             Some(StartFailure::Timeout(d)) => Err(Error::StartTimeout(d)),
+            Some(StartFailure::ExecutorShutDown) => Err(Error::ExecutorShutDown),
             None if shared.stopped.load(Ordering::Acquire) => Err(Error::RegistryStopped),
             None if state == RUNNING => Ok(WorkerRef::new(cell)),
             None => Err(Error::WorkerEnded),
@@ -347,8 +311,14 @@ impl<W: Worker> GenRegistry<W> {
     /// restart back-off, at once. A `terminate` that outlives the shutdown
     /// timeout is aborted.
     ///
-    /// Fails with [`Error::NotFound`] if no worker runs under `id`, or
-    /// [`Error::RegistryStopped`].
+    /// Fails with [`Error::NotFound`] if no worker runs under `id` (a worker
+    /// already ending — it stopped itself, or another `stop` came first — is
+    /// waited for, then `NotFound`), or [`Error::RegistryStopped`].
+    ///
+    /// Called by a worker on its own id (from a handler), it cannot wait for
+    /// its own end: it asks for the stop and returns `Ok` at once, and the
+    /// worker ends after the current callback, running `terminate`, as with
+    /// [`Context::stop`](crate::Context::stop).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -376,11 +346,21 @@ impl<W: Worker> GenRegistry<W> {
                     cell.changed(STARTING).await;
                     continue;
                 }
-                ENDED => return Err(self.not_found()),
-                _ => {}
+                RUNNING => {}
+                // Ending already (it stopped itself, or another stop came
+                // first): not this call's to stop, but once it returns the
+                // worker is gone all the same.
+                _ => {
+                    if !current::is(cell.address()) {
+                        shared.await_end(&cell).await;
+                    }
+                    return Err(self.not_found());
+                }
             }
             shared.request_stop(&cell, StopRequest::Stop);
-            shared.await_end(&cell).await;
+            if !current::is(cell.address()) {
+                shared.await_end(&cell).await;
+            }
             return Ok(());
         }
     }
@@ -494,7 +474,9 @@ impl<W: Worker> GenRegistry<W> {
 
     /// Stops every worker and the registry. Each worker is asked to stop and
     /// runs its `terminate`; those still running after the shutdown timeout are
-    /// aborted. Returns once no worker is left and the table is empty. From
+    /// aborted. Returns once no worker is left and the table is empty — or,
+    /// called by a worker of this registry, once every other worker has
+    /// ended: the caller itself ends after its current callback. From
     /// then on every operation fails with [`Error::RegistryStopped`] (the
     /// read-only views see an empty registry). Calling it again waits for the
     /// same end.
@@ -542,87 +524,38 @@ impl<W: Worker> GenRegistry<W> {
     }
 }
 
-impl<W: Worker> Drop for Owner<W> {
-    fn drop(&mut self) {
-        if self.shared.stopped.load(Ordering::Acquire) && self.shared.table.is_empty() {
-            return;
-        }
-        let shared = self.shared.clone();
-        drop(bastion::executor::spawn(
-            async move { shared.shutdown().await },
-        ));
-    }
-}
-
-impl<W: Worker> Shared<W> {
-    /// STARTING → RUNNING for a worker whose `init` succeeded.
-    pub(crate) fn mark_running(&self, cell: &Cell<W>) -> Result<(), ExitReason> {
-        cell.mark_running(self.stopped.load(Ordering::SeqCst), &self.count)
-    }
-
-    /// A worker that is about to end leaves the registry's view.
-    pub(crate) fn leave_running(&self, cell: &Cell<W>) {
-        cell.leave_running(&self.count);
-    }
-
-    pub(crate) fn request_stop(&self, cell: &Cell<W>, request: StopRequest) {
-        cell.request_stop(request, &self.count);
-    }
-
-    /// The worker has ended: close its mailbox (failing what it held), drop
-    /// its entry, and only then mark it ENDED and wake those waiting — so
-    /// whoever sees a worker ended also sees its id free.
-    pub(crate) fn retire(&self, cell: &Arc<Cell<W>>) {
-        cell.close(&self.count);
-        self.table.remove(cell);
-        cell.mark_ended();
-    }
-
-    /// Waits until `cell` has ended (and so its entry is gone), aborting it
-    /// after the shutdown timeout.
-    async fn await_end(&self, cell: &Arc<Cell<W>>) {
-        if timeout(self.options.get_shutdown_timeout(), ended(cell))
-            .await
-            .is_err()
-        {
-            cell.kill();
-            ended(cell).await;
-        }
-    }
-
-    async fn shutdown(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        loop {
-            let cells = self.table.cells();
-            if cells.is_empty() {
-                if !self.announced.swap(true, Ordering::AcqRel) {
-                    notify(self.options.observer(), Event::RegistryStopped);
-                }
-                return;
-            }
-            for cell in &cells {
-                self.request_stop(cell, StopRequest::Shutdown);
-            }
-            let all = futures::future::join_all(cells.iter().map(|c| ended(c)));
-            if timeout(self.options.get_shutdown_timeout(), all)
-                .await
-                .is_err()
-            {
-                cells.iter().for_each(|c| c.kill());
-                futures::future::join_all(cells.iter().map(|c| ended(c))).await;
-            }
-        }
-    }
-}
-
-/// Resolves once the worker of `cell` has ended and its entry is gone.
-async fn ended<W: Worker>(cell: &Cell<W>) {
-    loop {
-        let state = cell.state();
-        if state == ENDED {
-            return;
-        }
-        cell.changed(state).await;
+impl<W: Worker> Context<W> {
+    /// The registry this worker belongs to, to start or look up other ids;
+    /// `None` once every handle to the registry has been dropped. Use it and
+    /// let it go: a worker that keeps it in its state keeps the registry
+    /// alive, so dropping the users' last clone no longer shuts it down. Never wait,
+    /// from `init`, on the start of the worker's own id: it cannot finish
+    /// before `init` does.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// /// Each node starts its parent on first use.
+    /// struct Node;
+    /// impl Worker for Node {
+    ///     type Id = u32; type Args = (); type Request = (); type Reply = usize;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(id: &u32, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         if *id > 0 {
+    ///             if let Some(registry) = ctx.registry() {
+    ///                 let _ = registry.lookup_or_start(id / 2, ()).await;
+    ///             }
+    ///         }
+    ///         Ok(Node)
+    ///     }
+    ///     async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> usize {
+    ///         ctx.registry().map_or(0, |r| r.count())
+    ///     }
+    /// }
+    /// ```
+    pub fn registry(&self) -> Option<GenRegistry<W>> {
+        self.shared
+            .owner
+            .upgrade()
+            .map(|owner| GenRegistry { owner })
     }
 }

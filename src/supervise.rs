@@ -10,13 +10,13 @@
 
 use crate::cell::{CallFailure, Cell, ENDED, Envelope, Next, StartFailure};
 use crate::context::Context;
+use crate::current::Polling;
 use crate::event::{Event, notify};
+use crate::executor::Task;
 use crate::restart::{Permit, RestartPolicy, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
-use lightproc::proc_stack::ProcStack;
-use lightproc::recoverable_handle::RecoverableHandle;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -64,7 +64,10 @@ impl<W: Worker> Drop for Guard<W> {
     fn drop(&mut self) {
         if self.cell().state() != ENDED {
             // Aborted (killed, cancelled) or unwinding: nothing else will clean up.
-            if self.ctx.started {
+            if !self.ctx.started {
+                // Not killed, so its executor dropped it: tell the starter why.
+                self.cell().abandoned();
+            } else {
                 self.notify(Event::Exited {
                     id: self.ctx.id(),
                     reason: &ExitReason::Killed,
@@ -86,17 +89,14 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-thread_local! {
-    /// The process stack a worker's proc gets: Bastion's own spawn builds a
-    /// fresh one per proc, which allocates a state no worker uses; a clone
-    /// of this one shares it.
-    static STACK: ProcStack = ProcStack::default();
-}
-
-/// Runs the worker of `guard` as a proc on Bastion's executor.
-pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> RecoverableHandle<()> {
-    let stack = STACK.try_with(ProcStack::clone).unwrap_or_default();
-    bastion_executor::pool::spawn(run(guard, args), stack)
+/// Runs the worker of `guard` on its registry's executor.
+pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
+    let address = guard.cell().address();
+    let shared = guard.ctx.shared.clone();
+    shared
+        .options
+        .get_executor()
+        .spawn(Polling::new(address, run(guard, args)))
 }
 
 /// The whole life of a worker: its first `init`, then incarnations for as
@@ -123,6 +123,10 @@ fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) -> impl Future<Output = ()
         guard.ctx.started = true;
         guard.notify(Event::Started { id: guard.ctx.id() });
         if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
+            if reason == ExitReason::Killed {
+                // Its future is being dropped: no `terminate`.
+                return;
+            }
             // Ending paths are boxed: they run once, and inline they would
             // double the size of every idle worker's future.
             return Box::pin(finish(&mut guard, worker, reason, None)).await;

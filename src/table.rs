@@ -7,8 +7,6 @@
 //! compares cells by address, so an entry is only ever removed by (or on
 //! behalf of) the worker it belongs to, never a newer worker of the same id.
 
-use crate::cell::Cell;
-use crate::worker::Worker;
 use fxhash::FxBuildHasher;
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -22,21 +20,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// thread before they are freed — about 30 KiB.
 const RECLAIM_BATCH: usize = 128;
 
-pub(crate) struct Table<W: Worker> {
-    map: papaya::HashMap<W::Id, Slot<W>, FxBuildHasher>,
+/// What the table holds: something with an id that keeps the table's copy
+/// of its RUNNING flag up to date (a worker's cell).
+pub(crate) trait Entry: Send + Sync + 'static {
+    /// The key the entry is stored under.
+    type Id: Clone + Eq + Hash + Send + Sync + 'static;
+
+    fn id(&self) -> &Self::Id;
+
+    /// Hands the entry the table's copy of its RUNNING flag, to write in the
+    /// same step as its own state until it is removed.
+    ///
+    /// # Safety
+    ///
+    /// The caller keeps `flag` valid until the entry has promised to stop
+    /// writing it, and removes the entry only after that.
+    unsafe fn attach(&self, flag: &AtomicBool);
+}
+
+pub(crate) struct Table<E: Entry> {
+    map: papaya::HashMap<E::Id, Slot<E>, FxBuildHasher>,
 }
 
 /// A table value: the worker's cell, and a copy of whether it is RUNNING.
 /// The copy lets [`Table::for_each_running`] skip stopped and starting
 /// workers without reading each cell — one scattered memory access per
 /// worker fewer. The cell writes it, under its lock, in the same step as its
-/// state (see [`Cell::attach`]).
-pub(crate) struct Slot<W: Worker> {
+/// state (see [`Entry::attach`]).
+pub(crate) struct Slot<E> {
     running: AtomicBool,
-    cell: Arc<Cell<W>>,
+    cell: Arc<E>,
 }
 
-impl<W: Worker> Table<W> {
+impl<E: Entry> Table<E> {
     pub(crate) fn new() -> Self {
         Table {
             map: papaya::HashMap::builder()
@@ -47,9 +63,9 @@ impl<W: Worker> Table<W> {
     }
 
     /// The cell under `id`, whatever its state.
-    pub(crate) fn get<Q>(&self, id: &Q) -> Option<Arc<Cell<W>>>
+    pub(crate) fn get<Q>(&self, id: &Q) -> Option<Arc<E>>
     where
-        W::Id: Borrow<Q>,
+        E::Id: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         self.map.pin().get(id).map(|slot| slot.cell.clone())
@@ -57,9 +73,9 @@ impl<W: Worker> Table<W> {
 
     /// The cell under `id` if its worker is running: the lookup hot path, which
     /// only takes a reference when it hands one out.
-    pub(crate) fn get_running<Q>(&self, id: &Q) -> Option<Arc<Cell<W>>>
+    pub(crate) fn get_running<Q>(&self, id: &Q) -> Option<Arc<E>>
     where
-        W::Id: Borrow<Q>,
+        E::Id: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let map = self.map.pin();
@@ -71,7 +87,7 @@ impl<W: Worker> Table<W> {
 
     /// Inserts `cell` under its id unless the id is taken; returns the cell
     /// that holds it then.
-    pub(crate) fn try_insert(&self, cell: &Arc<Cell<W>>) -> Result<(), Arc<Cell<W>>> {
+    pub(crate) fn try_insert(&self, cell: &Arc<E>) -> Result<(), Arc<E>> {
         let slot = Slot {
             running: AtomicBool::new(false),
             cell: cell.clone(),
@@ -81,8 +97,8 @@ impl<W: Worker> Table<W> {
                 // SAFETY: papaya keeps an entry at one address (a resize
                 // moves pointers to it, not the entry) until it is removed,
                 // and frees it only after removal. The only removal is
-                // `remove`, which `Shared::retire` calls after `Cell::close`,
-                // and the cell stops writing the flag at `close`.
+                // `remove`, which the registry calls only once the entry
+                // has stopped writing the flag (`Cell::close`).
                 unsafe { cell.attach(&slot.running) };
                 Ok(())
             }
@@ -91,7 +107,7 @@ impl<W: Worker> Table<W> {
     }
 
     /// Removes the entry of `cell`, if it is still there.
-    pub(crate) fn remove(&self, cell: &Arc<Cell<W>>) {
+    pub(crate) fn remove(&self, cell: &Arc<E>) {
         let _ = self
             .map
             .pin()
@@ -100,7 +116,7 @@ impl<W: Worker> Table<W> {
 
     /// Calls `f` on every running worker, in no order. Only an epoch is held:
     /// `f` may use the registry.
-    pub(crate) fn for_each_running(&self, mut f: impl FnMut(&W::Id, &Arc<Cell<W>>) -> bool) {
+    pub(crate) fn for_each_running(&self, mut f: impl FnMut(&E::Id, &Arc<E>) -> bool) {
         for (id, slot) in self.map.pin().iter() {
             if slot.running.load(Ordering::Acquire) && !f(id, &slot.cell) {
                 break;
@@ -109,7 +125,7 @@ impl<W: Worker> Table<W> {
     }
 
     /// Every cell, whatever its state.
-    pub(crate) fn cells(&self) -> Vec<Arc<Cell<W>>> {
+    pub(crate) fn cells(&self) -> Vec<Arc<E>> {
         self.map
             .pin()
             .values()

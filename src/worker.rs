@@ -16,8 +16,34 @@ use std::hash::Hash;
 /// downcast.
 ///
 /// A worker handles one message at a time, in the order they arrived: its state
-/// needs no lock. Write the handlers as `async fn`; they run on Bastion's
-/// executor and must never block its threads (await instead).
+/// needs no lock. Write the handlers as `async fn`; they run on the
+/// registry's [executor](crate::Executor) — Bastion's by default, or tokio's —
+/// and must never block its threads: await instead, and hand blocking work
+/// (a synchronous database client, `std::fs`, a CPU-heavy step) to
+/// [`Context::blocking`], which runs it on a blocking pool while other ids
+/// keep being served:
+///
+/// ```
+/// # use gen_registry::{Context, Worker};
+/// /// A checksum per id, computed off the executor's threads.
+/// struct Digest { sum: u64 }
+///
+/// impl Worker for Digest {
+///     type Id = u32; type Args = Vec<u8>; type Request = (); type Reply = u64;
+///     type Message = (); type Error = std::convert::Infallible;
+///
+///     async fn init(_: &u32, data: Vec<u8>, ctx: &Context<Self>) -> Result<Self, Self::Error> {
+///         let sum = ctx.blocking(move || data.iter().map(|&b| u64::from(b)).sum()).await;
+///         Ok(Digest { sum })
+///     }
+///
+///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) -> u64 {
+///         self.sum
+///     }
+/// }
+/// ```
+///
+/// A full worker:
 ///
 /// ```
 /// use gen_registry::{Context, Worker};

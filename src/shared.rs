@@ -1,0 +1,157 @@
+//! What a registry and its workers share: the id table, the running count,
+//! the options, and the ways a worker leaves (retire, stop, shutdown).
+//!
+//! [`Owner`] is what the users' handles ([`GenRegistry`](crate::GenRegistry)
+//! clones) hold: when the last one goes, the registry shuts down. [`Shared`]
+//! refers back to it only weakly, so a registry is not kept alive by its own
+//! workers.
+
+use crate::cell::{Cell, ENDED, StopRequest};
+use crate::current;
+use crate::event::{Event, notify};
+use crate::options::Options;
+use crate::table::Table;
+use crate::timer::timeout;
+use crate::worker::{ExitReason, Worker};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Weak};
+
+/// What the users' handles share.
+pub(crate) struct Owner<W: Worker> {
+    pub(crate) shared: Arc<Shared<W>>,
+}
+
+/// What the registry and its workers share.
+pub(crate) struct Shared<W: Worker> {
+    /// The users' side, for [`Context::registry`](crate::Context::registry):
+    /// a weak back-reference kept once here, rather than in every worker's
+    /// context (where taking and dropping it cost each start and stop a write
+    /// to a shared line).
+    pub(crate) owner: Weak<Owner<W>>,
+    pub(crate) table: Table<Cell<W>>,
+    /// Workers in the RUNNING state, updated under each worker's lock in the
+    /// same step as its state, so a caller who saw a state also sees its count.
+    pub(crate) count: AtomicUsize,
+    pub(crate) stopped: AtomicBool,
+    /// Whether `RegistryStopped` was reported.
+    announced: AtomicBool,
+    pub(crate) options: Options<W>,
+}
+
+impl<W: Worker> Owner<W> {
+    /// A new registry's shared state, with `options` already checked.
+    pub(crate) fn new(options: Options<W>) -> Arc<Owner<W>> {
+        Arc::new_cyclic(|owner| Owner {
+            shared: Arc::new(Shared {
+                owner: owner.clone(),
+                table: Table::new(),
+                count: AtomicUsize::new(0),
+                stopped: AtomicBool::new(false),
+                announced: AtomicBool::new(false),
+                options,
+            }),
+        })
+    }
+}
+
+impl<W: Worker> Drop for Owner<W> {
+    fn drop(&mut self) {
+        if self.shared.stopped.load(Ordering::Acquire) && self.shared.table.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        // Detached: nobody is left to wait for it. (On a tokio runtime that
+        // has shut down it never runs, and nothing is left for it to stop.)
+        drop(
+            self.shared
+                .options
+                .get_executor()
+                .spawn(async move { shared.shutdown().await }),
+        );
+    }
+}
+
+impl<W: Worker> Shared<W> {
+    /// STARTING → RUNNING for a worker whose `init` succeeded.
+    pub(crate) fn mark_running(&self, cell: &Cell<W>) -> Result<(), ExitReason> {
+        cell.mark_running(self.stopped.load(Ordering::SeqCst))
+    }
+
+    /// A worker that is about to end leaves the registry's view.
+    pub(crate) fn leave_running(&self, cell: &Cell<W>) {
+        cell.leave_running();
+    }
+
+    pub(crate) fn request_stop(&self, cell: &Cell<W>, request: StopRequest) {
+        cell.request_stop(request);
+    }
+
+    /// The worker has ended: close its mailbox (failing what it held), drop
+    /// its entry, and only then mark it ENDED and wake those waiting — so
+    /// whoever sees a worker ended also sees its id free.
+    pub(crate) fn retire(&self, cell: &Arc<Cell<W>>) {
+        cell.close();
+        self.table.remove(cell);
+        cell.mark_ended();
+        if self.stopped.load(Ordering::Acquire) {
+            self.announce_if_empty();
+        }
+    }
+
+    /// Reports `RegistryStopped` once, when the stopped registry is empty.
+    fn announce_if_empty(&self) {
+        if self.table.is_empty() && !self.announced.swap(true, Ordering::AcqRel) {
+            notify(self.options.observer(), Event::RegistryStopped);
+        }
+    }
+
+    /// Waits until `cell` has ended (and so its entry is gone), aborting it
+    /// after the shutdown timeout.
+    pub(crate) async fn await_end(&self, cell: &Arc<Cell<W>>) {
+        if timeout(self.options.get_shutdown_timeout(), ended(cell))
+            .await
+            .is_err()
+        {
+            cell.kill();
+            ended(cell).await;
+        }
+    }
+
+    /// Stops every worker; returns once none is left. Called from inside a
+    /// worker, it cannot wait for that worker, which ends after its current
+    /// callback: it returns once every other worker has ended.
+    pub(crate) async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        loop {
+            let mut cells = self.table.cells();
+            for cell in &cells {
+                self.request_stop(cell, StopRequest::Shutdown);
+            }
+            cells.retain(|cell| !current::is(cell.address()));
+            if cells.is_empty() {
+                self.announce_if_empty();
+                return;
+            }
+            let all = futures::future::join_all(cells.iter().map(|c| ended(c)));
+            if timeout(self.options.get_shutdown_timeout(), all)
+                .await
+                .is_err()
+            {
+                cells.iter().for_each(|c| c.kill());
+                futures::future::join_all(cells.iter().map(|c| ended(c))).await;
+            }
+        }
+    }
+}
+
+/// Resolves once the worker of `cell` has ended and its entry is gone.
+pub(crate) async fn ended<W: Worker>(cell: &Cell<W>) {
+    loop {
+        let state = cell.state();
+        if state == ENDED {
+            return;
+        }
+        cell.changed(state).await;
+    }
+}
