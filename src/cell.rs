@@ -28,6 +28,7 @@
 
 use crate::executor::Task;
 use crate::table::Entry;
+use crate::timers::{Repeat, Timers};
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
 use parking_lot::Mutex;
@@ -48,11 +49,23 @@ pub(crate) const ENDED: u8 = 3;
 const KEEP_MAILBOX_CAPACITY: usize = 1024;
 
 /// Why a call got no reply from the handler.
-pub(crate) enum CallFailure {
+pub(crate) enum CallFailure<R> {
     Panicked(String),
+    /// The worker ended with the request still in its mailbox: no handler
+    /// saw it, and here it is back.
+    Undelivered(R),
 }
 
-pub(crate) type ReplyTo<W> = oneshot::Sender<Result<<W as Worker>::Reply, CallFailure>>;
+pub(crate) type ReplyTo<W> =
+    oneshot::Sender<Result<<W as Worker>::Reply, CallFailure<<W as Worker>::Request>>>;
+
+/// Why a message was not queued; the message comes back.
+pub(crate) enum Refused<W: Worker> {
+    /// The worker is stopping or has ended.
+    Closed(Envelope<W>),
+    /// The mailbox holds its capacity.
+    Full(Envelope<W>),
+}
 
 pub(crate) enum Envelope<W: Worker> {
     Call(W::Request, ReplyTo<W>),
@@ -92,6 +105,8 @@ pub(crate) enum StopRequest {
     Stop,
     /// [`GenRegistry::shutdown`](crate::GenRegistry::shutdown).
     Shutdown,
+    /// The idle timeout passed without mail.
+    Idle,
 }
 
 impl From<StopRequest> for ExitReason {
@@ -99,7 +114,44 @@ impl From<StopRequest> for ExitReason {
         match request {
             StopRequest::Stop => ExitReason::Stopped,
             StopRequest::Shutdown => ExitReason::Shutdown,
+            StopRequest::Idle => ExitReason::Idle,
         }
+    }
+}
+
+/// Why a worker ended, kept in its cell for monitors: a byte for the
+/// reasons without text, the text boxed (rare: panics and failed restarts).
+enum Exit {
+    Code(u8),
+    Text(Box<ExitReason>),
+}
+
+impl Exit {
+    const NONE: u8 = 0;
+
+    fn of(reason: &ExitReason) -> Exit {
+        Exit::Code(match reason {
+            ExitReason::Normal => 1,
+            ExitReason::Stopped => 2,
+            ExitReason::Shutdown => 3,
+            ExitReason::Killed => 4,
+            ExitReason::Idle => 5,
+            ExitReason::Evicted => 6,
+            other => return Exit::Text(Box::new(other.clone())),
+        })
+    }
+
+    fn reason(&self) -> Option<ExitReason> {
+        Some(match self {
+            Exit::Text(reason) => (**reason).clone(),
+            Exit::Code(1) => ExitReason::Normal,
+            Exit::Code(2) => ExitReason::Stopped,
+            Exit::Code(3) => ExitReason::Shutdown,
+            Exit::Code(4) => ExitReason::Killed,
+            Exit::Code(5) => ExitReason::Idle,
+            Exit::Code(6) => ExitReason::Evicted,
+            Exit::Code(_) => return None,
+        })
     }
 }
 
@@ -168,6 +220,10 @@ struct Inner<W: Worker> {
     task: Option<Task>,
     /// Rare, so boxed: the cell of every worker pays one pointer for it.
     start_failure: Option<Box<StartFailure<W::Error>>>,
+    /// Why the worker ended, once it has.
+    exit: Exit,
+    /// This incarnation's timers; `None` until it schedules one.
+    timers: Option<Box<Timers<W::Message>>>,
     /// The table's copy of "RUNNING", written with the state; `None` before
     /// the cell is in the table and from `close` on.
     mirror: Option<Mirror>,
@@ -176,7 +232,23 @@ struct Inner<W: Worker> {
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
+    /// The worker waits in `poll_next` for mail.
+    parked: bool,
+    /// Mail came since the idle sweep last looked.
+    touched: bool,
+    /// Sweeps in a row that found the worker parked without mail.
+    idle_sweeps: u16,
+    /// The mailbox's bound in messages; 0 for none.
+    capacity: u32,
+    /// This worker's own idle timeout in milliseconds, set from its context:
+    /// `IDLE_DEFAULT` for the registry's, `IDLE_NEVER` for none.
+    idle_ms: u32,
 }
+
+/// `Inner::idle_ms`: the registry's idle timeout applies.
+pub(crate) const IDLE_DEFAULT: u32 = 0;
+/// `Inner::idle_ms`: the worker never idles out.
+pub(crate) const IDLE_NEVER: u32 = u32::MAX;
 
 impl<W: Worker> Inner<W> {
     /// Counts the worker in or out of `running` (the registry's count) and
@@ -243,9 +315,10 @@ impl Wake {
 }
 
 impl<W: Worker> Cell<W> {
-    /// A cell for a worker of `id`, counted in `running` while it runs.
-    /// `running` must outlive the cell's worker (see `Registered`).
-    pub(crate) fn new(id: W::Id, running: &AtomicUsize) -> Self {
+    /// A cell for a worker of `id`, counted in `running` while it runs, with
+    /// a mailbox of `capacity` messages (0: unbounded). `running` must
+    /// outlive the cell's worker (see `Registered`).
+    pub(crate) fn new(id: W::Id, running: &AtomicUsize, capacity: u32) -> Self {
         Cell {
             state: AtomicU8::new(STARTING),
             id,
@@ -255,10 +328,17 @@ impl<W: Worker> Cell<W> {
                 waiters: Waiters::None,
                 task: None,
                 start_failure: None,
+                exit: Exit::Code(Exit::NONE),
+                timers: None,
                 mirror: None,
                 count: Registered(NonNull::from(running)),
                 stop: None,
                 kill: false,
+                parked: false,
+                touched: false,
+                idle_sweeps: 0,
+                capacity,
+                idle_ms: IDLE_DEFAULT,
             }),
         }
     }
@@ -272,15 +352,19 @@ impl<W: Worker> Cell<W> {
         self.state.load(Ordering::Acquire)
     }
 
-    /// Queues a message unless the worker is stopping or has ended; gives the
-    /// message back if it cannot be delivered.
-    pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<(), Envelope<W>> {
+    /// Queues a message unless the worker is stopping or has ended, or its
+    /// mailbox is full; gives the message back if it cannot be queued.
+    pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<(), Refused<W>> {
         let waker = {
             let mut g = self.inner.lock();
             if self.state() >= STOPPING {
-                return Err(envelope);
+                return Err(Refused::Closed(envelope));
+            }
+            if g.capacity != 0 && g.queue.len() >= g.capacity as usize {
+                return Err(Refused::Full(envelope));
             }
             g.queue.push_back(envelope);
+            g.touched = true;
             g.worker.take()
         };
         if let Some(w) = waker {
@@ -289,12 +373,18 @@ impl<W: Worker> Cell<W> {
         Ok(())
     }
 
-    /// The worker's side of the mailbox: a stop request first, then mail in
-    /// arrival order.
+    /// The worker's side of the mailbox: a stop request first, then its
+    /// timers that fell due, then mail in arrival order.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next<W>> {
         let mut g = self.inner.lock();
+        g.parked = false;
         if let Some(request) = g.stop.take() {
             return Poll::Ready(Next::Stop(request.into()));
+        }
+        if let Some(timers) = g.timers.as_deref_mut() {
+            if let Poll::Ready(message) = timers.poll_due(cx) {
+                return Poll::Ready(Next::Mail(Envelope::Cast(message)));
+            }
         }
         if let Some(e) = g.queue.pop_front() {
             // A mailbox that was flooded gives its memory back once drained,
@@ -304,7 +394,90 @@ impl<W: Worker> Cell<W> {
             }
             return Poll::Ready(Next::Mail(e));
         }
+        g.parked = true;
         park(&mut g.worker, cx)
+    }
+
+    /// Schedules a timer of the current incarnation (see [`crate::timers`]).
+    pub(crate) fn add_timer(
+        &self,
+        delay: Duration,
+        repeat: Repeat<W::Message>,
+        message: W::Message,
+    ) -> u64 {
+        let (key, waker) = {
+            let mut g = self.inner.lock();
+            let timers = g.timers.get_or_insert_with(|| Box::new(Timers::new()));
+            let key = timers.add(delay, repeat, message);
+            // A parked worker arms the new deadline at its next poll.
+            (key, g.worker.take())
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        key
+    }
+
+    /// Cancels a timer; whether it was still pending.
+    pub(crate) fn cancel_timer(&self, key: u64) -> bool {
+        let mut g = self.inner.lock();
+        let Some(timers) = g.timers.as_deref_mut() else {
+            return false;
+        };
+        let cancelled = timers.cancel(key);
+        if timers.is_empty() {
+            g.timers = None;
+        }
+        cancelled
+    }
+
+    /// Drops the timers of the incarnation that ends.
+    pub(crate) fn clear_timers(&self) {
+        let timers = self.inner.lock().timers.take();
+        drop(timers);
+    }
+
+    /// Sets this worker's own idle timeout (see `Inner::idle_ms`).
+    pub(crate) fn set_idle_ms(&self, idle_ms: u32) {
+        self.inner.lock().idle_ms = idle_ms;
+    }
+
+    /// One look of the idle sweep, every `sweep_ms`: a running worker parked
+    /// on an empty mailbox, with no mail since the last look, for longer
+    /// than its idle timeout (`default_ms` unless it set its own; 0 for
+    /// none) is asked to stop. Whether it was.
+    pub(crate) fn sweep_idle(&self, sweep_ms: u32, default_ms: u32) -> bool {
+        let mut g = self.inner.lock();
+        let idle_ms = match g.idle_ms {
+            IDLE_DEFAULT => default_ms,
+            own => own,
+        };
+        if self.state() != RUNNING || idle_ms == IDLE_DEFAULT || idle_ms == IDLE_NEVER {
+            return false;
+        }
+        if g.touched || !g.parked || !g.queue.is_empty() || g.stop.is_some() {
+            g.touched = false;
+            g.idle_sweeps = 0;
+            return false;
+        }
+        g.idle_sweeps = g.idle_sweeps.saturating_add(1);
+        if u64::from(g.idle_sweeps) * u64::from(sweep_ms) < u64::from(idle_ms) {
+            return false;
+        }
+        drop(g);
+        self.request_stop(StopRequest::Idle);
+        true
+    }
+
+    /// Records why the worker ended, for monitors.
+    pub(crate) fn set_exit(&self, reason: &ExitReason) {
+        let exit = Exit::of(reason);
+        self.inner.lock().exit = exit;
+    }
+
+    /// Why the worker ended: `None` before it has.
+    pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
+        self.inner.lock().exit.reason()
     }
 
     /// A stop request, if one came (while the worker was restarting).
@@ -446,8 +619,7 @@ impl<W: Worker> Cell<W> {
             };
             (g.task.take(), std::mem::take(&mut g.queue), wake)
         };
-        // Dropping reply senders answers their callers; done outside the lock.
-        drop(queue);
+        undeliver(queue);
         wake.run();
         if let Some(task) = task {
             task.abort();
@@ -472,11 +644,11 @@ impl<W: Worker> Cell<W> {
         }
         let queue = std::mem::take(&mut g.queue);
         let task = g.task.take();
+        let timers = g.timers.take();
         g.stop = None;
         drop(g);
-        // Dropping reply senders answers their callers; done outside the lock.
-        drop(queue);
-        drop(task);
+        undeliver(queue);
+        drop((task, timers));
     }
 
     /// The second half: → ENDED, waking everyone waiting for a change. The
@@ -487,6 +659,17 @@ impl<W: Worker> Cell<W> {
         wake.1 = g.worker.take();
         drop(g);
         wake.run();
+    }
+}
+
+/// Hands every queued call its request back, unhandled, so its caller can
+/// tell it was never delivered (call-by-id retries it). Done outside the
+/// cell's lock: answering wakes the callers.
+fn undeliver<W: Worker>(queue: VecDeque<Envelope<W>>) {
+    for envelope in queue {
+        if let Envelope::Call(request, reply_to) = envelope {
+            let _ = reply_to.send(Err(CallFailure::Undelivered(request)));
+        }
     }
 }
 

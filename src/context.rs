@@ -1,10 +1,12 @@
 //! [`Context`]: what a worker's callbacks can reach.
 
+use crate::cell::IDLE_NEVER;
 use crate::handle::WorkerRef;
 use crate::shared::Shared;
 use crate::worker::Worker;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Given to every callback of a [`Worker`]: its id, its own handle, its
 /// registry, and the way to stop itself.
@@ -43,6 +45,8 @@ pub struct Context<W: Worker> {
     /// Whether `Started` was reported (so `Stopped` will be). The worker's
     /// guard owns it; it sits here to share the padding after `stop`.
     pub(crate) started: bool,
+    /// Restarts so far: 0 in the first incarnation.
+    pub(crate) restarts: u32,
 }
 
 impl<W: Worker> Context<W> {
@@ -125,6 +129,162 @@ impl<W: Worker> Context<W> {
         self.shared.options.get_executor().blocking(work)
     }
 
+    /// How many times this worker has been restarted: 0 in its first
+    /// incarnation, so `init` can tell a first start from a restart (say,
+    /// to reload state saved by the crashed incarnation).
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// struct Loader { restarts: u32 }
+    /// impl Worker for Loader {
+    ///     type Id = u8; type Args = (); type Request = (); type Reply = u32;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(_: &u8, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         if ctx.restarts() > 0 {
+    ///             // a restart: recover what the last incarnation left
+    ///         }
+    ///         Ok(Loader { restarts: ctx.restarts() })
+    ///     }
+    ///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) -> u32 { self.restarts }
+    /// }
+    /// ```
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Sends `message` to this worker after `delay`, to its
+    /// [`handle_cast`](crate::Worker::handle_cast) (GenServer's
+    /// `Process.send_after`). The timer belongs to this incarnation: it is
+    /// cancelled when the incarnation ends, so a restart never duplicates
+    /// it. A timer's message does not count as mail for the idle timeout.
+    /// Due timers go ahead of queued mail.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// # use std::time::Duration;
+    /// /// A session that ends itself 30 minutes after it started.
+    /// struct Session;
+    /// enum Tick { Expire }
+    /// impl Worker for Session {
+    ///     type Id = u64; type Args = (); type Request = (); type Reply = ();
+    ///     type Message = Tick; type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         ctx.send_after(Duration::from_secs(30 * 60), Tick::Expire);
+    ///         Ok(Session)
+    ///     }
+    ///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+    ///     async fn handle_cast(&mut self, tick: Tick, ctx: &mut Context<Self>) {
+    ///         match tick {
+    ///             Tick::Expire => ctx.stop(),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn send_after(&self, delay: Duration, message: W::Message) -> TimerRef {
+        TimerRef(self.handle.cell.add_timer(delay, None, message))
+    }
+
+    /// Sends `message` to this worker every `period`, the first time after
+    /// one period, until the timer is cancelled or the incarnation ends. A
+    /// worker busy past a tick gets it late, once: missed ticks are not
+    /// made up. A zero period is taken as one millisecond.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// # use std::time::Duration;
+    /// /// Flushes its buffer every second.
+    /// struct Buffer { pending: Vec<u8> }
+    /// #[derive(Clone)]
+    /// enum Tick { Flush }
+    /// impl Worker for Buffer {
+    ///     type Id = u64; type Args = (); type Request = u8; type Reply = ();
+    ///     type Message = Tick; type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         ctx.send_interval(Duration::from_secs(1), Tick::Flush);
+    ///         Ok(Buffer { pending: Vec::new() })
+    ///     }
+    ///     async fn handle_call(&mut self, byte: u8, _: &mut Context<Self>) {
+    ///         self.pending.push(byte);
+    ///     }
+    ///     async fn handle_cast(&mut self, Tick::Flush: Tick, _: &mut Context<Self>) {
+    ///         self.pending.clear(); // a real worker writes them out here
+    ///     }
+    /// }
+    /// ```
+    pub fn send_interval(&self, period: Duration, message: W::Message) -> TimerRef
+    where
+        W::Message: Clone,
+    {
+        let period = period.max(Duration::from_millis(1));
+        let clone: fn(&W::Message) -> W::Message = Clone::clone;
+        TimerRef(
+            self.handle
+                .cell
+                .add_timer(period, Some((period, clone)), message),
+        )
+    }
+
+    /// Cancels a timer of this incarnation; whether it was still pending (a
+    /// fired `send_after`, a timer of an earlier incarnation, or one
+    /// cancelled already, is not).
+    ///
+    /// ```
+    /// # use gen_registry::{Context, TimerRef, Worker};
+    /// # use std::time::Duration;
+    /// /// Reminds the user unless they answer within a minute.
+    /// struct Prompt { reminder: Option<TimerRef> }
+    /// enum Tick { Remind }
+    /// impl Worker for Prompt {
+    ///     type Id = u64; type Args = (); type Request = &'static str; type Reply = ();
+    ///     type Message = Tick; type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         Ok(Prompt { reminder: Some(ctx.send_after(Duration::from_secs(60), Tick::Remind)) })
+    ///     }
+    ///     async fn handle_call(&mut self, _answer: &'static str, ctx: &mut Context<Self>) {
+    ///         if let Some(reminder) = self.reminder.take() {
+    ///             ctx.cancel_timer(reminder);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn cancel_timer(&self, timer: TimerRef) -> bool {
+        self.handle.cell.cancel_timer(timer.0)
+    }
+
+    /// Sets this worker's own idle timeout, in place of the registry's
+    /// ([`Options::idle_timeout`](crate::Options::idle_timeout)): after
+    /// `Some(d)` without mail it ends with
+    /// [`ExitReason::Idle`](crate::ExitReason::Idle), running `terminate`;
+    /// `None` keeps it however long it idles. It lasts for the worker's
+    /// life, across restarts. The idle check runs at a granularity of a
+    /// quarter of the shortest idle timeout in use (at most 1 s), so an
+    /// idle worker ends between `d` and `d` plus that granularity. Timeouts
+    /// are kept in milliseconds, at most about 49 days.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// # use std::time::Duration;
+    /// /// Paying customers stay resident; others leave after 10 idle minutes.
+    /// struct Account;
+    /// impl Worker for Account {
+    ///     type Id = u64; type Args = bool; type Request = (); type Reply = ();
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, paying: bool, ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         ctx.set_idle_timeout(if paying { None } else { Some(Duration::from_secs(600)) });
+    ///         Ok(Account)
+    ///     }
+    ///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+    /// }
+    /// ```
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        let idle_ms = match timeout {
+            None => IDLE_NEVER,
+            Some(d) => idle_millis(d),
+        };
+        self.handle.cell.set_idle_ms(idle_ms);
+        self.shared.watch_idle(idle_ms);
+    }
+
     /// Ends the worker once the current callback returns: it leaves the
     /// registry before its reply is delivered, then runs `terminate` with
     /// [`ExitReason::Normal`](crate::ExitReason::Normal). Messages still queued
@@ -133,4 +293,31 @@ impl<W: Worker> Context<W> {
     pub fn stop(&mut self) {
         self.stop = true;
     }
+}
+
+/// A timer a worker scheduled to itself ([`Context::send_after`],
+/// [`Context::send_interval`]), to cancel it with [`Context::cancel_timer`].
+///
+/// ```
+/// # use gen_registry::{Context, TimerRef, Worker};
+/// # use std::time::Duration;
+/// # struct W;
+/// # impl Worker for W {
+/// #     type Id = u8; type Args = (); type Request = (); type Reply = bool;
+/// #     type Message = (); type Error = std::convert::Infallible;
+/// #     async fn init(_: &u8, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(W) }
+/// async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> bool {
+///     let timer: TimerRef = ctx.send_after(Duration::from_secs(5), ());
+///     ctx.cancel_timer(timer) // true: it had not fired yet
+/// }
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerRef(u64);
+
+/// An idle timeout in the cell's milliseconds: at least 1, below the
+/// sentinels.
+pub(crate) fn idle_millis(timeout: Duration) -> u32 {
+    let ms = timeout.as_millis().clamp(1, u128::from(IDLE_NEVER - 1));
+    ms as u32
 }

@@ -100,6 +100,14 @@ pub enum Error<W: Worker> {
         "a worker called itself: the call could never be answered, since a worker handles one message at a time; cast to itself instead"
     )]
     CalledSelf,
+    /// The worker's mailbox holds its capacity
+    /// ([`Options::mailbox_capacity`](crate::Options::mailbox_capacity));
+    /// the message was not queued. Nothing waits for room: shed the load,
+    /// or retry later.
+    #[error(
+        "the worker's mailbox is full (Options::mailbox_capacity); the message was not queued: retry later or shed load"
+    )]
+    MailboxFull,
     /// The registry's options were refused; the text says which and why.
     #[error("invalid registry options: {0}")]
     InvalidOptions(String),
@@ -121,6 +129,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::InvalidOptions(m) => f.debug_tuple("InvalidOptions").field(m).finish(),
             Error::ExecutorShutDown => f.write_str("ExecutorShutDown"),
             Error::CalledSelf => f.write_str("CalledSelf"),
+            Error::MailboxFull => f.write_str("MailboxFull"),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! [`WorkerRef`]: the handle to a worker (the counterpart of a pid).
 
-use crate::cell::{CallFailure, Cell, Envelope, STOPPING};
+use crate::cell::{CallFailure, Cell, Envelope, Refused, STOPPING};
 use crate::current;
 use crate::error::Error;
 use crate::options::FIVE_SECONDS;
 use crate::table::Entry;
+use crate::shared::ended;
 use crate::timer::{Elapsed, timeout};
-use crate::worker::Worker;
+use crate::worker::{ExitReason, Worker};
+use std::future::Future;
 use futures::channel::oneshot;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -129,25 +131,57 @@ impl<W: Worker> WorkerRef<W> {
         request: W::Request,
         timeout: Duration,
     ) -> Result<W::Reply, Error<W>> {
+        self.deliver(request, timeout).await.map_err(|e| match e {
+            Attempt::Undelivered(_) => Error::WorkerEnded,
+            Attempt::Failed(e) => e,
+        })
+    }
+
+    /// A call that tells a request no handler saw (the worker had ended, or
+    /// ended with it queued) from one that may have been handled.
+    pub(crate) async fn deliver(
+        &self,
+        request: W::Request,
+        timeout: Duration,
+    ) -> Result<W::Reply, Attempt<W, W::Request>> {
         if current::is(self.cell.address()) {
-            return Err(Error::CalledSelf);
+            return Err(Attempt::Failed(Error::CalledSelf));
         }
         let (reply_to, reply) = oneshot::channel();
-        if self.cell.push(Envelope::Call(request, reply_to)).is_err() {
-            return Err(Error::WorkerEnded);
+        match self.cell.push(Envelope::Call(request, reply_to)) {
+            Ok(()) => {}
+            Err(Refused::Closed(Envelope::Call(request, _))) => {
+                return Err(Attempt::Undelivered(request));
+            }
+            Err(_) => return Err(Attempt::Failed(Error::MailboxFull)),
         }
         match self::timeout(timeout, reply).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(CallFailure::Panicked(message)))) => Err(Error::HandlerPanicked(message)),
-            Ok(Err(oneshot::Canceled)) => Err(Error::WorkerEnded),
-            Err(Elapsed) => Err(Error::CallTimeout(timeout)),
+            Ok(Ok(Err(CallFailure::Panicked(message)))) => {
+                Err(Attempt::Failed(Error::HandlerPanicked(message)))
+            }
+            Ok(Ok(Err(CallFailure::Undelivered(request)))) => Err(Attempt::Undelivered(request)),
+            Ok(Err(oneshot::Canceled)) => Err(Attempt::Failed(Error::WorkerEnded)),
+            Err(Elapsed) => Err(Attempt::Failed(Error::CallTimeout(timeout))),
         }
     }
 
-    /// Queues a fire-and-forget message. Returns at once; the mailbox is
-    /// unbounded. Fails with [`Error::WorkerEnded`] if the worker is stopping or
-    /// has ended (a message accepted just before the worker ends is dropped
-    /// with it).
+    /// A cast that gives the message back if the worker had ended.
+    pub(crate) fn offer(&self, message: W::Message) -> Result<(), Attempt<W, W::Message>> {
+        match self.cell.push(Envelope::Cast(message)) {
+            Ok(()) => Ok(()),
+            Err(Refused::Closed(Envelope::Cast(message))) => Err(Attempt::Undelivered(message)),
+            Err(Refused::Closed(_)) => Err(Attempt::Failed(Error::WorkerEnded)),
+            Err(Refused::Full(_)) => Err(Attempt::Failed(Error::MailboxFull)),
+        }
+    }
+
+    /// Queues a fire-and-forget message. Returns at once. Fails with
+    /// [`Error::WorkerEnded`] if the worker is stopping or has ended (a
+    /// message accepted just before the worker ends is dropped with it), or
+    /// [`Error::MailboxFull`] if the registry bounds mailboxes
+    /// ([`Options::mailbox_capacity`](crate::Options::mailbox_capacity)) and
+    /// this one is full. Mailboxes are unbounded by default.
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -159,9 +193,38 @@ impl<W: Worker> WorkerRef<W> {
     /// # });
     /// ```
     pub fn cast(&self, message: W::Message) -> Result<(), Error<W>> {
-        self.cell
-            .push(Envelope::Cast(message))
-            .map_err(|_| Error::WorkerEnded)
+        self.offer(message).map_err(|e| match e {
+            Attempt::Undelivered(_) => Error::WorkerEnded,
+            Attempt::Failed(e) => e,
+        })
+    }
+
+    /// Resolves with the worker's exit reason once it has ended: the end of
+    /// the worker, after its last incarnation (a restart does not resolve
+    /// it), once its `terminate` has run and its id is free. No polling, no
+    /// registry-wide observer: the future waits on the worker itself.
+    /// Resolves at once for a worker that has already ended. Erlang's
+    /// `monitor`, awaited.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::ExitReason;
+    /// # run(async {
+    /// let registry = registry();
+    /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
+    /// let down = worker.monitor();
+    /// registry.stop(&1).await.unwrap();
+    /// assert_eq!(down.await, ExitReason::Stopped);
+    /// # });
+    /// ```
+    pub fn monitor(&self) -> impl Future<Output = ExitReason> + Send + 'static {
+        let cell = self.cell.clone();
+        async move {
+            ended(&cell).await;
+            // Every end records its reason before ENDED; a cell never run
+            // (refused at its start) is never handed out.
+            cell.exit_reason().unwrap_or(ExitReason::Killed)
+        }
     }
 
     /// Aborts the worker at once, without running its `terminate` (Erlang's
@@ -219,4 +282,12 @@ impl<W: Worker> fmt::Debug for WorkerRef<W> {
             .field("alive", &self.is_alive())
             .finish()
     }
+}
+
+/// The outcome of a delivery that did not get a reply.
+pub(crate) enum Attempt<W: Worker, T> {
+    /// No handler saw it: here it is back, safe to send again.
+    Undelivered(T),
+    /// It failed, and may have been handled.
+    Failed(Error<W>),
 }

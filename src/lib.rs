@@ -96,6 +96,7 @@ mod current;
 mod executor;
 mod table;
 mod timer;
+mod timers;
 
 #[doc(hidden)]
 pub mod doc_support;
@@ -129,7 +130,7 @@ mod guide {
     struct Readme;
 }
 
-pub use context::Context;
+pub use context::{Context, TimerRef};
 pub use error::Error;
 pub use event::{Event, trace};
 pub use executor::Executor;

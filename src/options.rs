@@ -45,6 +45,8 @@ pub struct Options<W: Worker> {
     observer: Option<Observer<W>>,
     name: Option<Cow<'static, str>>,
     executor: Executor,
+    idle_timeout: Option<Duration>,
+    mailbox_capacity: Option<usize>,
     _worker: PhantomData<fn() -> W>,
 }
 
@@ -58,6 +60,8 @@ impl<W: Worker> Clone for Options<W> {
             observer: self.observer.clone(),
             name: self.name.clone(),
             executor: self.executor.clone(),
+            idle_timeout: self.idle_timeout,
+            mailbox_capacity: self.mailbox_capacity,
             _worker: PhantomData,
         }
     }
@@ -73,6 +77,8 @@ impl<W: Worker> fmt::Debug for Options<W> {
             .field("observer", &self.observer.is_some())
             .field("name", &self.get_name())
             .field("executor", &self.executor)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("mailbox_capacity", &self.mailbox_capacity)
             .finish()
     }
 }
@@ -83,8 +89,8 @@ pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
 impl<W: Worker> Default for Options<W> {
     /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
     /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
-    /// behaviour), no observer, the worker type's name, and Bastion's
-    /// executor.
+    /// behaviour), no observer, the worker type's name, Bastion's executor,
+    /// no idle timeout and unbounded mailboxes.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
@@ -94,6 +100,8 @@ impl<W: Worker> Default for Options<W> {
             observer: None,
             name: None,
             executor: Executor::Bastion,
+            idle_timeout: None,
+            mailbox_capacity: None,
             _worker: PhantomData,
         }
     }
@@ -252,6 +260,73 @@ impl<W: Worker> Options<W> {
         &self.executor
     }
 
+    /// Ends a worker that received no mail for `timeout` (idle
+    /// passivation): it runs `terminate` — the place to save its state —
+    /// with [`ExitReason::Idle`](crate::ExitReason::Idle), an event reports
+    /// it, no lookup returns it afterwards, and the next `lookup_or_start`
+    /// (or call by id) starts a fresh one. Mail means calls and casts; a
+    /// worker's own timers do not keep it alive. A worker may set its own
+    /// ([`Context::set_idle_timeout`](crate::Context::set_idle_timeout)).
+    ///
+    /// One sweep per registry checks its workers every quarter of the
+    /// shortest idle timeout in use (at most every second), so a worker
+    /// ends between `timeout` and `timeout` plus that period; a worker in
+    /// the middle of a call, or with mail queued, is never ended for idling.
+    /// A registry without an idle timeout runs no sweep.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// use std::time::Duration;
+    /// let options = Options::<Pinger>::default().idle_timeout(Duration::from_secs(120));
+    /// assert_eq!(options.get_idle_timeout(), Some(Duration::from_secs(120)));
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The idle timeout, if any (see [`idle_timeout`](Self::idle_timeout)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().get_idle_timeout(), None);
+    /// ```
+    pub fn get_idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// Bounds every worker's mailbox to `capacity` queued messages (the
+    /// default is unbounded). A cast to a full mailbox fails at once with
+    /// [`Error::MailboxFull`](crate::Error::MailboxFull); so does a call:
+    /// nobody waits for room, so a caller never queues up behind a worker
+    /// that is already behind, and the error is the back-pressure signal
+    /// (shed the request, or retry later). The message being handled does
+    /// not count; a worker's own timers are never refused.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// let options = Options::<Pinger>::default().mailbox_capacity(1_000);
+    /// assert_eq!(options.get_mailbox_capacity(), Some(1_000));
+    /// ```
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = Some(capacity);
+        self
+    }
+
+    /// The mailbox bound, if any (see [`mailbox_capacity`](Self::mailbox_capacity)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().get_mailbox_capacity(), None);
+    /// ```
+    pub fn get_mailbox_capacity(&self) -> Option<usize> {
+        self.mailbox_capacity
+    }
+
     /// The restart policy.
     ///
     /// ```
@@ -307,6 +382,24 @@ impl<W: Worker> Options<W> {
                 "shutdown_timeout is zero: no worker could run its terminate; give it at least a few milliseconds"
                     .into(),
             );
+        }
+        if self.idle_timeout.is_some_and(|d| d.is_zero() || d.as_millis() >= u128::from(u32::MAX - 1)) {
+            return Err(
+                "idle_timeout must be between 1 ms and about 49 days (it is kept in milliseconds); leave it out for none"
+                    .into(),
+            );
+        }
+        match self.mailbox_capacity {
+            Some(0) => {
+                return Err(
+                    "mailbox_capacity is zero: no message could ever be queued; leave it out for unbounded mailboxes"
+                        .into(),
+                );
+            }
+            Some(n) if n > u32::MAX as usize => {
+                return Err(format!("mailbox_capacity {n} is above the limit of {}", u32::MAX));
+            }
+            _ => {}
         }
         if self.name.as_deref() == Some("") {
             return Err("the name is empty: leave it out to use the worker type's name".into());

@@ -4,8 +4,8 @@ use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure, StopRequest};
 use crate::context::Context;
 use crate::current;
 use crate::error::Error;
-use crate::handle::WorkerRef;
-use crate::options::Options;
+use crate::handle::{Attempt, WorkerRef};
+use crate::options::{FIVE_SECONDS, Options};
 use crate::shared::{Owner, Shared};
 use crate::supervise::{self, Guard};
 use crate::worker::Worker;
@@ -250,7 +250,7 @@ impl<W: Worker> GenRegistry<W> {
             let cell = match shared.table.get(&id) {
                 Some(cell) => cell,
                 None => {
-                    let cell = Arc::new(Cell::new(id.clone(), &shared.count));
+                    let cell = Arc::new(Cell::new(id.clone(), &shared.count, shared.capacity));
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
                             let args = args.take().expect("args are used by one start only");
@@ -287,6 +287,7 @@ impl<W: Worker> GenRegistry<W> {
             shared: shared.clone(),
             stop: false,
             started: false,
+            restarts: 0,
         });
         cell.set_task(supervise::spawn(guard, args));
         let state = cell.changed(STARTING).await;
@@ -298,6 +299,108 @@ impl<W: Worker> GenRegistry<W> {
             None if shared.stopped.load(Ordering::Acquire) => Err(Error::RegistryStopped),
             None if state == RUNNING => Ok(WorkerRef::new(cell)),
             None => Err(Error::WorkerEnded),
+        }
+    }
+
+    /// Calls the worker of `id`, starting it with `args` if none runs: the
+    /// virtual-actor address, where a caller names an id and never holds a
+    /// handle. `args` are used only if a start is needed.
+    ///
+    /// A worker can end between the lookup and the call (it idled out, was
+    /// evicted, stopped itself). If the request was not delivered — no
+    /// handler saw it — the call is retried once, transparently, on a
+    /// fresh worker; one request is never delivered twice. (The retry
+    /// starts the worker only if the first attempt did not use `args`;
+    /// otherwise it takes a worker someone else started, or fails with
+    /// [`Error::WorkerEnded`].) It waits up to 5 seconds for the reply.
+    ///
+    /// Errors: those of [`lookup_or_start`](Self::lookup_or_start) and of
+    /// [`WorkerRef::call`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry(); // workers answer `x` with `x + state`
+    /// assert_eq!(registry.call(7, 100, 1).await.unwrap(), 101); // started with 100
+    /// assert_eq!(registry.call(7, 999, 1).await.unwrap(), 101); // found: 999 unused
+    /// # });
+    /// ```
+    pub async fn call(
+        &self,
+        id: W::Id,
+        args: W::Args,
+        request: W::Request,
+    ) -> Result<W::Reply, Error<W>> {
+        let mut args = Some(args);
+        let mut request = request;
+        for _ in 0..2 {
+            let Some(worker) = self.find_or_start(&id, &mut args).await? else {
+                continue;
+            };
+            match worker.deliver(request, FIVE_SECONDS).await {
+                Ok(reply) => return Ok(reply),
+                Err(Attempt::Undelivered(back)) => request = back,
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        Err(Error::WorkerEnded)
+    }
+
+    /// Casts to the worker of `id`, starting it with `args` if none runs;
+    /// retried once, as [`call`](Self::call) is, if the worker ended before
+    /// the message was queued. Returns once it is queued (or the start
+    /// failed).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry(); // a cast adds to the state
+    /// registry.cast(3, 10, 5).await.unwrap();
+    /// assert_eq!(registry.call(3, 0, 0).await.unwrap(), 15);
+    /// # });
+    /// ```
+    pub async fn cast(
+        &self,
+        id: W::Id,
+        args: W::Args,
+        message: W::Message,
+    ) -> Result<(), Error<W>> {
+        let mut args = Some(args);
+        let mut message = message;
+        for _ in 0..2 {
+            let Some(worker) = self.find_or_start(&id, &mut args).await? else {
+                continue;
+            };
+            match worker.offer(message) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Undelivered(back)) => message = back,
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        Err(Error::WorkerEnded)
+    }
+
+    /// The running worker of `id`, or one started with `args` if they are
+    /// still there to use; `None` when it ended before it could be handed
+    /// out (try again).
+    async fn find_or_start(
+        &self,
+        id: &W::Id,
+        args: &mut Option<W::Args>,
+    ) -> Result<Option<WorkerRef<W>>, Error<W>> {
+        match self.lookup(id) {
+            Ok(worker) => Ok(Some(worker)),
+            Err(Error::NotFound) => {
+                let Some(args) = args.take() else {
+                    return Err(Error::WorkerEnded);
+                };
+                match self.lookup_or_start(id.clone(), args).await {
+                    Ok(worker) => Ok(Some(worker)),
+                    Err(Error::WorkerEnded) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -6,15 +6,17 @@
 //! refers back to it only weakly, so a registry is not kept alive by its own
 //! workers.
 
-use crate::cell::{Cell, ENDED, StopRequest};
+use crate::cell::{Cell, ENDED, RUNNING, StopRequest};
+use crate::context::idle_millis;
 use crate::current;
 use crate::event::{Event, notify};
 use crate::options::Options;
 use crate::table::Table;
-use crate::timer::timeout;
+use crate::timer::{Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// What the users' handles share.
 pub(crate) struct Owner<W: Worker> {
@@ -35,12 +37,30 @@ pub(crate) struct Shared<W: Worker> {
     pub(crate) stopped: AtomicBool,
     /// Whether `RegistryStopped` was reported.
     announced: AtomicBool,
+    /// The idle sweep's period in milliseconds; `NO_SWEEP` while none runs.
+    sweep_ms: AtomicU32,
+    /// Each mailbox's bound, 0 for none (from the options).
+    pub(crate) capacity: u32,
     pub(crate) options: Options<W>,
 }
 
+/// `Shared::sweep_ms` before an idle timeout is in use.
+const NO_SWEEP: u32 = u32::MAX;
+/// The longest the idle sweep sleeps.
+const MAX_SWEEP_MS: u32 = 1_000;
+
 impl<W: Worker> Owner<W> {
-    /// A new registry's shared state, with `options` already checked.
+    /// A new registry's shared state, with `options` already checked; its
+    /// idle sweep runs if it has an idle timeout.
     pub(crate) fn new(options: Options<W>) -> Arc<Owner<W>> {
+        let owner = Self::with(options);
+        if let Some(idle) = owner.shared.options.get_idle_timeout() {
+            owner.shared.watch_idle(idle_millis(idle));
+        }
+        owner
+    }
+
+    fn with(options: Options<W>) -> Arc<Owner<W>> {
         Arc::new_cyclic(|owner| Owner {
             shared: Arc::new(Shared {
                 owner: owner.clone(),
@@ -48,6 +68,8 @@ impl<W: Worker> Owner<W> {
                 count: AtomicUsize::new(0),
                 stopped: AtomicBool::new(false),
                 announced: AtomicBool::new(false),
+                sweep_ms: AtomicU32::new(NO_SWEEP),
+                capacity: options.get_mailbox_capacity().map_or(0, |n| n as u32),
                 options,
             }),
         })
@@ -96,6 +118,26 @@ impl<W: Worker> Shared<W> {
         if self.stopped.load(Ordering::Acquire) {
             self.announce_if_empty();
         }
+    }
+
+    /// Makes sure the idle sweep runs often enough for an idle timeout of
+    /// `idle_ms`: every quarter of the shortest in use, at most every second.
+    /// The first call starts it; a registry that never uses an idle timeout
+    /// runs none.
+    pub(crate) fn watch_idle(self: &Arc<Self>, idle_ms: u32) {
+        if idle_ms == crate::cell::IDLE_NEVER {
+            return;
+        }
+        let period = (idle_ms / 4).clamp(1, MAX_SWEEP_MS);
+        if self.sweep_ms.fetch_min(period, Ordering::AcqRel) == NO_SWEEP {
+            let shared = Arc::downgrade(self);
+            drop(self.options.get_executor().spawn(sweep(shared)));
+        }
+    }
+
+    /// The registry's idle timeout in the cells' milliseconds; 0 for none.
+    fn idle_default_ms(&self) -> u32 {
+        self.options.get_idle_timeout().map_or(0, idle_millis)
     }
 
     /// Reports `RegistryStopped` once, when the stopped registry is empty.
@@ -153,5 +195,28 @@ pub(crate) async fn ended<W: Worker>(cell: &Cell<W>) {
             return;
         }
         cell.changed(state).await;
+    }
+}
+
+/// The idle sweep of one registry: every period, each running worker that
+/// idled past its timeout is asked to stop (see [`Cell::sweep_idle`]). It
+/// holds the registry weakly, and ends with it.
+async fn sweep<W: Worker>(shared: Weak<Shared<W>>) {
+    loop {
+        let period = match shared.upgrade() {
+            Some(s) if !s.stopped.load(Ordering::Acquire) => s.sweep_ms.load(Ordering::Acquire),
+            _ => return,
+        };
+        Sleep::new(Duration::from_millis(u64::from(period))).await;
+        let Some(s) = shared.upgrade() else {
+            return;
+        };
+        let default_ms = s.idle_default_ms();
+        s.table.for_each_running(|_, cell| {
+            if cell.state() == RUNNING {
+                cell.sweep_idle(period, default_ms);
+            }
+            true
+        });
     }
 }

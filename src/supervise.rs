@@ -50,6 +50,7 @@ impl<W: Worker> Guard<W> {
 
     /// The worker is gone for good: report it, then free its id.
     fn end(&mut self, reason: &ExitReason) {
+        self.cell().set_exit(reason);
         if self.ctx.started {
             self.notify(Event::Stopped {
                 id: self.ctx.id(),
@@ -177,6 +178,7 @@ async fn restart<W: Worker>(
             guard.end(&stop);
             return None;
         }
+        guard.ctx.restarts = guard.ctx.restarts.saturating_add(1);
         let failure = match init(&guard.ctx, restarts.args.clone()).await {
             Ok(worker) => match guard.cell().take_stop() {
                 Some(stop) => {
@@ -240,6 +242,8 @@ fn init<W: Worker>(
 /// Ends an incarnation: `terminate` (a panic in it is contained), then the
 /// worker's state is dropped, then `Exited` is reported.
 async fn exit<W: Worker>(guard: &mut Guard<W>, mut worker: W, reason: &ExitReason) {
+    // The incarnation's timers go with it: a restart never duplicates them.
+    guard.cell().clear_timers();
     let _ = AssertUnwindSafe(worker.terminate(reason, &mut guard.ctx))
         .catch_unwind()
         .await;

@@ -171,6 +171,15 @@ pub enum ExitReason {
     /// ([`WorkerRef::kill`](crate::WorkerRef::kill), or a `terminate` that
     /// outlived the shutdown timeout).
     Killed,
+    /// It received no mail for its idle timeout
+    /// ([`Options::idle_timeout`](crate::Options::idle_timeout),
+    /// [`Context::set_idle_timeout`](crate::Context::set_idle_timeout)); the
+    /// next start of its id makes a fresh one.
+    Idle,
+    /// The registry was at its capacity
+    /// ([`Options::max_workers`](crate::Options::max_workers)) and a start
+    /// evicted it.
+    Evicted,
 }
 
 impl ExitReason {
@@ -199,6 +208,8 @@ impl fmt::Display for ExitReason {
             ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
             ExitReason::InitFailed(m) => write!(f, "restart failed: {m}"),
             ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Idle => f.write_str("idle for its idle timeout"),
+            ExitReason::Evicted => f.write_str("evicted: the registry was at its capacity"),
         }
     }
 }

@@ -15,7 +15,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "worker", "context", "handle", "error", "event", "options", "restart", "shared", "cell",
         ],
     ),
-    ("primitives", &["executor", "table", "timer", "current"]),
+    (
+        "primitives",
+        &["executor", "table", "timer", "timers", "current"],
+    ),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
