@@ -130,7 +130,13 @@ impl<W: Worker> GenRegistry<W> {
     /// Bastion supervisor. It needs no `Bastion::init`: its workers run on
     /// Bastion's executor, which starts on first use.
     ///
-    /// Fails with [`Error::InvalidOptions`] if an option is out of range.
+    /// Given a [name](Options::name) (other than the worker type's, a
+    /// spec's default), it is published under it for
+    /// [`whereis_named`](Self::whereis_named) until its shutdown begins or
+    /// its last handle is dropped.
+    ///
+    /// Fails with [`Error::InvalidOptions`] if an option is out of range, or
+    /// [`Error::NameTaken`] if a live registry of `W` holds the name.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
@@ -142,10 +148,15 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// let refused = GenRegistry::<Pinger>::new(Options::default().start_timeout(Duration::ZERO));
     /// assert!(matches!(refused, Err(Error::InvalidOptions(_))));
+    ///
+    /// let pings = GenRegistry::<Pinger>::new(Options::default().name("pings")).unwrap();
+    /// assert_eq!(GenRegistry::<Pinger>::whereis_named("pings").unwrap(), pings);
+    /// let taken = GenRegistry::<Pinger>::new(Options::default().name("pings"));
+    /// assert!(matches!(taken, Err(Error::NameTaken(_))));
     /// ```
     pub fn new(options: Options<W>) -> Result<Self, Error<W>> {
         options.validate().map_err(Error::InvalidOptions)?;
-        Ok(GenRegistry {
+        let registry = GenRegistry {
             owner: Arc::new_cyclic(|owner| Owner {
                 shared: Arc::new(Shared {
                     owner: owner.clone(),
@@ -156,7 +167,9 @@ impl<W: Worker> GenRegistry<W> {
                     options,
                 }),
             }),
-        })
+        };
+        crate::directory::publish_new(registry.options(), Arc::downgrade(&registry.owner))?;
+        Ok(registry)
     }
 
     pub(crate) fn from_owner(owner: Arc<Owner<W>>) -> Self {
@@ -593,6 +606,7 @@ impl<W: Worker> Shared<W> {
     async fn shutdown(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        crate::directory::withdraw_stopped(self.options.get_name(), &self.owner);
         loop {
             let cells = self.table.cells();
             if cells.is_empty() {
