@@ -2,7 +2,7 @@
 //! supervisor for `Bastion::supervisor`, the counterpart of Elixir's
 //! `GenRegistry.Spec.child_spec(Worker)`. Two registries of one worker type
 //! live side by side under different names; a third under a taken name is
-//! refused.
+//! refused. `Spec::stop_bastion` stops both and waits for their shutdown.
 //!
 //! Run it with `cargo run --example legacy_spec`.
 
@@ -51,7 +51,7 @@ fn main() -> Result<(), gen_registry::Error<Tracker>> {
         Ok(_) => unreachable!("the name is taken"),
     }
 
-    bastion::run!(async {
+    let result = bastion::run!(async {
         let trucks = GenRegistry::<Tracker>::whereis_named("trucks")?;
         let vans = GenRegistry::<Tracker>::whereis_named("vans")?;
         let truck = trucks.lookup_or_start("AB-123".into(), ()).await?;
@@ -63,8 +63,10 @@ fn main() -> Result<(), gen_registry::Error<Tracker>> {
             trucks.count(),
             vans.count()
         );
-        trucks.shutdown().await;
-        vans.shutdown().await;
         Ok(())
-    })
+    });
+    // Returns once both registries have shut down (every worker's
+    // `terminate` has run); Bastion's own stop does not wait for that.
+    Spec::stop_bastion();
+    result
 }

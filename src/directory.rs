@@ -1,66 +1,142 @@
-//! The process-wide directory of registries started from Bastion specs, keyed
-//! by worker type and name (Elixir's registered names).
+//! The process-wide directory of named registries, keyed by worker type and
+//! name (Elixir's registered names): those of Bastion specs and those made by
+//! [`GenRegistry::new`] with an [`Options::name`](crate::Options::name).
 //!
 //! The map is type-erased inside this module only: each entry is stored under
 //! its worker's `TypeId` and handed back as the `GenRegistry<W>` it was stored
 //! as. Users never see a downcast.
+//!
+//! A registry leaves the directory when its shutdown begins (and a spec's
+//! when Bastion stops its group or the spec is dropped unused). A registry
+//! from `new` is held weakly: once its users drop it, the name is free at
+//! once, before its background shutdown has even run.
 
+use crate::error::Error;
+use crate::options::Options;
 use crate::registry::GenRegistry;
+use crate::shared::Owner;
 use crate::worker::Worker;
 use fxhash::FxHashMap;
 use parking_lot::Mutex;
 use std::any::{Any, TypeId};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Weak};
 
 type Names = FxHashMap<String, Box<dyn Any + Send + Sync>>;
 
 static DIRECTORY: LazyLock<Mutex<FxHashMap<TypeId, Names>>> = LazyLock::new(Default::default);
 
-/// Publishes `new` under `name` (for `W`) in place of `old`, or of nobody
-/// when `old` is `None`; fails if another registry holds the name.
-pub(crate) fn replace<W: Worker>(
+/// What a name is published for.
+enum Entry<W: Worker> {
+    /// A registry from `GenRegistry::new`: weak, so the directory never keeps
+    /// alive a registry its users dropped.
+    Named(Weak<Owner<W>>),
+    /// A spec's registry under the worker type's name (which `new` does not
+    /// publish). Its spec holds it anyway, and withdraws it when it lets go.
+    Spec(GenRegistry<W>),
+}
+
+impl<W: Worker> Entry<W> {
+    /// The registry, if it is still alive.
+    fn registry(&self) -> Option<GenRegistry<W>> {
+        match self {
+            Entry::Named(owner) => owner.upgrade().map(GenRegistry::from_owner),
+            Entry::Spec(registry) => Some(registry.clone()),
+        }
+    }
+}
+
+/// The entry under `name` for `W`.
+fn entry_of<'a, W: Worker>(names: &'a Names, name: &str) -> Option<&'a Entry<W>> {
+    names.get(name)?.downcast_ref::<Entry<W>>()
+}
+
+/// Publishes a registry made by `GenRegistry::new` under its options' name,
+/// if they give one other than the worker type's name (the default, which
+/// every unnamed registry shares). Fails with [`Error::NameTaken`] if a live
+/// registry of `W` holds the name.
+pub(crate) fn publish_new<W: Worker>(
+    options: &Options<W>,
+    owner: Weak<Owner<W>>,
+) -> Result<(), Error<W>> {
+    let name = options.get_name();
+    if name == std::any::type_name::<W>() {
+        return Ok(());
+    }
+    publish(name, |_| false, Entry::Named(owner))
+}
+
+/// Publishes a spec's `registry` under `name`: done already if `new`
+/// published it, otherwise the name must be free ([`Error::NameTaken`]).
+pub(crate) fn publish_spec<W: Worker>(
     name: &str,
-    old: Option<&GenRegistry<W>>,
-    new: &GenRegistry<W>,
-) -> Result<(), ()> {
-    let replaced = {
+    registry: &GenRegistry<W>,
+) -> Result<(), Error<W>> {
+    publish(
+        name,
+        |current| current == registry,
+        Entry::Spec(registry.clone()),
+    )
+}
+
+/// Puts `entry` under `name` unless a live registry holds the name; `ours`
+/// says whether that registry is the one being published.
+fn publish<W: Worker>(
+    name: &str,
+    ours: impl FnOnce(&GenRegistry<W>) -> bool,
+    entry: Entry<W>,
+) -> Result<(), Error<W>> {
+    let mut entry = Some(entry);
+    let (current, dead) = {
         let mut directory = DIRECTORY.lock();
         let names = directory.entry(TypeId::of::<W>()).or_default();
-        let current = names
-            .get(name)
-            .and_then(|entry| entry.downcast_ref::<GenRegistry<W>>());
-        if current.is_some() && current != old {
-            return Err(());
-        }
-        names.insert(name.to_owned(), Box::new(new.clone()))
+        let current = entry_of::<W>(names, name).and_then(Entry::registry);
+        let dead = match current {
+            Some(_) => None,
+            None => entry
+                .take()
+                .and_then(|entry| names.insert(name.to_owned(), Box::new(entry))),
+        };
+        (current, dead)
     };
-    drop(replaced);
-    Ok(())
+    // Registry handles are dropped outside the lock: dropping the last one
+    // starts the registry's shutdown, which withdraws it from the directory.
+    drop((dead, entry));
+    match current {
+        Some(current) if !ours(&current) => Err(Error::NameTaken(name.to_owned())),
+        _ => Ok(()),
+    }
 }
 
 /// The registry published under `name` for `W`.
 pub(crate) fn find<W: Worker>(name: &str) -> Option<GenRegistry<W>> {
     let directory = DIRECTORY.lock();
-    let entry = directory.get(&TypeId::of::<W>())?.get(name)?;
-    entry.downcast_ref::<GenRegistry<W>>().cloned()
+    entry_of::<W>(directory.get(&TypeId::of::<W>())?, name)?.registry()
 }
 
 /// Withdraws `registry` from `name`, if it is still the one published there.
 pub(crate) fn withdraw<W: Worker>(name: &str, registry: &GenRegistry<W>) {
-    let removed = {
+    remove(name, |current| current == Some(registry));
+}
+
+/// Removes the entry under `name` if `ours` says it holds that registry
+/// (`None`: a registry its users dropped).
+fn remove<W: Worker>(name: &str, ours: impl FnOnce(Option<&GenRegistry<W>>) -> bool) {
+    let (current, removed) = {
         let mut directory = DIRECTORY.lock();
         let Some(names) = directory.get_mut(&TypeId::of::<W>()) else {
             return;
         };
-        let current = names
-            .get(name)
-            .and_then(|entry| entry.downcast_ref::<GenRegistry<W>>());
-        if current != Some(registry) {
+        let Some(entry) = entry_of::<W>(names, name) else {
             return;
-        }
-        names.remove(name)
+        };
+        let current = entry.registry();
+        let removed = if ours(current.as_ref()) {
+            names.remove(name)
+        } else {
+            None
+        };
+        (current, removed)
     };
-    // The registry clone is dropped outside the lock: its drop may shut the
-    // registry down, which must never run under the directory's lock.
-    drop(removed);
+    // Dropped outside the lock (see `publish`).
+    drop((current, removed));
 }

@@ -80,8 +80,8 @@ pub enum Error<W: Worker> {
     #[error("the registry has been shut down; no operation can run on it any more")]
     RegistryStopped,
     /// A registry of this worker type is already published under this name
-    /// (by a Bastion spec); give the new one another
-    /// [name](crate::Options::name).
+    /// (by a Bastion spec, or by `GenRegistry::new` with a name); give the new
+    /// one another [name](crate::Options::name).
     #[error(
         "a registry of this worker type is already published under the name {0:?}; give this one another name with `Options::name`"
     )]
@@ -108,6 +108,13 @@ pub enum Error<W: Worker> {
         "the worker's mailbox is full (Options::mailbox_capacity); the message was not queued: retry later or shed load"
     )]
     MailboxFull,
+    /// [`GenRegistry::whereis`](crate::GenRegistry::whereis) or
+    /// [`whereis_named`](crate::GenRegistry::whereis_named) found no registry
+    /// of this worker type published under the name.
+    #[error(
+        "no registry of this worker type is published under the name {0:?}; a Bastion spec (`GenRegistry::child_spec`) or `GenRegistry::new` with `Options::name` publishes one, and it is withdrawn when the registry shuts down"
+    )]
+    NotPublished(String),
     /// The registry's options were refused; the text says which and why.
     #[error("invalid registry options: {0}")]
     InvalidOptions(String),
@@ -126,6 +133,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::WorkerEnded => f.write_str("WorkerEnded"),
             Error::RegistryStopped => f.write_str("RegistryStopped"),
             Error::NameTaken(n) => f.debug_tuple("NameTaken").field(n).finish(),
+            Error::NotPublished(n) => f.debug_tuple("NotPublished").field(n).finish(),
             Error::InvalidOptions(m) => f.debug_tuple("InvalidOptions").field(m).finish(),
             Error::ExecutorShutDown => f.write_str("ExecutorShutDown"),
             Error::CalledSelf => f.write_str("CalledSelf"),

@@ -106,7 +106,13 @@ impl<W: Worker> GenRegistry<W> {
     /// Bastion supervisor. It needs no `Bastion::init`: its workers run on
     /// Bastion's executor, which starts on first use.
     ///
-    /// Fails with [`Error::InvalidOptions`] if an option is out of range.
+    /// Given a [name](Options::name) (other than the worker type's, a
+    /// spec's default), it is published under it for
+    /// [`whereis_named`](Self::whereis_named) until its shutdown begins or
+    /// its last handle is dropped.
+    ///
+    /// Fails with [`Error::InvalidOptions`] if an option is out of range, or
+    /// [`Error::NameTaken`] if a live registry of `W` holds the name.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
@@ -118,12 +124,25 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// let refused = GenRegistry::<Pinger>::new(Options::default().start_timeout(Duration::ZERO));
     /// assert!(matches!(refused, Err(Error::InvalidOptions(_))));
+    ///
+    /// let pings = GenRegistry::<Pinger>::new(Options::default().name("pings")).unwrap();
+    /// assert_eq!(GenRegistry::<Pinger>::whereis_named("pings").unwrap(), pings);
+    /// let taken = GenRegistry::<Pinger>::new(Options::default().name("pings"));
+    /// assert!(matches!(taken, Err(Error::NameTaken(_))));
     /// ```
     pub fn new(options: Options<W>) -> Result<Self, Error<W>> {
         let options = options.checked().map_err(Error::InvalidOptions)?;
-        Ok(GenRegistry {
+        let registry = GenRegistry {
             owner: Owner::new(options),
-        })
+        };
+        crate::directory::publish_new(registry.options(), Arc::downgrade(&registry.owner))?;
+        Ok(registry)
+    }
+
+    /// The registry of `owner` (for the directory, which holds registries
+    /// made by `new` weakly).
+    pub(crate) fn from_owner(owner: Arc<Owner<W>>) -> Self {
+        GenRegistry { owner }
     }
 
     fn shared(&self) -> &Arc<Shared<W>> {
@@ -597,6 +616,8 @@ impl<W: Worker> GenRegistry<W> {
     /// # });
     /// ```
     pub async fn shutdown(&self) {
+        // A named registry gives its name back as its shutdown begins.
+        crate::directory::withdraw(self.options().get_name(), self);
         self.shared().shutdown().await
     }
 
@@ -659,6 +680,6 @@ impl<W: Worker> Context<W> {
         self.shared
             .owner
             .upgrade()
-            .map(|owner| GenRegistry { owner })
+            .map(GenRegistry::from_owner)
     }
 }

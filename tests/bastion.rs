@@ -26,6 +26,14 @@ fn named(name: &str) -> GenRegistry<Probe> {
     GenRegistry::<Probe>::whereis_named(name).expect("the registry is published")
 }
 
+/// Whether no registry of `Probe` is published under `name`.
+fn unpublished(name: &str) -> bool {
+    matches!(
+        GenRegistry::<Probe>::whereis_named(name),
+        Err(Error::NotPublished(_))
+    )
+}
+
 #[test]
 fn a_modern_spec_runs_under_its_supervisor_and_is_found_by_worker_type() {
     bastion();
@@ -99,10 +107,7 @@ fn a_taken_name_is_refused_and_bad_options_are_refused_before_any_group_exists()
         GenRegistry::<Probe>::child_spec(zero),
         Err(Error::InvalidOptions(_))
     ));
-    assert!(matches!(
-        GenRegistry::<Probe>::whereis_named("zero"),
-        Err(Error::NotFound)
-    ));
+    assert!(unpublished("zero"));
     assert!(matches!(
         GenRegistry::<Probe>::child_spec(observed(&log).name("")),
         Err(Error::InvalidOptions(_))
@@ -272,5 +277,88 @@ fn a_worker_asks_a_bastion_child_and_a_bastion_child_calls_a_worker() {
                 .unwrap(),
             101
         );
+    });
+}
+
+#[test]
+fn a_spec_dropped_without_a_supervisor_frees_its_name_and_shuts_its_registry_down() {
+    run(10, async {
+        let log = Log::new();
+        let spec = GenRegistry::<Probe>::child_spec(observed(&log).name("dropped")).unwrap();
+        let registry = named("dropped");
+        registry.start(1, Args::new(&log)).await.unwrap();
+        drop(spec);
+        assert!(unpublished("dropped"));
+        let _again = GenRegistry::<Probe>::child_spec(observed(&log).name("dropped")).unwrap();
+        assert_ne!(named("dropped"), registry);
+        wait_until(|| registry.is_stopped() && log.terminates() == 1).await;
+    });
+}
+
+#[test]
+fn whereis_with_nothing_published_says_nothing_is_published_under_the_name() {
+    match GenRegistry::<Asker>::whereis() {
+        Err(e @ Error::NotPublished(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("published") && text.contains("Asker"),
+                "{text}"
+            );
+            assert!(!text.contains("lookup_or_start"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        GenRegistry::<Probe>::whereis_named("nobody"),
+        Err(Error::NotPublished(name)) if name == "nobody"
+    ));
+}
+
+#[test]
+fn a_registry_from_new_with_a_name_is_published_under_it_and_the_name_is_exclusive() {
+    let log = Log::new();
+    let registry = GenRegistry::<Probe>::new(observed(&log).name("standalone")).unwrap();
+    assert_eq!(named("standalone"), registry);
+    assert!(matches!(
+        GenRegistry::<Probe>::new(observed(&log).name("standalone")),
+        Err(Error::NameTaken(name)) if name == "standalone"
+    ));
+    assert!(matches!(
+        GenRegistry::<Probe>::child_spec(observed(&log).name("standalone")),
+        Err(Error::NameTaken(_))
+    ));
+    // A spec's name is just as exclusive for `new`.
+    let _spec = GenRegistry::<Probe>::child_spec(observed(&log).name("spec-first")).unwrap();
+    assert!(matches!(
+        GenRegistry::<Probe>::new(observed(&log).name("spec-first")),
+        Err(Error::NameTaken(_))
+    ));
+    // Unnamed registries are not published, and do not collide.
+    let (_a, _b) = (registry_with(observed(&log)), registry_with(observed(&log)));
+}
+
+#[test]
+fn a_named_registry_from_new_is_withdrawn_when_it_shuts_down() {
+    run(10, async {
+        let log = Log::new();
+        let registry = GenRegistry::<Probe>::new(observed(&log).name("shut")).unwrap();
+        registry.shutdown().await;
+        assert!(unpublished("shut"));
+        let again = GenRegistry::<Probe>::new(observed(&log).name("shut")).unwrap();
+        assert_eq!(named("shut"), again);
+    });
+}
+
+#[test]
+fn a_named_registry_from_new_is_not_kept_alive_by_its_name() {
+    run(10, async {
+        let log = Log::new();
+        let registry = GenRegistry::<Probe>::new(observed(&log).name("dropped-new")).unwrap();
+        registry.start(1, Args::new(&log)).await.unwrap();
+        drop(registry);
+        // The name is free at once; the registry shuts down in the background.
+        assert!(unpublished("dropped-new"));
+        let _again = GenRegistry::<Probe>::new(observed(&log).name("dropped-new")).unwrap();
+        wait_until(|| log.terminates() == 1).await;
     });
 }
