@@ -383,7 +383,10 @@ impl<W: Worker> Options<W> {
                     .into(),
             );
         }
-        if self.idle_timeout.is_some_and(|d| d.is_zero() || d.as_millis() >= u128::from(u32::MAX - 1)) {
+        if self
+            .idle_timeout
+            .is_some_and(|d| d.is_zero() || d.as_millis() >= u128::from(u32::MAX - 1))
+        {
             return Err(
                 "idle_timeout must be between 1 ms and about 49 days (it is kept in milliseconds); leave it out for none"
                     .into(),
@@ -397,7 +400,10 @@ impl<W: Worker> Options<W> {
                 );
             }
             Some(n) if n > u32::MAX as usize => {
-                return Err(format!("mailbox_capacity {n} is above the limit of {}", u32::MAX));
+                return Err(format!(
+                    "mailbox_capacity {n} is above the limit of {}",
+                    u32::MAX
+                ));
             }
             _ => {}
         }

@@ -677,9 +677,6 @@ impl<W: Worker> Context<W> {
     /// }
     /// ```
     pub fn registry(&self) -> Option<GenRegistry<W>> {
-        self.shared
-            .owner
-            .upgrade()
-            .map(GenRegistry::from_owner)
+        self.shared.owner.upgrade().map(GenRegistry::from_owner)
     }
 }

@@ -44,17 +44,10 @@ impl<M> Timers<M> {
 
     /// Schedules `message` after `delay`, then every `repeat.0` if set;
     /// returns the key that cancels it.
-    pub(crate) fn add(
-        &mut self,
-        delay: Duration,
-        repeat: Repeat<M>,
-        message: M,
-    ) -> u64 {
+    pub(crate) fn add(&mut self, delay: Duration, repeat: Repeat<M>, message: M) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        let due = Instant::now()
-            .checked_add(delay)
-            .unwrap_or_else(far_future);
+        let due = Instant::now().checked_add(delay).unwrap_or_else(far_future);
         self.entries.push(Entry {
             key,
             due,
