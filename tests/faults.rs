@@ -12,7 +12,6 @@
 //! workers or a shut-down registry fail at once with the documented error.
 
 mod common;
-mod support;
 
 use common::*;
 use futures::channel::oneshot;
@@ -196,7 +195,7 @@ async fn enqueued<F: std::future::Future + Unpin>(mut future: F) -> F {
 
 #[test]
 fn a_panic_in_a_cast_handler_ends_the_worker_and_fails_what_was_queued_behind_it() {
-    support::quiet_deliberate_panics();
+    quiet_deliberate_panics();
     run(30, async {
         let log = FaultLog::new();
         let r = faulty(Options::default());
@@ -227,7 +226,7 @@ fn a_panic_in_a_cast_handler_ends_the_worker_and_fails_what_was_queued_behind_it
 
 #[test]
 fn a_panic_in_terminate_is_contained_by_stop_and_by_shutdown() {
-    support::quiet_deliberate_panics();
+    quiet_deliberate_panics();
     run(30, async {
         let log = FaultLog::new();
         let r = faulty(Options::default());
@@ -252,7 +251,7 @@ fn a_panic_in_terminate_is_contained_by_stop_and_by_shutdown() {
 
 #[test]
 fn a_thousand_faults_in_a_row_leave_the_registry_serving() {
-    support::quiet_deliberate_panics();
+    quiet_deliberate_panics();
     run(60, async {
         let log = FaultLog::new();
         let r = faulty(Options::default());
@@ -713,7 +712,7 @@ fn every_operation_on_a_shut_down_registry_is_refused_or_empty() {
 
 #[test]
 fn unknown_ids_and_workers_ended_every_way_fail_at_once() {
-    support::quiet_deliberate_panics();
+    quiet_deliberate_panics();
     run(30, async {
         let log = Log::new();
         let r = registry();

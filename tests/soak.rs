@@ -4,7 +4,7 @@
 //! tests take turns) measures the live heap bytes while worker lifetimes
 //! (start → call → stop) run concurrently on Bastion's executor. It proves:
 //!
-//! - the heap with the registry alive after 1,000,000 lifetimes is within 1%
+//! - the heap with the registry alive after all the lifetimes is within 1%
 //!   of the heap after 100,000, plus the id table's deferred reclamation
 //!   slack ([`STRANDED_PER_THREAD`] for each executor thread seen): nothing is
 //!   retained per lifetime;
@@ -17,10 +17,11 @@
 //! an entry per id and per `terminate` by design, which would be the growth
 //! this test looks for.
 //!
-//! Size: `GEN_REGISTRY_SOAK_LIFETIMES` lifetimes (default 1,000,000, checked
-//! at 100,000 and at the end).
+//! Size: `GEN_REGISTRY_SOAK_LIFETIMES` lifetimes, checked at 100,000 and at
+//! the end: 200,000 by default, so that `cargo test` stays quick in a debug
+//! build; CI (`.ci/run`) runs 1,000,000.
 
-mod support;
+mod common;
 
 use futures::channel::oneshot;
 use gen_registry::{Context, GenRegistry, Options, Worker};
@@ -237,18 +238,17 @@ fn churn(r: &GenRegistry<Churner>, counters: &Arc<Counters>, lifetimes: u64) {
             })
         })
         .collect();
-    support::run_caught(3600, async move {
+    common::run(3600, async move {
         for task in tasks {
             task.await.expect("a churn task panicked");
         }
-    })
-    .unwrap();
+    });
 }
 
 /// Shuts `r` down (within a minute) and drops it, so none of its memory
 /// stays in use.
 fn shut_down(r: GenRegistry<Churner>) {
-    support::run_caught(60, async move { r.shutdown().await }).unwrap();
+    common::run(60, async move { r.shutdown().await });
 }
 
 fn kib(bytes: isize) -> String {
@@ -256,9 +256,9 @@ fn kib(bytes: isize) -> String {
 }
 
 #[test]
-fn a_million_lifetimes_leave_the_heap_flat_and_shutdown_gives_it_back() {
+fn worker_lifetimes_leave_the_heap_flat_and_shutdown_gives_it_back() {
     let _measuring = MEASURING.lock();
-    let lifetimes = support::size_from_env("GEN_REGISTRY_SOAK_LIFETIMES", 1_000_000) as u64;
+    let lifetimes = common::size_from_env("GEN_REGISTRY_SOAK_LIFETIMES", 200_000) as u64;
     let checkpoint = 100_000.min(lifetimes);
     let counters = Arc::new(Counters::default());
 
@@ -328,7 +328,7 @@ fn a_flooded_mailbox_gives_its_memory_back_once_drained() {
     // Warm up the paths used below once, with a small flood.
     let flood = |r: &GenRegistry<Churner>, n: u64| {
         let (r, counters) = (r.clone(), counters.clone());
-        support::run_caught(60, async move {
+        common::run(60, async move {
             let w = r.start(1, counters).await.unwrap();
             let (open, gate) = oneshot::channel();
             w.cast(Msg::Hold(gate)).unwrap();
@@ -337,16 +337,15 @@ fn a_flooded_mailbox_gives_its_memory_back_once_drained() {
             }
             (w, open)
         })
-        .unwrap()
     };
     let (w, open) = flood(&r, 100);
     drop(open);
     let stop = |r: &GenRegistry<Churner>| {
         let r = r.clone();
-        support::run_caught(60, async move { r.stop(&1).await.unwrap() }).unwrap()
+        common::run(60, async move { r.stop(&1).await.unwrap() })
     };
     assert_eq!(
-        support::run_caught(60, async move { w.call(()).await.unwrap() }).unwrap(),
+        common::run(60, async move { w.call(()).await.unwrap() }),
         101
     );
     stop(&r);
@@ -355,11 +354,10 @@ fn a_flooded_mailbox_gives_its_memory_back_once_drained() {
     let (w, open) = flood(&r, n);
     let flooded = settled_heap();
     open.send(()).unwrap();
-    let total = support::run_caught(60, {
+    let total = common::run(60, {
         let w = w.clone();
         async move { w.call(()).await.unwrap() }
-    })
-    .unwrap();
+    });
     assert_eq!(total, 1 + n, "every cast handled");
     let drained = settled_heap();
     stop(&r);

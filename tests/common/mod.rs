@@ -1,296 +1,85 @@
-//! Test workers and helpers shared by the integration tests.
-#![allow(dead_code)]
+//! What the integration tests share: the probe worker and its log
+//! ([`probe`]), runners that bound a test by a deadline, waiting on a
+//! condition, test sizes from the environment, a seeded random generator,
+//! and a panic hook that keeps the tests' deliberate panics quiet.
+//!
+//! Each test file includes it with `mod common;` and takes what it uses;
+//! hence unused items and re-exports are allowed.
+#![allow(dead_code, unused_imports)]
 
-use futures::channel::oneshot;
-use gen_registry::{Context, Event, ExitReason, GenRegistry, Options, Worker};
-use parking_lot::Mutex;
-use std::collections::HashMap;
+mod probe;
+
+pub use probe::*;
+
+use futures::FutureExt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::Once;
 use std::time::Duration;
 
-/// What every probe worker of one test reports.
-#[derive(Default)]
-pub struct Log {
-    pub inits: AtomicUsize,
-    pub terminates: AtomicUsize,
-    pub drops: AtomicUsize,
-    /// Live probes per id (created by a successful init, not yet dropped).
-    live: Mutex<HashMap<u64, usize>>,
-    /// Times a probe was created while another of its id was alive.
-    pub overlaps: AtomicUsize,
-    pub reasons: Mutex<Vec<(u64, ExitReason)>>,
-    /// Inits attempted per id (successful or not).
-    attempts: Mutex<HashMap<u64, usize>>,
-    /// What the registry's observer reported, as text.
-    pub events: Mutex<Vec<String>>,
-}
+/// Waits until `condition` holds, on the crate's own timer; panics after 10 s.
+pub use gen_registry::doc_support::wait_until;
 
-impl Log {
-    pub fn new() -> Arc<Log> {
-        Arc::new(Log::default())
-    }
-    pub fn inits(&self) -> usize {
-        self.inits.load(Ordering::SeqCst)
-    }
-    pub fn terminates(&self) -> usize {
-        self.terminates.load(Ordering::SeqCst)
-    }
-    pub fn live(&self) -> usize {
-        self.live.lock().values().sum()
-    }
-    pub fn overlaps(&self) -> usize {
-        self.overlaps.load(Ordering::SeqCst)
-    }
-    /// The events reported so far.
-    pub fn events(&self) -> Vec<String> {
-        self.events.lock().clone()
-    }
-    /// How many reported events start with `prefix`.
-    pub fn count_events(&self, prefix: &str) -> usize {
-        self.events
-            .lock()
-            .iter()
-            .filter(|e| e.starts_with(prefix))
-            .count()
+/// The size a test runs at: `default`, or the value of the variable `name`.
+pub fn size_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
     }
 }
 
-/// Options whose observer records every event in `log`.
-pub fn observed(log: &Arc<Log>) -> Options<Probe> {
-    let log = log.clone();
-    Options::default()
-        .observe(move |event: &Event<'_, Probe>| log.events.lock().push(event.to_string()))
-}
-
-/// How a probe's init behaves.
+/// A small seeded generator (SplitMix64): reproducible runs without a
+/// dependency.
 #[derive(Clone)]
-pub enum Init {
-    Ok,
-    Fail,
-    Panic,
-    /// Never finishes.
-    Hang,
-    /// Waits until the gate is opened (its sender sends or is dropped).
-    Gate(Arc<Mutex<Option<oneshot::Receiver<()>>>>),
-    /// Waits for the gate, then fails.
-    GateThenFail(Arc<Mutex<Option<oneshot::Receiver<()>>>>),
-    /// Starts (lookup_or_start) another id of the same registry first.
-    StartOther(u64),
-    /// Succeeds for the first `n` attempts of the id, then fails.
-    FailAfter(usize),
-}
+pub struct Rng(u64);
 
-#[derive(Clone)]
-pub struct Args {
-    pub log: Arc<Log>,
-    pub init: Init,
-    pub state: u64,
-}
-
-impl Args {
-    pub fn new(log: &Arc<Log>) -> Args {
-        Args {
-            log: log.clone(),
-            init: Init::Ok,
-            state: 0,
-        }
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
     }
-    pub fn init(mut self, init: Init) -> Args {
-        self.init = init;
-        self
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
-    pub fn state(mut self, state: u64) -> Args {
-        self.state = state;
-        self
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }
 
-pub fn gate() -> (oneshot::Sender<()>, Init) {
-    let (tx, rx) = oneshot::channel();
-    (tx, Init::Gate(Arc::new(Mutex::new(Some(rx)))))
-}
-
-/// An init that waits for the gate and then fails.
-pub fn gate_then_fail() -> (oneshot::Sender<()>, Init) {
-    let (tx, rx) = oneshot::channel();
-    (tx, Init::GateThenFail(Arc::new(Mutex::new(Some(rx)))))
-}
-
-#[derive(Debug)]
-pub enum Req {
-    Get,
-    Add(u64),
-    /// Reply, then stop.
-    StopSelf,
-    Panic,
-    /// Never reply.
-    Hang,
-    /// lookup_or_start another id from inside the handler; reply with its state.
-    CallOther(u64),
-    /// Wait until the gate opens, then reply with the state.
-    Wait(Gate),
-}
-
-/// A gate a handler waits on: open it by sending on (or dropping) its sender.
-#[derive(Clone)]
-pub struct Gate(Arc<Mutex<Option<oneshot::Receiver<()>>>>);
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Gate")
-    }
-}
-
-/// A closed gate for [`Req::Wait`] and its key.
-pub fn handler_gate() -> (oneshot::Sender<()>, Gate) {
-    let (tx, rx) = oneshot::channel();
-    (tx, Gate(Arc::new(Mutex::new(Some(rx)))))
-}
-
-/// A cast the probe panics on.
-pub const PANIC_CAST: u64 = u64::MAX;
-
-#[derive(Debug, thiserror::Error)]
-#[error("probe init refused: {0}")]
-pub struct ProbeError(pub String);
-
-pub struct Probe {
-    id: u64,
-    state: u64,
-    log: Arc<Log>,
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.log.drops.fetch_add(1, Ordering::SeqCst);
-        let mut live = self.log.live.lock();
-        *live.get_mut(&self.id).expect("a live probe is counted") -= 1;
-    }
-}
-
-impl Worker for Probe {
-    type Id = u64;
-    type Args = Args;
-    type Request = Req;
-    type Reply = u64;
-    type Message = u64;
-    type Error = ProbeError;
-
-    async fn init(id: &u64, args: Args, ctx: &Context<Self>) -> Result<Self, ProbeError> {
-        args.log.inits.fetch_add(1, Ordering::SeqCst);
-        let attempt = {
-            let mut attempts = args.log.attempts.lock();
-            let n = attempts.entry(*id).or_default();
-            *n += 1;
-            *n
-        };
-        match &args.init {
-            Init::FailAfter(n) if attempt > *n => {
-                return Err(ProbeError(format!("id {id}, attempt {attempt}")));
-            }
-            Init::FailAfter(_) => {}
-            Init::Ok => {}
-            Init::Fail => return Err(ProbeError(format!("id {id}"))),
-            Init::Panic => panic!("init of {id} panicked"),
-            Init::Hang => futures::future::pending::<()>().await,
-            Init::Gate(rx) | Init::GateThenFail(rx) => {
-                let rx = rx.lock().take();
-                if let Some(rx) = rx {
-                    let _ = rx.await;
-                }
-                if matches!(args.init, Init::GateThenFail(_)) {
-                    return Err(ProbeError(format!("id {id}, after the gate")));
-                }
-            }
-            Init::StartOther(other) => {
-                let registry = ctx.registry().expect("registry alive");
-                registry
-                    .lookup_or_start(*other, Args::new(&args.log))
-                    .await
-                    .expect("start from init");
-            }
-        }
-        let mut live = args.log.live.lock();
-        let n = live.entry(*id).or_default();
-        if *n > 0 {
-            args.log.overlaps.fetch_add(1, Ordering::SeqCst);
-        }
-        *n += 1;
-        drop(live);
-        Ok(Probe {
-            id: *id,
-            state: args.state,
-            log: args.log,
-        })
-    }
-
-    async fn handle_call(&mut self, req: Req, ctx: &mut Context<Self>) -> u64 {
-        match req {
-            Req::Get => self.state,
-            Req::Add(n) => {
-                self.state += n;
-                self.state
-            }
-            Req::StopSelf => {
-                ctx.stop();
-                self.state
-            }
-            Req::Panic => panic!("handler of {} panicked", self.id),
-            Req::Hang => futures::future::pending().await,
-            Req::CallOther(other) => {
-                let registry = ctx.registry().expect("registry alive");
-                let w = registry
-                    .lookup_or_start(other, Args::new(&self.log).state(other))
-                    .await
-                    .expect("start from handler");
-                w.call(Req::Get).await.expect("call from handler")
-            }
-            Req::Wait(gate) => {
-                let rx = gate.0.lock().take();
-                if let Some(rx) = rx {
-                    let _ = rx.await;
-                }
-                self.state
-            }
-        }
-    }
-
-    async fn handle_cast(&mut self, n: u64, _ctx: &mut Context<Self>) {
-        if n == PANIC_CAST {
-            panic!("cast handler of {} panicked", self.id);
-        }
-        self.state += n;
-    }
-
-    async fn terminate(&mut self, reason: &ExitReason, _ctx: &mut Context<Self>) {
-        self.log.terminates.fetch_add(1, Ordering::SeqCst);
-        self.log.reasons.lock().push((self.id, reason.clone()));
-    }
-}
-
-pub fn registry() -> GenRegistry<Probe> {
-    GenRegistry::new(Options::default()).unwrap()
-}
-
-pub fn registry_with(options: Options<Probe>) -> GenRegistry<Probe> {
-    GenRegistry::new(options).unwrap()
-}
-
-/// Runs `future` to completion on this thread; panics (instead of hanging the
-/// test run) if it takes longer than `secs` seconds.
-pub fn run<F: Future + Send + 'static>(secs: u64, future: F) -> F::Output
+/// Runs `future` to completion on its own thread and returns its output;
+/// panics, with the future's own panic message or with "did not finish"
+/// (instead of hanging the test run), if it panicked or took longer than
+/// `secs` seconds.
+pub fn run<F>(secs: u64, future: F) -> F::Output
 where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    run_caught(secs, future).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`run`], but returns the panic message or the hang as an error.
+pub fn run_caught<F>(secs: u64, future: F) -> Result<F::Output, String>
+where
+    F: Future + Send + 'static,
     F::Output: Send,
 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(futures::executor::block_on(future));
+        let out = futures::executor::block_on(AssertUnwindSafe(future).catch_unwind());
+        let _ = tx.send(out.map_err(panic_text));
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(_) => panic!("the test did not finish within {secs} s"),
+        Ok(out) => out,
+        Err(_) => Err(format!("did not finish within {secs} s (a hang)")),
     }
 }
 
@@ -304,5 +93,37 @@ where
     async move { handle.await.expect("the spawned task panicked") }
 }
 
-/// Waits until `condition` holds, on the crate's own timer; panics after 10 s.
-pub use gen_registry::doc_support::wait_until;
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "a panic without a message".to_owned(),
+        },
+    }
+}
+
+/// The texts of the panics the tests cause on purpose (the probe's init and
+/// handlers, and the fault workers').
+const DELIBERATE: [&str; 3] = ["init of", "handler of", "deliberate"];
+
+/// Installs (once per test binary) a panic hook that stays silent for the
+/// tests' deliberate panics and reports every other panic as usual, so that
+/// thousands of injected faults do not bury a real failure.
+pub fn quiet_deliberate_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !DELIBERATE.iter().any(|d| text.contains(d)) {
+                default(info);
+            }
+        }));
+    });
+}
