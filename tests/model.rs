@@ -91,14 +91,15 @@ enum Policy {
 
 /// The registry options that give `policy`.
 fn options(policy: Policy) -> Options<Probe> {
-    match policy {
+    let options = match policy {
         Policy::Never => Options::default(),
         Policy::Always => Options::default().restart(RestartPolicy::Always),
         Policy::Tries(restarts) => Options::default().restart(RestartPolicy::Tries {
             restarts,
             within: std::time::Duration::from_secs(3600),
         }),
-    }
+    };
+    options.executor(common::executor())
 }
 
 fn policy() -> impl Strategy<Value = Policy> {

@@ -17,6 +17,26 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Once;
 use std::time::Duration;
 
+/// The executor this test binary runs its registries' workers on: tokio's,
+/// for a binary whose name ends in `_on_tokio` (those files include another
+/// test file whole, to run its tests again with workers as tokio tasks);
+/// Bastion's otherwise.
+pub fn executor() -> gen_registry::Executor {
+    #[cfg(feature = "tokio")]
+    if env!("CARGO_CRATE_NAME").ends_with("_on_tokio") {
+        static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+            std::sync::LazyLock::new(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("the tests' tokio runtime")
+            });
+        return gen_registry::Executor::Tokio(RUNTIME.handle().clone());
+    }
+    gen_registry::Executor::Bastion
+}
+
 /// Waits until `condition` holds, on the crate's own timer; panics after 10 s.
 pub use gen_registry::doc_support::wait_until;
 

@@ -270,9 +270,11 @@ impl Worker for Probe {
 }
 
 pub fn registry() -> GenRegistry<Probe> {
-    GenRegistry::new(Options::default()).unwrap()
+    registry_with(Options::default())
 }
 
+/// A registry with `options`, its workers on this test binary's executor
+/// (see `executor` in the parent module).
 pub fn registry_with(options: Options<Probe>) -> GenRegistry<Probe> {
-    GenRegistry::new(options).unwrap()
+    GenRegistry::new(options.executor(super::executor())).unwrap()
 }
