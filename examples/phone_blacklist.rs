@@ -20,7 +20,7 @@
 //! [`Context::blocking`], on the executor's blocking pool: while one worker
 //! waits for the disk, the others keep answering.
 
-use gen_registry::{Context, ExitReason, GenRegistry, Options, Worker};
+use gen_registry::{Context, Error, ExitReason, GenRegistry, Options, Worker, WorkerRef};
 use rusqlite::{Connection, params};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -191,15 +191,23 @@ struct Call {
     placed: bool,
 }
 
+/// The blacklist worker of `person`'s number, started if it is not running.
+async fn blacklist_of(
+    blacklists: &GenRegistry<Blacklist>,
+    rules: &Rules,
+    person: Person,
+) -> Result<WorkerRef<Blacklist>, Error<Blacklist>> {
+    let number = normalize(person.number);
+    blacklists.lookup_or_start(number, rules.clone()).await
+}
+
 async fn place_call(
     blacklists: &GenRegistry<Blacklist>,
     rules: &Rules,
     from: Person,
     to: Person,
 ) -> Result<Call, BoxError> {
-    let recipient = blacklists
-        .lookup_or_start(normalize(to.number), rules.clone())
-        .await?;
+    let recipient = blacklist_of(blacklists, rules, to).await?;
     let placed = recipient
         .call(Request::Allow(normalize(from.number)))
         .await??;
@@ -212,28 +220,32 @@ async fn place_call(
     })
 }
 
+async fn block(
+    blacklists: &GenRegistry<Blacklist>,
+    rules: &Rules,
+    owner: Person,
+    sender: Person,
+) -> Result<(), BoxError> {
+    let blacklist = blacklist_of(blacklists, rules, owner).await?;
+    let saved = blacklist
+        .call(Request::Block(normalize(sender.number)))
+        .await??;
+    let outcome = if saved { "saved" } else { "already on file" };
+    println!("{} blocks {}: {outcome}", owner.name, sender.name);
+    Ok(())
+}
+
 /// The demo: calls between alice, bob and a spammer, whom alice blocks.
 /// Returns the calls it placed, in order.
 async fn demo(rules: Rules) -> Result<Vec<Call>, BoxError> {
     let blacklists = GenRegistry::<Blacklist>::new(Options::default())?;
     let mut calls = vec![place_call(&blacklists, &rules, SPAMMER, ALICE).await?];
-
-    let alice = blacklists
-        .lookup_or_start(normalize(ALICE.number), rules.clone())
-        .await?;
-    let saved = alice
-        .call(Request::Block(normalize(SPAMMER.number)))
-        .await??;
-    println!(
-        "alice blocks the spammer: {}",
-        if saved { "saved" } else { "already on file" }
-    );
-
+    block(&blacklists, &rules, ALICE, SPAMMER).await?;
     for (from, to) in [(SPAMMER, ALICE), (SPAMMER, BOB), (BOB, ALICE)] {
         calls.push(place_call(&blacklists, &rules, from, to).await?);
     }
 
-    println!("{} worker(s) running; shutting down:", blacklists.count());
+    println!("{} workers running; shutting down:", blacklists.count());
     // Returns once every worker's terminate has run.
     blacklists.shutdown().await;
     Ok(calls)
