@@ -112,6 +112,8 @@ mod guide {
     struct Restarts;
     #[doc = include_str!("../guide/src/bastion.md")]
     struct Bastion;
+    #[doc = include_str!("../guide/src/io.md")]
+    struct Io;
     #[doc = include_str!("../guide/src/events.md")]
     struct Events;
     #[doc = include_str!("../guide/src/worker.md")]
