@@ -2,7 +2,6 @@
 //! of every registry Bastion ran has run its `terminate`. In a test binary of
 //! its own, because stopping Bastion is final for the process.
 
-#[allow(unused_imports)] // `common` re-exports helpers this file does not use.
 mod common;
 
 use bastion::prelude::*;
