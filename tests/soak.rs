@@ -11,7 +11,10 @@
 //! - after shutdown (and dropping the registry) the heap is back to the
 //!   baseline measured after a warm-up, within [`SETTLED_TOLERANCE`];
 //! - a mailbox flooded with 100,000 casts holds them, and gives the memory
-//!   back once they are handled, while the worker lives on.
+//!   back once they are handled, while the worker lives on;
+//! - ids touched once under an idle timeout of 1 s all end, run `terminate`,
+//!   and give back everything but the id table's slots
+//!   (`GEN_REGISTRY_SOAK_IDLE_IDS` ids: 100,000 by default, 1,000,000 in CI).
 //!
 //! The workers here are not the probe of `tests/common`: the probe's log keeps
 //! an entry per id and per `terminate` by design, which would be the growth
@@ -380,4 +383,87 @@ fn a_flooded_mailbox_gives_its_memory_back_once_drained() {
         "the flood left {} bytes behind after stop",
         stopped - before
     );
+}
+
+/// The bytes the id table may keep per id it once held: papaya never
+/// shrinks its slot array, which grows to about twice the peak number of
+/// entries (a pointer and a tag byte per slot, rounded up). Everything else
+/// a worker held (its cell, its proc, its table entry) must come back.
+const TABLE_SLOT_BYTES_PER_ID: isize = 40;
+
+#[test]
+fn idle_workers_end_and_give_their_memory_back() {
+    let _measuring = MEASURING.lock();
+    let ids = common::size_from_env("GEN_REGISTRY_SOAK_IDLE_IDS", 100_000) as u64;
+    let idle = Duration::from_secs(1);
+    let counters = Arc::new(Counters::default());
+    let touch = |r: &GenRegistry<Churner>, ids: std::ops::Range<u64>| {
+        let tasks: Vec<_> = (0..LOOPS)
+            .map(|lane| {
+                let (r, counters, ids) = (r.clone(), counters.clone(), ids.clone());
+                bastion::executor::spawn(async move {
+                    for id in ids.skip(lane as usize).step_by(LOOPS as usize) {
+                        let w = r.lookup_or_start(id, counters.clone()).await.unwrap();
+                        assert_eq!(w.call(()).await.unwrap(), id);
+                    }
+                })
+            })
+            .collect();
+        common::run(3600, async move {
+            for task in tasks {
+                task.await.expect("a touching task panicked");
+            }
+        });
+    };
+    let idled_out = |r: &GenRegistry<Churner>| {
+        let deadline = Instant::now() + idle * 4 + Duration::from_secs(60);
+        while r.count() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} workers outlived their idle timeout",
+                r.count()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // The baseline: a registry whose warm-up workers all idled out.
+    let r = GenRegistry::<Churner>::new(Options::default().idle_timeout(idle)).unwrap();
+    touch(&r, 0..10_000);
+    idled_out(&r);
+    let baseline = settled_heap();
+
+    let began = Instant::now();
+    touch(&r, 10_000..10_000 + ids);
+    let touched = began.elapsed();
+    let full = settled_heap();
+    idled_out(&r);
+    let waited = began.elapsed() - touched;
+    let after = settled_heap();
+    let kept = after - baseline;
+    let allowed = (ids as isize + 10_000) * TABLE_SLOT_BYTES_PER_ID + SETTLED_TOLERANCE;
+    eprintln!(
+        "idle soak: {ids} ids touched once in {touched:.1?}; live heap: baseline {}, with them \
+         all resident {} ({:.0} bytes an id), after the {idle:?} idle timeout (all ended after \
+         {waited:.1?}) {} ({kept} bytes above the baseline, {:.1} an id; allowed {}: the id \
+         table's slots)",
+        kib(baseline),
+        kib(full),
+        (full - baseline) as f64 / ids as f64,
+        kib(after),
+        kept as f64 / ids as f64,
+        kib(allowed),
+    );
+    let n = |a: &AtomicUsize| a.load(Ordering::SeqCst);
+    assert_eq!(n(&counters.inits) as u64, 10_000 + ids);
+    assert_eq!(
+        n(&counters.terminates),
+        n(&counters.inits),
+        "an idle worker skipped terminate"
+    );
+    assert!(
+        kept <= allowed,
+        "the heap kept {kept} bytes after every worker idled out"
+    );
+    shut_down(r);
 }
