@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -107,6 +107,8 @@ pub(crate) enum StopRequest {
     Shutdown,
     /// The idle timeout passed without mail.
     Idle,
+    /// A start at the registry's capacity chose it.
+    Evicted,
 }
 
 impl From<StopRequest> for ExitReason {
@@ -115,6 +117,7 @@ impl From<StopRequest> for ExitReason {
             StopRequest::Stop => ExitReason::Stopped,
             StopRequest::Shutdown => ExitReason::Shutdown,
             StopRequest::Idle => ExitReason::Idle,
+            StopRequest::Evicted => ExitReason::Evicted,
         }
     }
 }
@@ -245,6 +248,9 @@ struct Inner<W: Worker> {
     idle_ms: u32,
 }
 
+/// `Cell::evict_slot` of a worker no evictor tracks.
+pub(crate) const NO_SLOT: u64 = u64::MAX;
+
 /// `Inner::idle_ms`: the registry's idle timeout applies.
 pub(crate) const IDLE_DEFAULT: u32 = 0;
 /// `Inner::idle_ms`: the worker never idles out.
@@ -278,6 +284,10 @@ impl<W: Worker> Inner<W> {
 pub(crate) struct Cell<W: Worker> {
     state: AtomicU8,
     id: W::Id,
+    /// Where the registry's evictor tracks this worker (`Slot::to_bits`),
+    /// read without the lock on every lookup of a registry with a capacity;
+    /// `NO_SLOT` otherwise.
+    evict_slot: AtomicU64,
     inner: Mutex<Inner<W>>,
 }
 
@@ -322,6 +332,7 @@ impl<W: Worker> Cell<W> {
         Cell {
             state: AtomicU8::new(STARTING),
             id,
+            evict_slot: AtomicU64::new(NO_SLOT),
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 worker: None,
@@ -467,6 +478,22 @@ impl<W: Worker> Cell<W> {
         drop(g);
         self.request_stop(StopRequest::Idle);
         true
+    }
+
+    /// Where the evictor tracks this worker (`NO_SLOT`: nowhere).
+    pub(crate) fn evict_slot(&self) -> u64 {
+        self.evict_slot.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_evict_slot(&self, slot: u64) {
+        self.evict_slot.store(slot, Ordering::Relaxed);
+    }
+
+    /// Whether the worker may be evicted now: running, and parked on an
+    /// empty mailbox (never in the middle of a call, nor with mail waiting).
+    pub(crate) fn evictable(&self) -> bool {
+        let g = self.inner.lock();
+        self.state() == RUNNING && g.parked && g.queue.is_empty() && g.stop.is_none()
     }
 
     /// Records why the worker ended, for monitors.

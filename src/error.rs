@@ -115,6 +115,15 @@ pub enum Error<W: Worker> {
         "no registry of this worker type is published under the name {0:?}; a Bastion spec (`GenRegistry::child_spec`) or `GenRegistry::new` with `Options::name` publishes one, and it is withdrawn when the registry shuts down"
     )]
     NotPublished(String),
+    /// The registry holds its
+    /// [`max_workers`](crate::Options::max_workers) (the number here) and
+    /// the start was refused: the registry refuses starts at capacity
+    /// ([`AtCapacity::Refuse`](crate::AtCapacity::Refuse)), or every worker
+    /// was busy and none could be evicted. Nothing was registered.
+    #[error(
+        "the registry holds its max_workers ({0}) and could not evict a worker (it refuses starts at capacity, or every worker is busy); nothing was registered"
+    )]
+    AtCapacity(usize),
     /// The registry's options were refused; the text says which and why.
     #[error("invalid registry options: {0}")]
     InvalidOptions(String),
@@ -138,6 +147,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::ExecutorShutDown => f.write_str("ExecutorShutDown"),
             Error::CalledSelf => f.write_str("CalledSelf"),
             Error::MailboxFull => f.write_str("MailboxFull"),
+            Error::AtCapacity(n) => f.debug_tuple("AtCapacity").field(n).finish(),
         }
     }
 }

@@ -91,8 +91,9 @@ mod restart;
 mod shared;
 mod worker;
 // Primitives that know nothing of workers: the executor seam, the id table,
-// the timer, and which worker a thread is polling.
+// the eviction policy, the timers, and which worker a thread is polling.
 mod current;
+mod evict;
 mod executor;
 mod table;
 mod timer;
@@ -137,7 +138,7 @@ pub use error::Error;
 pub use event::{Event, trace};
 pub use executor::Executor;
 pub use handle::WorkerRef;
-pub use options::Options;
+pub use options::{AtCapacity, Options};
 pub use registry::GenRegistry;
 pub use restart::{BackOff, RestartPolicy};
 pub use spec::Spec;

@@ -47,7 +47,35 @@ pub struct Options<W: Worker> {
     executor: Executor,
     idle_timeout: Option<Duration>,
     mailbox_capacity: Option<usize>,
+    max_workers: Option<usize>,
+    at_capacity: AtCapacity,
     _worker: PhantomData<fn() -> W>,
+}
+
+/// What a start does when the registry holds its
+/// [`max_workers`](Options::max_workers).
+///
+/// ```
+/// # use gen_registry::doc_support::Pinger;
+/// use gen_registry::{AtCapacity, Options};
+/// let options = Options::<Pinger>::default().max_workers(10_000).at_capacity(AtCapacity::Refuse);
+/// assert_eq!(options.get_at_capacity(), AtCapacity::Refuse);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AtCapacity {
+    /// Evict the worker the policy picks (the default): it runs
+    /// `terminate` with [`ExitReason::Evicted`](crate::ExitReason::Evicted),
+    /// and its next use starts it again. The policy is S3-FIFO: an id used
+    /// once leaves first, ids used again stay (see BENCHMARKS.md, "Eviction
+    /// policy", for the measurements behind the choice). A worker in the
+    /// middle of a call, or with mail queued, is never evicted; if every
+    /// worker is, the start fails with
+    /// [`Error::AtCapacity`](crate::Error::AtCapacity).
+    #[default]
+    Evict,
+    /// Refuse the start with [`Error::AtCapacity`](crate::Error::AtCapacity).
+    Refuse,
 }
 
 impl<W: Worker> Clone for Options<W> {
@@ -62,6 +90,8 @@ impl<W: Worker> Clone for Options<W> {
             executor: self.executor.clone(),
             idle_timeout: self.idle_timeout,
             mailbox_capacity: self.mailbox_capacity,
+            max_workers: self.max_workers,
+            at_capacity: self.at_capacity,
             _worker: PhantomData,
         }
     }
@@ -79,6 +109,8 @@ impl<W: Worker> fmt::Debug for Options<W> {
             .field("executor", &self.executor)
             .field("idle_timeout", &self.idle_timeout)
             .field("mailbox_capacity", &self.mailbox_capacity)
+            .field("max_workers", &self.max_workers)
+            .field("at_capacity", &self.at_capacity)
             .finish()
     }
 }
@@ -90,7 +122,7 @@ impl<W: Worker> Default for Options<W> {
     /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
     /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
     /// behaviour), no observer, the worker type's name, Bastion's executor,
-    /// no idle timeout and unbounded mailboxes.
+    /// no idle timeout, unbounded mailboxes and no capacity limit.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
@@ -102,6 +134,8 @@ impl<W: Worker> Default for Options<W> {
             executor: Executor::Bastion,
             idle_timeout: None,
             mailbox_capacity: None,
+            max_workers: None,
+            at_capacity: AtCapacity::Evict,
             _worker: PhantomData,
         }
     }
@@ -327,6 +361,65 @@ impl<W: Worker> Options<W> {
         self.mailbox_capacity
     }
 
+    /// Holds at most `n` workers: a start at the limit evicts one, or is
+    /// refused, as [`at_capacity`](Self::at_capacity) says (evicting by
+    /// default). Workers being started count; an evicted worker still
+    /// running its `terminate` does not. Lookups and calls by id count as
+    /// uses for the eviction policy (a call through a handle kept from an
+    /// earlier lookup does not). A registry without a limit pays nothing for
+    /// the option.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// use gen_registry::{ExitReason, GenRegistry, Options};
+    /// # run(async {
+    /// let registry = GenRegistry::<Pinger>::new(Options::default().max_workers(2)).unwrap();
+    /// let first = registry.lookup_or_start(1, 0).await.unwrap();
+    /// registry.lookup_or_start(2, 0).await.unwrap();
+    /// registry.lookup_or_start(3, 0).await.unwrap(); // at the limit: one is evicted
+    /// assert_eq!(first.monitor().await, ExitReason::Evicted);
+    /// # });
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// The capacity limit, if any (see [`max_workers`](Self::max_workers)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().get_max_workers(), None);
+    /// ```
+    pub fn get_max_workers(&self) -> Option<usize> {
+        self.max_workers
+    }
+
+    /// What a start at the capacity limit does. Default: [`AtCapacity::Evict`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{AtCapacity, Options};
+    /// let options = Options::<Pinger>::default().max_workers(100).at_capacity(AtCapacity::Refuse);
+    /// assert_eq!(options.get_at_capacity(), AtCapacity::Refuse);
+    /// ```
+    pub fn at_capacity(mut self, policy: AtCapacity) -> Self {
+        self.at_capacity = policy;
+        self
+    }
+
+    /// The policy at the capacity limit (see [`at_capacity`](Self::at_capacity)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::{AtCapacity, Options};
+    /// assert_eq!(Options::<Pinger>::default().get_at_capacity(), AtCapacity::Evict);
+    /// ```
+    pub fn get_at_capacity(&self) -> AtCapacity {
+        self.at_capacity
+    }
+
     /// The restart policy.
     ///
     /// ```
@@ -391,6 +484,14 @@ impl<W: Worker> Options<W> {
                 "idle_timeout must be between 1 ms and about 49 days (it is kept in milliseconds); leave it out for none"
                     .into(),
             );
+        }
+        if let Some(n) = self.max_workers {
+            if n == 0 || n > crate::evict::MAX_CAPACITY {
+                return Err(format!(
+                    "max_workers {n} is out of range: 1 to {}; leave it out for no limit",
+                    crate::evict::MAX_CAPACITY
+                ));
+            }
         }
         match self.mailbox_capacity {
             Some(0) => {

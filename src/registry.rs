@@ -173,7 +173,10 @@ impl<W: Worker> GenRegistry<W> {
         Q: Hash + Eq + ?Sized,
     {
         match self.shared().table.get_running(id) {
-            Some(cell) => Ok(WorkerRef::new(cell)),
+            Some(cell) => {
+                self.shared().touch(&cell);
+                Ok(WorkerRef::new(cell))
+            }
             None => Err(self.not_found()),
         }
     }
@@ -259,6 +262,7 @@ impl<W: Worker> GenRegistry<W> {
         };
         // The hit path: one table read, one reference taken.
         if let Some(cell) = shared.table.get_running(&id) {
+            shared.touch(&cell);
             return found(cell);
         }
         let mut args = Some(args);
@@ -294,6 +298,10 @@ impl<W: Worker> GenRegistry<W> {
     /// for the outcome of its `init` (bounded by the worker's start timeout).
     async fn spawn(&self, cell: Arc<Cell<W>>, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
         let shared = self.shared();
+        if let Err(capacity) = shared.admit(&cell) {
+            shared.retire(&cell);
+            return Err(Error::AtCapacity(capacity));
+        }
         // Pairs with the fence in `shutdown`: either shutdown sees this entry,
         // or this start sees the registry stopped.
         fence(Ordering::SeqCst);

@@ -6,11 +6,12 @@
 //! refers back to it only weakly, so a registry is not kept alive by its own
 //! workers.
 
-use crate::cell::{Cell, ENDED, RUNNING, StopRequest};
+use crate::cell::{Cell, ENDED, NO_SLOT, RUNNING, StopRequest};
 use crate::context::idle_millis;
 use crate::current;
 use crate::event::{Event, notify};
-use crate::options::Options;
+use crate::evict::{Evictor, Slot};
+use crate::options::{AtCapacity, Options};
 use crate::table::Table;
 use crate::timer::{Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
@@ -41,6 +42,8 @@ pub(crate) struct Shared<W: Worker> {
     sweep_ms: AtomicU32,
     /// Each mailbox's bound, 0 for none (from the options).
     pub(crate) capacity: u32,
+    /// With `Options::max_workers`: who is resident, and who goes first.
+    evictor: Option<Evictor<Resident<W>>>,
     pub(crate) options: Options<W>,
 }
 
@@ -70,6 +73,9 @@ impl<W: Worker> Owner<W> {
                 announced: AtomicBool::new(false),
                 sweep_ms: AtomicU32::new(NO_SWEEP),
                 capacity: options.get_mailbox_capacity().map_or(0, |n| n as u32),
+                evictor: options
+                    .get_max_workers()
+                    .map(|n| Evictor::new(n).expect("max_workers is checked by the options")),
                 options,
             }),
         })
@@ -108,11 +114,45 @@ impl<W: Worker> Shared<W> {
         cell.request_stop(request);
     }
 
+    /// Makes room for the worker of `cell`, just inserted, under the
+    /// registry's capacity: evicts a worker the policy picks (it runs
+    /// `terminate` with `ExitReason::Evicted`), or fails when the registry
+    /// refuses starts at capacity, or every worker is busy.
+    pub(crate) fn admit(&self, cell: &Arc<Cell<W>>) -> Result<(), usize> {
+        let Some(evictor) = &self.evictor else {
+            return Ok(());
+        };
+        let evict = self.options.get_at_capacity() == AtCapacity::Evict;
+        match evictor.insert(Resident(cell.clone()), |r| evict && r.0.evictable()) {
+            Ok(inserted) => {
+                cell.set_evict_slot(inserted.slot.to_bits());
+                if let Some(victim) = inserted.evicted {
+                    victim.0.set_evict_slot(NO_SLOT);
+                    self.request_stop(&victim.0, StopRequest::Evicted);
+                }
+                Ok(())
+            }
+            Err(_) => Err(evictor.capacity()),
+        }
+    }
+
+    /// Counts a use of `cell` for the eviction policy (a lookup, a call by
+    /// id): one relaxed load, rarely a compare-and-swap, no lock.
+    pub(crate) fn touch(&self, cell: &Cell<W>) {
+        if let Some(evictor) = &self.evictor {
+            evictor.touch(Slot::from_bits(cell.evict_slot()));
+        }
+    }
+
     /// The worker has ended: close its mailbox (failing what it held), drop
     /// its entry, and only then mark it ENDED and wake those waiting — so
     /// whoever sees a worker ended also sees its id free.
     pub(crate) fn retire(&self, cell: &Arc<Cell<W>>) {
         cell.close();
+        if let Some(evictor) = &self.evictor {
+            // An evicted worker has left the evictor already: a no-op.
+            drop(evictor.remove(Slot::from_bits(cell.evict_slot())));
+        }
         self.table.remove(cell);
         cell.mark_ended();
         if self.stopped.load(Ordering::Acquire) {
@@ -218,5 +258,15 @@ async fn sweep<W: Worker>(shared: Weak<Shared<W>>) {
             }
             true
         });
+    }
+}
+
+/// A worker as the evictor holds it; it hashes as its id, so the policy
+/// recognises an id that comes back after it was evicted.
+struct Resident<W: Worker>(Arc<Cell<W>>);
+
+impl<W: Worker> std::hash::Hash for Resident<W> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        crate::table::Entry::id(&*self.0).hash(state);
     }
 }

@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "primitives",
-        &["executor", "table", "timer", "timers", "current"],
+        &["executor", "table", "timer", "timers", "current", "evict"],
     ),
 ];
 

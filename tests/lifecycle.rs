@@ -6,8 +6,8 @@
 use futures::channel::oneshot;
 use gen_registry::doc_support::wait_until;
 use gen_registry::{
-    Context, Error, Event, Executor, ExitReason, GenRegistry, Options, RestartPolicy, TimerRef,
-    Worker,
+    AtCapacity, Context, Error, Event, Executor, ExitReason, GenRegistry, Options, RestartPolicy,
+    TimerRef, Worker,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -501,6 +501,147 @@ fn under_stop_churn_call_by_id_never_delivers_a_request_twice() {
     );
     assert_eq!(answered + ended.load(Ordering::SeqCst), 12_000);
     run(r.shutdown());
+}
+
+// ---- the capacity limit ----
+
+#[test]
+fn a_start_at_capacity_evicts_a_worker_which_runs_terminate() {
+    for (executor, _rt) in executors() {
+        let log = Arc::new(Log::default());
+        let evicted = Arc::new(AtomicUsize::new(0));
+        let seen = evicted.clone();
+        let options = Options::default()
+            .executor(executor)
+            .max_workers(4)
+            .observe(move |e: &Event<'_, Probe>| {
+                if let Event::Stopped {
+                    reason: ExitReason::Evicted,
+                    ..
+                } = e
+                {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        let r = GenRegistry::<Probe>::new(options).unwrap();
+        run(async {
+            let mut downs = Vec::new();
+            for id in 0..20 {
+                let w = r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+                downs.push(w.monitor());
+            }
+            wait_until(|| evicted.load(Ordering::SeqCst) == 16).await;
+            assert_eq!(r.count(), 4);
+            let reasons = futures::future::join_all(downs.drain(..16)).await;
+            assert!(reasons.iter().all(|reason| *reason == ExitReason::Evicted));
+            let terminated = log.terminates.lock().len();
+            assert_eq!(terminated, 16, "an evicted worker skipped terminate");
+            r.shutdown().await;
+        });
+    }
+}
+
+#[test]
+fn a_worker_in_the_middle_of_a_call_is_never_evicted() {
+    for (executor, _rt) in executors() {
+        let log = Arc::new(Log::default());
+        let options = Options::default().executor(executor).max_workers(2);
+        let r = GenRegistry::<Probe>::new(options).unwrap();
+        run(async {
+            let mut gates = Vec::new();
+            let mut calls = Vec::new();
+            for id in 0..2 {
+                let w = r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+                let (open, hold) = gate();
+                gates.push(open);
+                calls.push(std::thread::spawn(move || run(w.call(Req::Hold(hold)))));
+            }
+            wait_until(|| log.holding.load(Ordering::SeqCst) == 2).await;
+            match r.lookup_or_start(9, Args::new(&log)).await {
+                Err(Error::AtCapacity(2)) => {}
+                other => panic!("expected AtCapacity(2), got {other:?}"),
+            }
+            assert!(r.lookup(&9).is_err(), "a refused start left an entry");
+            for open in gates {
+                open.send(()).unwrap();
+            }
+            for call in calls {
+                assert_eq!(call.join().unwrap().unwrap(), 0);
+            }
+            // Idle again (once both have parked): now the start evicts one.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match r.lookup_or_start(9, Args::new(&log)).await {
+                    Ok(_) => break,
+                    Err(Error::AtCapacity(2)) => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "never evictable again"
+                        );
+                        let pause = futures::future::pending::<()>();
+                        let _ = gen_registry::timeout(Duration::from_millis(1), pause).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            r.shutdown().await;
+        });
+    }
+}
+
+#[test]
+fn a_registry_that_refuses_at_capacity_evicts_nobody() {
+    let log = Arc::new(Log::default());
+    let options = Options::default()
+        .max_workers(3)
+        .at_capacity(AtCapacity::Refuse);
+    let r = GenRegistry::<Probe>::new(options).unwrap();
+    run(async {
+        for id in 0..3 {
+            r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+        }
+        assert!(matches!(
+            r.lookup_or_start(3, Args::new(&log)).await,
+            Err(Error::AtCapacity(3))
+        ));
+        assert!(log.terminates.lock().is_empty());
+        r.stop(&0).await.unwrap();
+        r.lookup_or_start(3, Args::new(&log)).await.unwrap();
+        r.shutdown().await;
+    });
+    assert!(matches!(
+        GenRegistry::<Probe>::new(Options::default().max_workers(0)),
+        Err(Error::InvalidOptions(_))
+    ));
+}
+
+#[test]
+fn ids_in_use_outlast_a_scan_of_ids_used_once() {
+    let log = Arc::new(Log::default());
+    let r = GenRegistry::<Probe>::new(Options::default().max_workers(20)).unwrap();
+    run(async {
+        // Ten ids in use: each looked up again right after its start.
+        for id in 0..10 {
+            r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+            for _ in 0..3 {
+                r.lookup(&id).unwrap();
+            }
+        }
+        // A scan: 200 ids started once and never used again.
+        for id in 1_000..1_200 {
+            r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+            for hot in 0..10 {
+                let _ = r.lookup(&hot);
+            }
+        }
+        let kept: Vec<u32> = (0..10).filter(|id| r.lookup(id).is_ok()).collect();
+        assert_eq!(
+            kept,
+            (0..10).collect::<Vec<_>>(),
+            "ids in use were evicted by a scan"
+        );
+        r.shutdown().await;
+    });
 }
 
 // ---- the restart count ----
