@@ -2,6 +2,7 @@
 //! small queue, oldest forgotten first. O(1) insert and membership test.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 
 use fxhash::FxHashMap;
 
@@ -32,17 +33,22 @@ impl Ghost {
             return;
         }
         if self.order.len() == self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                if let Some(count) = self.counts.get_mut(&old) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.counts.remove(&old);
-                    }
-                }
-            }
+            self.forget_oldest();
         }
         self.order.push_back(hash);
         *self.counts.entry(hash).or_insert(0) += 1;
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some(old) = self.order.pop_front() else {
+            return;
+        };
+        if let Entry::Occupied(mut count) = self.counts.entry(old) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
     }
 
     #[cfg(test)]

@@ -458,7 +458,8 @@ impl<K: Hash> Evictor<K> {
     ///
     /// `accept` is asked about candidates in policy order; a candidate it
     /// rejects (busy) counts as just used and the search goes on. If it
-    /// rejects every resident, nothing changes and [`Full`] returns `key`.
+    /// rejects every resident, nothing is inserted or evicted and [`Full`]
+    /// returns `key`.
     /// `accept` runs under the evictor's lock: keep it short and never call
     /// this evictor from it.
     ///

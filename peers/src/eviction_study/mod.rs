@@ -1,6 +1,6 @@
 //! The study behind the choice of [`crate::eviction`]'s policy (issue 13):
-//! replays Zipf-skewed id traces against LRU, W-TinyLFU, CLOCK, sampled LRU
-//! and S3-FIFO, measures their hit ratios on one thread, and their cost per
+//! replays Zipf-skewed id traces against LRU, W-TinyLFU, CLOCK (with and
+//! without TinyLFU admission), sampled LRU and S3-FIFO, measures their hit ratios on one thread, and their cost per
 //! access and per start (an insert that evicts) on two threads.
 //!
 //! Run it as `cargo bench -p gen_registry_peers --bench eviction -- [--quick] [--runs K]`;
@@ -13,6 +13,7 @@
 //! an access writes only the accessed slot's own word.
 
 mod clock;
+mod clock_tinylfu;
 mod lists;
 mod lru;
 mod run;
@@ -121,6 +122,7 @@ impl<S: Shared> Policy for Replay<S> {
 #[cfg(test)]
 mod tests {
     use super::clock::Clock;
+    use super::clock_tinylfu::ClockTinyLfu;
     use super::lru::Lru;
     use super::sampled::SampledLru;
     use super::wtinylfu::WTinyLfu;
@@ -153,6 +155,8 @@ mod tests {
         check_residency(&mut WTinyLfu::new(c, u, false), c);
         check_residency(&mut WTinyLfu::new(c, u, true), c);
         check_residency(&mut Replay::new(Clock::new(c), u), c);
+        check_residency(&mut ClockTinyLfu::new(c, u, true), c);
+        check_residency(&mut ClockTinyLfu::new(c, u, false), c);
         check_residency(&mut Replay::new(SampledLru::new(c, 5), u), c);
         check_residency(&mut Replay::new(Evictor::<u32>::new(c).unwrap(), u), c);
     }

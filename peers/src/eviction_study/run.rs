@@ -2,6 +2,7 @@
 //! per-start costs on two threads; markdown on stdout, progress on stderr.
 
 use super::clock::Clock;
+use super::clock_tinylfu::ClockTinyLfu;
 use super::lru::Lru;
 use super::sampled::SampledLru;
 use super::sketch::SharedSketch;
@@ -36,7 +37,12 @@ struct Sizes {
 }
 
 /// The policies of the study, by name: a fresh single-threaded instance.
-fn policies() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Policy>>)> {
+/// A policy's name and how to make a fresh instance.
+type MakePolicy = (&'static str, Box<dyn Fn() -> Box<dyn Policy>>);
+/// A shared policy's name and how to make one for (capacity, universe).
+type MakeShared = (&'static str, Box<dyn Fn(usize, usize) -> Box<dyn Shared>>);
+
+fn policies() -> Vec<MakePolicy> {
     vec![
         ("LRU", Box::new(|| Box::new(Lru::new(CAPACITY, UNIVERSE)))),
         (
@@ -50,6 +56,14 @@ fn policies() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Policy>>)> {
         (
             "CLOCK",
             Box::new(|| Box::new(Replay::new(Clock::new(CAPACITY), UNIVERSE))),
+        ),
+        (
+            "CLOCK + TinyLFU admission (sketch of every access)",
+            Box::new(|| Box::new(ClockTinyLfu::new(CAPACITY, UNIVERSE, true))),
+        ),
+        (
+            "CLOCK + TinyLFU admission (sketch of starts only)",
+            Box::new(|| Box::new(ClockTinyLfu::new(CAPACITY, UNIVERSE, false))),
         ),
         (
             "sampled LRU (K = 5)",
@@ -77,7 +91,7 @@ fn policies() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Policy>>)> {
 }
 
 /// The shared policies of the two-thread runs, by name.
-fn shared_policies() -> Vec<(&'static str, Box<dyn Fn(usize, usize) -> Box<dyn Shared>>)> {
+fn shared_policies() -> Vec<MakeShared> {
     vec![
         (
             "LRU, one lock",
@@ -193,9 +207,27 @@ impl Shared for Nothing {
     }
 }
 
-/// Runs `work(thread)` on `threads` threads released together; returns
-/// each thread's result and its elapsed nanoseconds.
-fn on_threads<R: Send>(threads: usize, work: impl Fn(usize) -> R + Sync) -> Vec<(R, f64)> {
+/// This thread's CPU time in ns: unlike wall time, it leaves out the time
+/// other processes of a busy machine had the core (and time parked on a lock).
+fn thread_cpu_ns() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// One thread's run: its result, wall ns and CPU ns.
+struct Timed<R> {
+    result: R,
+    wall_ns: f64,
+    cpu_ns: f64,
+}
+
+/// Runs `work(thread)` on `threads` threads released together.
+fn on_threads<R: Send>(threads: usize, work: impl Fn(usize) -> R + Sync) -> Vec<Timed<R>> {
     let barrier = Barrier::new(threads);
     let (work, barrier) = (&work, &barrier);
     std::thread::scope(|s| {
@@ -203,9 +235,13 @@ fn on_threads<R: Send>(threads: usize, work: impl Fn(usize) -> R + Sync) -> Vec<
             .map(|t| {
                 s.spawn(move || {
                     barrier.wait();
-                    let start = Instant::now();
+                    let (start, cpu) = (Instant::now(), thread_cpu_ns());
                     let result = work(t);
-                    (result, start.elapsed().as_nanos() as f64)
+                    Timed {
+                        result,
+                        wall_ns: start.elapsed().as_nanos() as f64,
+                        cpu_ns: thread_cpu_ns() - cpu,
+                    }
                 })
             })
             .collect();
@@ -219,13 +255,13 @@ fn access_costs(sizes: &Sizes) {
         "Cost per access (ns), hits only: {CAPACITY} residents, Zipf s = {COST_EXPONENT} over them, {} accesses per thread, median of {} runs:\n",
         sizes.per_thread, sizes.runs
     );
-    println!("| policy | 1 thread | 2 threads, each |");
-    println!("|---|---|---|");
+    println!("| policy | 1 thread | 2 threads, each (wall) | 2 threads, each (thread CPU) |");
+    println!("|---|---|---|---|");
     let zipf = Zipf::new(CAPACITY, COST_EXPONENT, SHUFFLE_SEED);
     let traces: Vec<Vec<u32>> = (0..2)
         .map(|t| zipf.trace(sizes.per_thread, TRACE_SEED + t))
         .collect();
-    let mut all: Vec<(&str, Box<dyn Fn(usize, usize) -> Box<dyn Shared>>)> = vec![
+    let mut all: Vec<MakeShared> = vec![
         ("none (the loop alone)", Box::new(|_, _| Box::new(Nothing))),
         (
             "shared sketch increment only",
@@ -237,7 +273,7 @@ fn access_costs(sizes: &Sizes) {
         eprintln!("access cost: {name}");
         let mut cells = Vec::new();
         for threads in [1, 2] {
-            let mut per_run: Vec<f64> = (0..sizes.runs)
+            let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..sizes.runs)
                 .map(|_| {
                     let policy = make(CAPACITY, CAPACITY);
                     let slot_of: Vec<u64> = (0..CAPACITY as u32)
@@ -248,14 +284,19 @@ fn access_costs(sizes: &Sizes) {
                             policy.touch(slot_of[key as usize]);
                         }
                     });
-                    let mean_ns: f64 =
-                        results.iter().map(|(_, ns)| ns).sum::<f64>() / threads as f64;
-                    mean_ns / sizes.per_thread as f64
+                    let per = (threads * sizes.per_thread) as f64;
+                    (
+                        results.iter().map(|r| r.wall_ns).sum::<f64>() / per,
+                        results.iter().map(|r| r.cpu_ns).sum::<f64>() / per,
+                    )
                 })
-                .collect();
-            cells.push(median(&mut per_run));
+                .unzip();
+            cells.push((median(&mut wall), median(&mut cpu)));
         }
-        println!("| {name} | {:.1} | {:.1} |", cells[0], cells[1]);
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            cells[0].0, cells[1].0, cells[1].1
+        );
     }
     println!();
 }
@@ -270,36 +311,52 @@ fn start_costs(sizes: &Sizes) {
         "Cost per start (ns; an insert that evicts, timed alone) on 2 threads replaying Zipf s = {COST_EXPONENT}, capacity {CAPACITY}, {UNIVERSE} ids, {} accesses per thread, {}‰ of candidates busy, median of {} runs:\n",
         sizes.per_thread, BUSY_PER_MILLE, sizes.runs
     );
-    println!("| policy | ns per start | ns per access, all in | hit ratio (%) |");
-    println!("|---|---|---|---|");
+    println!(
+        "| policy | ns per start, 1 thread | ns per start, 2 threads | ns per access, all in, 2 threads (wall / thread CPU) | hit ratio (%), 2 threads |"
+    );
+    println!("|---|---|---|---|---|");
     let zipf = Zipf::new(UNIVERSE, COST_EXPONENT, SHUFFLE_SEED);
     let traces: Vec<Vec<u32>> = (0..2)
         .map(|t| zipf.trace(sizes.per_thread, TRACE_SEED + 10 + t))
         .collect();
     for (name, make) in shared_policies() {
         eprintln!("start cost: {name}");
+        let mut per_start_1t = Vec::new();
         let mut per_start = Vec::new();
         let mut per_access = Vec::new();
+        let mut per_access_cpu = Vec::new();
         let mut hit_ratio = Vec::new();
         for _ in 0..sizes.runs {
-            let policy = make(CAPACITY, UNIVERSE);
-            let slot_of: Vec<AtomicU64> = (0..UNIVERSE).map(|_| AtomicU64::new(EMPTY)).collect();
-            let results = on_threads(2, |t| replay(&*policy, &slot_of, &traces[t], t as u64));
-            let (mut starts, mut start_ns, mut hits, mut total_ns) = (0u64, 0f64, 0u64, 0f64);
-            for ((s, sns, h), ns) in &results {
-                starts += s;
-                start_ns += sns;
-                hits += h;
-                total_ns += ns;
+            for threads in [1, 2] {
+                let policy = make(CAPACITY, UNIVERSE);
+                let slot_of: Vec<AtomicU64> =
+                    (0..UNIVERSE).map(|_| AtomicU64::new(EMPTY)).collect();
+                let results = on_threads(threads, |t| {
+                    replay(&*policy, &slot_of, &traces[t], t as u64)
+                });
+                let (mut starts, mut start_ns, mut hits) = (0u64, 0f64, 0u64);
+                for r in &results {
+                    starts += r.result.0;
+                    start_ns += r.result.1;
+                    hits += r.result.2;
+                }
+                if threads == 1 {
+                    per_start_1t.push(start_ns / starts as f64);
+                    continue;
+                }
+                let accesses = (2 * sizes.per_thread) as f64;
+                per_start.push(start_ns / starts as f64);
+                per_access.push(results.iter().map(|r| r.wall_ns).sum::<f64>() / accesses);
+                per_access_cpu.push(results.iter().map(|r| r.cpu_ns).sum::<f64>() / accesses);
+                hit_ratio.push(100.0 * hits as f64 / accesses);
             }
-            per_start.push(start_ns / starts as f64);
-            per_access.push(total_ns / (2 * sizes.per_thread) as f64);
-            hit_ratio.push(100.0 * hits as f64 / (2 * sizes.per_thread) as f64);
         }
         println!(
-            "| {name} | {:.0} | {:.1} | {:.2} |",
+            "| {name} | {:.0} | {:.0} | {:.1} / {:.1} | {:.2} |",
+            median(&mut per_start_1t),
             median(&mut per_start),
             median(&mut per_access),
+            median(&mut per_access_cpu),
             median(&mut hit_ratio)
         );
     }
