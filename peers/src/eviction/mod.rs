@@ -312,6 +312,17 @@ pub struct Evictor<K> {
     promote_at: u64,
 }
 
+/// Shows the capacity and the residents held, not the keys (that would
+/// mean taking the lock for as long as it takes to print them all).
+impl<K> fmt::Debug for Evictor<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Evictor")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K> Evictor<K> {
     /// An empty evictor for at most `capacity` residents (1 to
     /// [`MAX_CAPACITY`]). Memory grows with the residents actually held.
