@@ -58,7 +58,9 @@
 //!   otherwise it is evicted.
 //! - *ghost*: hashes of keys recently evicted from small, as many as main
 //!   holds. A key that comes back while its hash is there enters main
-//!   directly: it has proved it is not a one-off.
+//!   directly: it has proved it is not a one-off. The ghost is a hint, kept
+//!   approximately in a table of cache-line buckets (one cache line per
+//!   operation), allocated at the first eviction.
 //!
 //! The use count is the only state an access touches; it lives in a word of
 //! its own per slot (generation in the high half, count in the low bits), in
@@ -95,18 +97,20 @@ use parking_lot::Mutex;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The largest capacity an [`Evictor`] accepts: slot indices are `u32`.
 pub const MAX_CAPACITY: usize = 1 << 31;
 
-/// Slots per lazily allocated chunk of use-count words (32 KiB).
+/// Slots per lazily allocated chunk of use-count words (16 KiB).
 const CHUNK_SHIFT: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_SHIFT;
 
 /// A resident's use count saturates here: three second chances in main.
-const MAX_USES: u64 = 3;
-const USES_MASK: u64 = 0b11;
+const MAX_USES: u32 = 3;
+const USES_MASK: u32 = 0b11;
+/// A word is the low 30 bits of the slot's generation above 2 bits of uses.
+const USES_BITS: u32 = 2;
 
 /// Share of the capacity kept for the small queue, in percent.
 const SMALL_PERCENT: usize = 10;
@@ -302,14 +306,18 @@ struct Inner<K> {
 /// assert_eq!(evictor.capacity(), 100);
 /// ```
 pub struct Evictor<K> {
-    /// Per slot: generation << 32 | use count. Chunks are allocated (under
-    /// the lock) the first time a slot in them is handed out.
-    words: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    /// Per slot: the generation's low 30 bits << 2 | use count. Chunks are
+    /// allocated (under the lock) the first time a slot in them is handed
+    /// out. The word's generation only keeps a stale slot's touch from
+    /// counting for the next resident: a touch that comes exactly 2^30
+    /// reuses of the slot late miscounts one use, which is harmless; removal
+    /// checks the node's full generation.
+    words: Box<[OnceLock<Box<[AtomicU32]>>]>,
     inner: Mutex<Inner<K>>,
     capacity: usize,
     small_target: usize,
     /// Uses a small-queue entry needs to move to main rather than leave.
-    promote_at: u64,
+    promote_at: u32,
 }
 
 /// Shows the capacity and the residents held, not the keys (that would
@@ -342,7 +350,7 @@ impl<K> Evictor<K> {
     pub(crate) fn tuned(
         capacity: usize,
         small_percent: usize,
-        promote_at: u64,
+        promote_at: u32,
     ) -> Result<Evictor<K>, CapacityError> {
         if capacity == 0 || capacity > MAX_CAPACITY {
             return Err(CapacityError(capacity));
@@ -422,20 +430,20 @@ impl<K> Evictor<K> {
             return;
         };
         let w = word.load(Ordering::Relaxed);
-        if w >> 32 == u64::from(slot.generation) && w & USES_MASK < MAX_USES {
+        if w >> USES_BITS == slot.generation << USES_BITS >> USES_BITS && w & USES_MASK < MAX_USES {
             // A lost race (another touch, or the evictor spending a use) is
             // fine: counts are a hint, never a guarantee.
             let _ = word.compare_exchange(w, w + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
-    fn word(&self, index: u32) -> Option<&AtomicU64> {
+    fn word(&self, index: u32) -> Option<&AtomicU32> {
         let chunk = self.words.get((index >> CHUNK_SHIFT) as usize)?.get()?;
         chunk.get(index as usize & (CHUNK - 1))
     }
 
     /// The word of a slot already handed out (its chunk exists).
-    fn word_of(&self, index: u32) -> &AtomicU64 {
+    fn word_of(&self, index: u32) -> &AtomicU32 {
         self.word(index)
             .expect("a slot's chunk is allocated before the slot is handed out")
     }
@@ -512,7 +520,7 @@ impl<K: Hash> Evictor<K> {
                     next: NIL,
                 });
                 self.words[(index >> CHUNK_SHIFT) as usize]
-                    .get_or_init(|| (0..CHUNK).map(|_| AtomicU64::new(0)).collect());
+                    .get_or_init(|| (0..CHUNK).map(|_| AtomicU32::new(0)).collect());
                 index
             }
         };
@@ -522,14 +530,17 @@ impl<K: Hash> Evictor<K> {
             Queue::Small
         };
         let node = &mut inner.nodes[index as usize];
-        // Generation 0 is never handed out, so the zeroed word of a free
-        // slot matches no `Slot`.
-        node.generation = node.generation.wrapping_add(1).max(1);
+        // No generation whose word bits are 0 is handed out, so the zeroed
+        // word of a free slot matches no `Slot`.
+        node.generation = node.generation.wrapping_add(1);
+        if node.generation << USES_BITS == 0 {
+            node.generation = node.generation.wrapping_add(1);
+        }
         node.key = Some(key);
         node.hash = hash;
         let generation = node.generation;
         self.word_of(index)
-            .store(u64::from(generation) << 32, Ordering::Relaxed);
+            .store(generation << USES_BITS, Ordering::Relaxed);
         inner.push_head(queue, index);
         Ok(Inserted {
             slot: Slot { index, generation },

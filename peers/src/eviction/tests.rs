@@ -8,7 +8,7 @@ fn all(_: &u32) -> bool {
 
 /// The keys of a queue, head (newest) first, with their use counts; also
 /// checks the links both ways and the length.
-fn queue_of(evictor: &Evictor<u32>, queue: Queue) -> Vec<(u32, u64)> {
+fn queue_of(evictor: &Evictor<u32>, queue: Queue) -> Vec<(u32, u32)> {
     let inner = evictor.inner.lock();
     let list = match queue {
         Queue::Small => inner.small,
@@ -166,6 +166,19 @@ fn an_eviction_search_ends_even_if_every_resident_is_used_again_while_it_runs() 
 }
 
 #[test]
+fn a_reused_slot_skips_the_generation_whose_word_matches_a_free_slot() {
+    let evictor = Evictor::new(1).unwrap();
+    let first = evictor.insert(1u32, all).unwrap().slot;
+    evictor.remove(first);
+    // As if the slot had been reused 2^30 − 1 times: the next generation's
+    // low 30 bits would be 0, the word of a free slot.
+    evictor.inner.lock().nodes[0].generation = (1 << 30) - 1;
+    let slot = evictor.insert(2u32, all).unwrap().slot;
+    assert_eq!(slot.generation, (1 << 30) + 1);
+    assert_ne!(evictor.word_of(0).load(Ordering::Relaxed), 0);
+}
+
+#[test]
 fn touch_saturates_at_three_uses() {
     let evictor = Evictor::new(4).unwrap();
     let slot = evictor.insert(1u32, all).unwrap().slot;
@@ -254,12 +267,13 @@ fn concurrent_inserts_never_exceed_the_capacity_nor_evict_a_resident_twice() {
 }
 
 /// A plain S3-FIFO on `VecDeque`s (front = newest), O(n) everywhere: the
-/// reference the evictor's linked queues, slots and ghost must agree with.
+/// reference the evictor's linked queues and slots must agree with. It
+/// keeps a ghost of its own, fed the same hashes in the same order: the
+/// ghost's approximation is tested in its own module.
 struct Model {
-    small: VecDeque<(u32, u64)>,
-    main: VecDeque<(u32, u64)>,
-    ghost: VecDeque<u64>,
-    ghost_capacity: usize,
+    small: VecDeque<(u32, u32)>,
+    main: VecDeque<(u32, u32)>,
+    ghost: Ghost,
     capacity: usize,
     small_target: usize,
 }
@@ -269,8 +283,7 @@ impl Model {
         Model {
             small: VecDeque::new(),
             main: VecDeque::new(),
-            ghost: VecDeque::new(),
-            ghost_capacity: evictor.inner.lock().ghost_capacity(),
+            ghost: Ghost::new(evictor.inner.lock().ghost.capacity()),
             capacity: evictor.capacity,
             small_target: evictor.small_target,
         }
@@ -284,7 +297,7 @@ impl Model {
         self.small.iter().chain(&self.main).any(|&(k, _)| k == key)
     }
 
-    fn entry(&mut self, key: u32) -> Option<&mut (u32, u64)> {
+    fn entry(&mut self, key: u32) -> Option<&mut (u32, u32)> {
         self.small
             .iter_mut()
             .chain(self.main.iter_mut())
@@ -310,7 +323,7 @@ impl Model {
             evicted = Some(self.evict(busy)?);
         }
         let hash = hash_of(&key);
-        if self.ghost.contains(&hash) {
+        if self.ghost.contains(hash) {
             self.main.push_front((key, 0));
         } else {
             self.small.push_front((key, 0));
@@ -339,10 +352,7 @@ impl Model {
             rejected = 0;
             match (from_small, uses) {
                 (true, 0) => {
-                    if self.ghost.len() == self.ghost_capacity {
-                        self.ghost.pop_front();
-                    }
-                    self.ghost.push_back(hash_of(&key));
+                    self.ghost.insert(hash_of(&key));
                     return Ok(key);
                 }
                 (false, 0) => return Ok(key),
@@ -350,12 +360,6 @@ impl Model {
                 (false, uses) => self.main.push_front((key, uses - 1)),
             }
         }
-    }
-}
-
-impl<K> Inner<K> {
-    fn ghost_capacity(&self) -> usize {
-        self.ghost.capacity()
     }
 }
 

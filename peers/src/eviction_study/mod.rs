@@ -3,7 +3,7 @@
 //! without TinyLFU admission), sampled LRU and S3-FIFO, measures their hit ratios on one thread, and their cost per
 //! access and per start (an insert that evicts) on two threads.
 //!
-//! Run it as `cargo bench -p gen_registry_peers --bench eviction -- [--quick] [--runs K]`;
+//! Run it as `cargo bench -p gen_registry_peers --bench eviction -- [--quick] [--runs K] [--part hit|access|start]`;
 //! it prints markdown tables (see `BENCHMARKS.md`, "Eviction policy").
 //!
 //! Every policy here is written for this study. LRU and W-TinyLFU are
