@@ -32,6 +32,12 @@ fn queue_of(evictor: &Evictor<u32>, queue: Queue) -> Vec<(u32, u32)> {
     out
 }
 
+/// Inserts `keys` (accepting every victim) and returns their slots.
+fn fill(evictor: &Evictor<u32>, keys: std::ops::Range<u32>) -> Vec<Slot> {
+    keys.map(|key| evictor.insert(key, all).unwrap().slot)
+        .collect()
+}
+
 /// Every resident key, sorted.
 fn resident_keys(evictor: &Evictor<u32>) -> Vec<u32> {
     let mut keys: Vec<u32> = queue_of(evictor, Queue::Small)
@@ -82,9 +88,7 @@ fn one_off_ids_do_not_displace_ids_used_again() {
     // Ten ids used over and over, then a scan of a thousand ids used once:
     // the scan passes through the small queue and the ten stay.
     let evictor = Evictor::new(20).unwrap();
-    let hot: Vec<Slot> = (0..10u32)
-        .map(|key| evictor.insert(key, all).unwrap().slot)
-        .collect();
+    let hot = fill(&evictor, 0..10);
     for _ in 0..3 {
         hot.iter().for_each(|&slot| evictor.touch(slot));
     }
@@ -110,9 +114,7 @@ fn a_rejected_candidate_is_skipped_and_kept() {
 #[test]
 fn insert_when_every_resident_is_rejected_is_refused_and_evicts_nothing() {
     let evictor = Evictor::new(3).unwrap();
-    let slots: Vec<Slot> = (0..3u32)
-        .map(|k| evictor.insert(k, all).unwrap().slot)
-        .collect();
+    let slots = fill(&evictor, 0..3);
     evictor.touch(slots[0]);
     let mut asked = 0;
     let refused = evictor.insert(9, |_| {
@@ -151,9 +153,7 @@ fn an_eviction_search_ends_even_if_every_resident_is_used_again_while_it_runs() 
     // the use counts the search spends; here every candidate looked at
     // refills all of them.
     let evictor = Evictor::new(8).unwrap();
-    let slots: Vec<Slot> = (0..8u32)
-        .map(|k| evictor.insert(k, all).unwrap().slot)
-        .collect();
+    let slots = fill(&evictor, 0..8);
     let inserted = evictor.insert(100, |_| {
         for &slot in &slots {
             for _ in 0..3 {

@@ -136,29 +136,25 @@ impl SharedSketch {
 mod tests {
     use super::Sketch;
 
+    fn increment(sketch: &mut Sketch, key: u32, times: usize) {
+        (0..times).for_each(|_| sketch.increment(key));
+    }
+
     #[test]
     fn estimate_counts_increments_up_to_fifteen() {
         let mut sketch = Sketch::new(1_000, false);
-        for _ in 0..5 {
-            sketch.increment(42);
-        }
+        increment(&mut sketch, 42, 5);
         assert_eq!(sketch.estimate(42), 5);
-        for _ in 0..20 {
-            sketch.increment(42);
-        }
+        increment(&mut sketch, 42, 20);
         assert_eq!(sketch.estimate(42), 15);
     }
 
     #[test]
     fn counters_halve_after_ten_times_the_capacity_increments() {
         let mut sketch = Sketch::new(16, false);
-        for _ in 0..8 {
-            sketch.increment(1);
-        }
+        increment(&mut sketch, 1, 8);
         // The 160th increment (10 × 16) halves every counter.
-        for _ in 0..152 {
-            sketch.increment(2);
-        }
+        increment(&mut sketch, 2, 152);
         assert_eq!(sketch.estimate(1), 4);
     }
 
