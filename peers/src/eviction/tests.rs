@@ -276,6 +276,7 @@ struct Model {
     ghost: Ghost,
     capacity: usize,
     small_target: usize,
+    promote_at: u32,
 }
 
 impl Model {
@@ -286,6 +287,7 @@ impl Model {
             ghost: Ghost::new(evictor.inner.lock().ghost.capacity()),
             capacity: evictor.capacity,
             small_target: evictor.small_target,
+            promote_at: evictor.promote_at,
         }
     }
 
@@ -351,7 +353,7 @@ impl Model {
             }
             rejected = 0;
             match (from_small, uses) {
-                (true, 0) => {
+                (true, uses) if uses < self.promote_at => {
                     self.ghost.insert(hash_of(&key));
                     return Ok(key);
                 }

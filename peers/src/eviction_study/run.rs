@@ -70,19 +70,19 @@ fn policies() -> Vec<MakePolicy> {
             Box::new(|| Box::new(Replay::new(SampledLru::new(CAPACITY, SAMPLES), UNIVERSE))),
         ),
         (
-            "S3-FIFO",
+            "S3-FIFO, promoted at 1 use",
             Box::new(|| {
                 Box::new(Replay::new(
-                    Evictor::<u32>::new(CAPACITY).unwrap(),
+                    Evictor::<u32>::tuned(CAPACITY, 10, 1).unwrap(),
                     UNIVERSE,
                 ))
             }),
         ),
         (
-            "S3-FIFO, promote at 2 uses",
+            "S3-FIFO, promoted at 2 uses (`eviction::Evictor`)",
             Box::new(|| {
                 Box::new(Replay::new(
-                    Evictor::<u32>::tuned(CAPACITY, 10, 2).unwrap(),
+                    Evictor::<u32>::new(CAPACITY).unwrap(),
                     UNIVERSE,
                 ))
             }),
@@ -107,7 +107,7 @@ fn shared_policies() -> Vec<MakeShared> {
             Box::new(|c, _| Box::new(SampledLru::new(c, SAMPLES))),
         ),
         (
-            "S3-FIFO",
+            "S3-FIFO (`eviction::Evictor`)",
             Box::new(|c, _| Box::new(Evictor::<u32>::new(c).unwrap())),
         ),
     ]
