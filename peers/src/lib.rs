@@ -41,6 +41,8 @@
 mod bastion_rt;
 mod common;
 mod drivers;
+pub mod eviction;
+pub mod eviction_study;
 mod sys_bastion_groups;
 mod sys_floors;
 mod sys_gen_registry;
