@@ -41,6 +41,9 @@
 mod bastion_rt;
 mod common;
 mod drivers;
+/// The registry's eviction policy, compiled from the core crate's own source
+/// (it is private there) so the study measures the very code the registry runs.
+#[path = "../../src/evict/mod.rs"]
 pub mod eviction;
 pub mod eviction_study;
 mod sys_bastion_groups;

@@ -3,7 +3,7 @@
 //!
 //! Chosen by the study in `BENCHMARKS.md` ("Eviction policy (issue 13)"): on
 //! Zipf-skewed traces (s = 0.8–1.2, ten times more ids than capacity) its
-//! hit ratio is within a point of W-TinyLFU's and 5–9 points above LRU's
+//! hit ratio is within a point of W-TinyLFU's and 4–9 points above LRU's
 //! and CLOCK's at s ≤ 1, while an access costs one load of the resident's
 //! own word (and a compare-and-swap only while its use count is below 3),
 //! where LRU and W-TinyLFU need a lock or a shared sketch write on every
@@ -494,6 +494,9 @@ impl<K: Hash> Evictor<K> {
     /// `accept` runs under the evictor's lock: keep it short and never call
     /// this evictor from it.
     ///
+    /// The evictor never looks keys up: each worker is inserted once, when
+    /// it starts (inserting a resident key again makes a second resident).
+    ///
     /// ```text
     /// use gen_registry_peers::eviction::Evictor;
     ///
@@ -606,8 +609,9 @@ impl<K: Hash> Evictor<K> {
             }
             inner.unlink(index);
             if !from_small {
-                // A touch racing with this store loses its use: counts are
-                // hints, and the entry gets its second chance either way.
+                // Only this locked path lowers a count, so it is still ≥ 1
+                // here. A touch racing with it may lose its use (its
+                // compare-and-swap fails): counts are hints.
                 self.word_of(index).fetch_sub(1, Ordering::Relaxed);
             }
             inner.push_head(Queue::Main, index);

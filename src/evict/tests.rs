@@ -266,6 +266,55 @@ fn concurrent_inserts_never_exceed_the_capacity_nor_evict_a_resident_twice() {
     assert_eq!(evictor.len(), CAPACITY);
 }
 
+#[test]
+fn concurrent_inserts_and_removes_account_for_every_key_exactly_once() {
+    // Each key ends either evicted (returned by an insert), removed (remove
+    // returned it) or still resident: never two of these, never none.
+    const CAPACITY: usize = 50;
+    let evictor = Evictor::new(CAPACITY).unwrap();
+    let per_thread = 20_000u32;
+    let outcomes: Vec<(Vec<u32>, Vec<u32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2u32)
+            .map(|t| {
+                let evictor = &evictor;
+                s.spawn(move || {
+                    let (mut evicted, mut removed) = (Vec::new(), Vec::new());
+                    let mut mine: VecDeque<Slot> = VecDeque::new();
+                    for i in 0..per_thread {
+                        let key = t * per_thread + i;
+                        // Every fifth candidate looked at is busy.
+                        let mut asked = 0;
+                        let accept = |_: &u32| {
+                            asked += 1;
+                            asked % 5 != 0
+                        };
+                        let inserted = evictor.insert(key, accept).unwrap();
+                        evicted.extend(inserted.evicted);
+                        mine.push_back(inserted.slot);
+                        evictor.touch(inserted.slot);
+                        if i % 3 == 0 {
+                            // Often already evicted by the other thread:
+                            // then the stale slot must remove nothing.
+                            let slot = mine.pop_front().unwrap();
+                            removed.extend(evictor.remove(slot));
+                        }
+                    }
+                    (evicted, removed)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen: Vec<u32> = resident_keys(&evictor);
+    for (evicted, removed) in outcomes {
+        seen.extend(evicted);
+        seen.extend(removed);
+    }
+    seen.sort();
+    let expected: Vec<u32> = (0..2 * per_thread).collect();
+    assert_eq!(seen, expected);
+}
+
 /// A plain S3-FIFO on `VecDeque`s (front = newest), O(n) everywhere: the
 /// reference the evictor's linked queues and slots must agree with. It
 /// keeps a ghost of its own, fed the same hashes in the same order: the
