@@ -74,6 +74,9 @@ enum Op {
     Stop(u64),
     Call(u64, Via, CallKind),
     Cast(u64, Via, u64),
+    /// `registry.call(id, args, request)`: id, how an init it needs
+    /// behaves, the state it starts with, the request.
+    CallById(u64, InitKind, u64, CallKind),
 }
 
 /// What the registry does with a worker whose handler panicked: each restart
@@ -137,8 +140,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (id(), init(), 0..1000u64).prop_map(|(i, k, s)| Op::LookupOrStart(i, k, s)),
         2 => (id(), init(), 0..1000u64).prop_map(|(i, k, s)| Op::Start(i, k, s)),
         2 => id().prop_map(Op::Stop),
-        5 => (id(), via.clone(), call).prop_map(|(i, v, c)| Op::Call(i, v, c)),
+        5 => (id(), via.clone(), call.clone()).prop_map(|(i, v, c)| Op::Call(i, v, c)),
         2 => (id(), via, 1..100u64).prop_map(|(i, v, n)| Op::Cast(i, v, n)),
+        3 => (id(), init(), 0..1000u64, call).prop_map(|(i, k, s, c)| Op::CallById(i, k, s, c)),
     ]
 }
 
@@ -219,8 +223,16 @@ impl Model {
 type Handles = HashMap<u64, (WorkerRef<Probe>, u64)>;
 
 /// Operations run, by kind, over all cases; printed at the end.
-static OPS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
-const OP_NAMES: [&str; 6] = ["lookup", "lookup_or_start", "start", "stop", "call", "cast"];
+static OPS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
+const OP_NAMES: [&str; 7] = [
+    "lookup",
+    "lookup_or_start",
+    "start",
+    "stop",
+    "call",
+    "cast",
+    "call by id",
+];
 static STEPS_CHECKED: AtomicUsize = AtomicUsize::new(0);
 static MAX_LIVE: AtomicUsize = AtomicUsize::new(0);
 static INJECTED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
@@ -363,6 +375,48 @@ fn args(log: &std::sync::Arc<Log>, kind: InitKind, state: u64) -> Args {
     Args::new(log).init(init).state(state)
 }
 
+/// The request a call of `kind` sends.
+fn request(kind: CallKind) -> Req {
+    match kind {
+        CallKind::Get => Req::Get,
+        CallKind::Add(n) => Req::Add(n),
+        CallKind::StopSelf => Req::StopSelf,
+        CallKind::Panic => Req::Panic,
+    }
+}
+
+/// Checks the answer `got` of the live worker `live` of `id` to a call of
+/// `kind`, and updates the model.
+fn answered(
+    model: &mut Model,
+    id: u64,
+    live: Live,
+    kind: CallKind,
+    got: Result<u64, Error<Probe>>,
+) -> Result<(), String> {
+    match (kind, got) {
+        (CallKind::Get, Ok(v)) if v == live.state => {}
+        (CallKind::Add(n), Ok(v)) if v == live.state + n => {
+            model.live.get_mut(&id).unwrap().state = v;
+        }
+        (CallKind::StopSelf, Ok(v)) if v == live.state => {
+            INJECTED[3].fetch_add(1, Ordering::Relaxed);
+            model.ended(id);
+        }
+        (CallKind::Panic, Err(Error::HandlerPanicked(m))) if m.contains("handler of") => {
+            INJECTED[2].fetch_add(1, Ordering::Relaxed);
+            model.handler_panicked(id);
+        }
+        (kind, got) => {
+            return Err(format!(
+                "call {kind:?} gave {got:?}; the model's state is {}",
+                live.state
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn apply(
     r: &GenRegistry<Probe>,
     log: &std::sync::Arc<Log>,
@@ -432,13 +486,7 @@ async fn apply(
             let Some((h, generation)) = handle_for(r, model, handles, id, via)? else {
                 return Ok(());
             };
-            let request = match kind {
-                CallKind::Get => Req::Get,
-                CallKind::Add(n) => Req::Add(n),
-                CallKind::StopSelf => Req::StopSelf,
-                CallKind::Panic => Req::Panic,
-            };
-            let got = h.call_timeout(request, CALL_DEADLINE).await;
+            let got = h.call_timeout(request(kind), CALL_DEADLINE).await;
             let current = model.live.get(&id).filter(|l| l.generation == generation);
             let Some(live) = current.copied() else {
                 check!(
@@ -447,26 +495,39 @@ async fn apply(
                 );
                 return Ok(());
             };
-            match (kind, got) {
-                (CallKind::Get, Ok(v)) if v == live.state => {}
-                (CallKind::Add(n), Ok(v)) if v == live.state + n => {
-                    model.live.get_mut(&id).unwrap().state = v;
-                }
-                (CallKind::StopSelf, Ok(v)) if v == live.state => {
-                    INJECTED[3].fetch_add(1, Ordering::Relaxed);
-                    model.ended(id);
-                }
-                (CallKind::Panic, Err(Error::HandlerPanicked(m))) if m.contains("handler of") => {
-                    INJECTED[2].fetch_add(1, Ordering::Relaxed);
-                    model.handler_panicked(id);
-                }
-                (kind, got) => {
-                    return Err(format!(
-                        "call {kind:?} gave {got:?}; the model's state is {}",
-                        live.state
-                    ));
+            answered(model, id, live, kind, got)?;
+        }
+        Op::CallById(id, init, state, kind) => {
+            OPS[6].fetch_add(1, Ordering::Relaxed);
+            let inits = log.inits();
+            let got = r.call(id, args(log, init, state), request(kind)).await;
+            // A panicking request may restart the worker: its init may
+            // have run again already.
+            let restart = usize::from(matches!(kind, CallKind::Panic));
+            let ran = log.inits() - inits;
+            if model.live.contains_key(&id) {
+                check!(
+                    ran <= restart,
+                    "{ran} inits ran for a call by id to a live worker"
+                );
+            } else {
+                check!(
+                    (1..=1 + restart).contains(&ran),
+                    "{ran} inits ran for a call by id that needed a start"
+                );
+                match (init, &got) {
+                    (InitKind::Ok, _) => {
+                        model.started(id, state);
+                    }
+                    (InitKind::Fail, Err(Error::Init(_))) => return Ok(()),
+                    (InitKind::Panic, Err(Error::InitPanicked(_))) => return Ok(()),
+                    (init, got) => {
+                        return Err(format!("call by id with init {init:?} gave {got:?}"));
+                    }
                 }
             }
+            let live = model.live[&id];
+            answered(model, id, live, kind, got)?;
         }
         Op::Cast(id, via, n) => {
             OPS[5].fetch_add(1, Ordering::Relaxed);
