@@ -237,6 +237,10 @@ struct Inner<W: Worker> {
     kill: bool,
     /// The worker waits in `poll_next` for mail.
     parked: bool,
+    /// Its starter has been handed the running worker, or it got mail:
+    /// until then it is never evicted (so a start, or a call by id that
+    /// started it, does not end in `WorkerEnded` for that).
+    handed: bool,
     /// Mail came since the idle sweep last looked.
     touched: bool,
     /// Sweeps in a row that found the worker parked without mail.
@@ -346,6 +350,7 @@ impl<W: Worker> Cell<W> {
                 stop: None,
                 kill: false,
                 parked: false,
+                handed: false,
                 touched: false,
                 idle_sweeps: 0,
                 capacity,
@@ -376,6 +381,7 @@ impl<W: Worker> Cell<W> {
             }
             g.queue.push_back(envelope);
             g.touched = true;
+            g.handed = true;
             g.worker.take()
         };
         if let Some(w) = waker {
@@ -489,11 +495,17 @@ impl<W: Worker> Cell<W> {
         self.evict_slot.store(slot, Ordering::Relaxed);
     }
 
-    /// Whether the worker may be evicted now: running, and parked on an
-    /// empty mailbox (never in the middle of a call, nor with mail waiting).
+    /// Whether the worker may be evicted now: running, handed to its
+    /// starter, and parked on an empty mailbox (never in the middle of a
+    /// call, nor with mail waiting).
     pub(crate) fn evictable(&self) -> bool {
         let g = self.inner.lock();
-        self.state() == RUNNING && g.parked && g.queue.is_empty() && g.stop.is_none()
+        self.state() == RUNNING && g.handed && g.parked && g.queue.is_empty() && g.stop.is_none()
+    }
+
+    /// Its starter has the running worker (see `Inner::handed`).
+    pub(crate) fn mark_handed(&self) {
+        self.inner.lock().handed = true;
     }
 
     /// Records why the worker ended, for monitors.

@@ -220,7 +220,7 @@ impl<W: Worker> GenRegistry<W> {
         id: W::Id,
         args: W::Args,
     ) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(id, args, false).await
+        self.start_or_find(id, args, false, true).await
     }
 
     /// Starts a worker under `id` with `args`, or fails with
@@ -242,14 +242,17 @@ impl<W: Worker> GenRegistry<W> {
     /// # });
     /// ```
     pub async fn start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(id, args, true).await
+        self.start_or_find(id, args, true, true).await
     }
 
+    /// `handed`: the caller gets the worker as a handle (which makes it
+    /// evictable); a call by id sends it its request first instead.
     async fn start_or_find(
         &self,
         id: W::Id,
         args: W::Args,
         exclusive: bool,
+        handed: bool,
     ) -> Result<WorkerRef<W>, Error<W>> {
         let shared = self.shared();
         let found = |cell| {
@@ -277,7 +280,7 @@ impl<W: Worker> GenRegistry<W> {
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
                             let args = args.take().expect("args are used by one start only");
-                            return self.spawn(cell, args).await;
+                            return self.spawn(cell, args, handed).await;
                         }
                         Err(existing) => existing,
                     }
@@ -296,7 +299,12 @@ impl<W: Worker> GenRegistry<W> {
 
     /// Runs a worker for `cell`, which this caller has just inserted, and waits
     /// for the outcome of its `init` (bounded by the worker's start timeout).
-    async fn spawn(&self, cell: Arc<Cell<W>>, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
+    async fn spawn(
+        &self,
+        cell: Arc<Cell<W>>,
+        args: W::Args,
+        handed: bool,
+    ) -> Result<WorkerRef<W>, Error<W>> {
         let shared = self.shared();
         if let Err(capacity) = shared.admit(&cell) {
             shared.retire(&cell);
@@ -324,7 +332,12 @@ impl<W: Worker> GenRegistry<W> {
             Some(StartFailure::Timeout(d)) => Err(Error::StartTimeout(d)),
             Some(StartFailure::ExecutorShutDown) => Err(Error::ExecutorShutDown),
             None if shared.stopped.load(Ordering::Acquire) => Err(Error::RegistryStopped),
-            None if state == RUNNING => Ok(WorkerRef::new(cell)),
+            None if state == RUNNING => {
+                if handed && shared.options.get_max_workers().is_some() {
+                    cell.mark_handed();
+                }
+                Ok(WorkerRef::new(cell))
+            }
             None => Err(Error::WorkerEnded),
         }
     }
@@ -421,7 +434,7 @@ impl<W: Worker> GenRegistry<W> {
                 let Some(args) = args.take() else {
                     return Err(Error::WorkerEnded);
                 };
-                match self.lookup_or_start(id.clone(), args).await {
+                match self.start_or_find(id.clone(), args, false, false).await {
                     Ok(worker) => Ok(Some(worker)),
                     Err(Error::WorkerEnded) => Ok(None),
                     Err(e) => Err(e),

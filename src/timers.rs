@@ -10,6 +10,7 @@
 
 use crate::timer::Sleep;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,10 +26,13 @@ struct Entry<M> {
     message: M,
 }
 
+/// Timer keys, unique in the process: a key kept after its timer fired or
+/// was cancelled never names a later timer.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+
 /// The pending timers of one incarnation.
 pub(crate) struct Timers<M> {
     entries: Vec<Entry<M>>,
-    next_key: u64,
     /// Armed for the earliest deadline.
     sleep: Option<(Instant, Sleep)>,
 }
@@ -37,7 +41,6 @@ impl<M> Timers<M> {
     pub(crate) fn new() -> Self {
         Timers {
             entries: Vec::new(),
-            next_key: 0,
             sleep: None,
         }
     }
@@ -45,8 +48,7 @@ impl<M> Timers<M> {
     /// Schedules `message` after `delay`, then every `repeat.0` if set;
     /// returns the key that cancels it.
     pub(crate) fn add(&mut self, delay: Duration, repeat: Repeat<M>, message: M) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let due = Instant::now().checked_add(delay).unwrap_or_else(far_future);
         self.entries.push(Entry {
             key,
@@ -142,6 +144,17 @@ mod tests {
         assert!(timers.cancel(key));
         assert!(!timers.cancel(key), "cancelled twice");
         assert_eq!(next(&mut timers), 2);
+    }
+
+    #[test]
+    fn a_spent_key_never_cancels_a_later_timer() {
+        let mut timers = Timers::new();
+        let first = timers.add(Duration::from_secs(60), None, 1);
+        assert!(timers.cancel(first));
+        let mut again = Timers::new(); // as after the last cancel, or a restart
+        again.add(Duration::from_secs(60), None, 2);
+        assert!(!again.cancel(first), "a spent key cancelled a later timer");
+        assert!(!again.is_empty());
     }
 
     #[test]

@@ -46,6 +46,7 @@ mod drivers;
 #[path = "../../src/evict/mod.rs"]
 pub mod eviction;
 pub mod eviction_study;
+pub mod lifecycle;
 mod sys_bastion_groups;
 mod sys_floors;
 mod sys_gen_registry;

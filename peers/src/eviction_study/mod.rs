@@ -15,12 +15,12 @@
 mod clock;
 mod clock_tinylfu;
 mod lists;
-mod lru;
+pub mod lru;
 mod run;
 mod sampled;
 mod sketch;
 mod wtinylfu;
-mod zipf;
+pub mod zipf;
 
 pub use run::main;
 

@@ -1,0 +1,7 @@
+//! `cargo bench -p gen_registry_peers --bench lifecycle -- [--quick]`: W12
+//! (idle passivation) and W13 (capacity) of issue 13 (see the docs of
+//! `gen_registry_peers::lifecycle`).
+
+fn main() {
+    gen_registry_peers::lifecycle::main();
+}
