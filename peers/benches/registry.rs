@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the registry's hot paths.
 //!
-//! `cargo bench --bench registry` (release). The side-by-side comparison with
-//! other systems is `cargo bench -p gen_registry_peers --bench peers`.
+//! `cargo bench -p gen_registry_peers --bench registry` (release). The
+//! side-by-side comparison with other systems is
+//! `cargo bench -p gen_registry_peers --bench peers`.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use gen_registry::doc_support::Pinger;
