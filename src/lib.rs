@@ -111,6 +111,8 @@ mod guide {
     struct FirstRegistry;
     #[doc = include_str!("../guide/src/restarts.md")]
     struct Restarts;
+    #[doc = include_str!("../guide/src/many-ids.md")]
+    struct ManyIds;
     #[doc = include_str!("../guide/src/bastion.md")]
     struct Bastion;
     #[doc = include_str!("../guide/src/io.md")]
