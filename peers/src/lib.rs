@@ -766,3 +766,119 @@ fn write_json(path: &str, systems: &[&str], r: &Results) {
     f.write_all(text.as_bytes()).expect("write --json file");
     f.write_all(b"\n").expect("write --json file");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(figures: &[(&str, &str, f64)]) -> Results {
+        let mut r = Results::default();
+        for (system, metric, value) in figures {
+            r.values
+                .entry(((*system).to_owned(), (*metric).to_owned()))
+                .or_default()
+                .push(Some(*value));
+        }
+        r
+    }
+
+    const W1_3X: Target = Target::TimesBest {
+        system: "gen_registry_tokio",
+        metric: "W1",
+        factor: 3.0,
+        peers: TOKIO_PEERS,
+    };
+
+    #[test]
+    fn times_best_is_met_at_the_factor_over_the_better_peer_and_missed_below() {
+        // ractor's 100 is the better peer's figure.
+        let w1 = |ours| {
+            results(&[
+                ("gen_registry_tokio", "W1", ours),
+                ("ractor", "W1", 100.0),
+                ("kameo", "W1", 50.0),
+            ])
+        };
+        assert_eq!(W1_3X.check(&w1(300.0)).2, Some(true));
+        let (_, figure, ok) = W1_3X.check(&w1(299.0));
+        assert_eq!(ok, Some(false));
+        assert!(figure.contains("ractor's"), "{figure}");
+    }
+
+    #[test]
+    fn times_best_on_a_lower_is_better_metric_divides_the_other_way() {
+        let target = Target::TimesBest {
+            system: "gen_registry_tokio",
+            metric: "W6tp50",
+            factor: 2.0,
+            peers: TOKIO_PEERS,
+        };
+        let p50 = |ours| {
+            results(&[
+                ("gen_registry_tokio", "W6tp50", ours),
+                ("ractor", "W6tp50", 1.0),
+            ])
+        };
+        assert_eq!(target.check(&p50(0.5)).2, Some(true));
+        assert_eq!(target.check(&p50(0.6)).2, Some(false));
+    }
+
+    #[test]
+    fn at_most_is_met_at_the_limit_and_missed_above() {
+        let target = Target::AtMost {
+            system: "gen_registry_tokio",
+            metric: "W2",
+            limit: 700.0,
+        };
+        assert_eq!(
+            target
+                .check(&results(&[("gen_registry_tokio", "W2", 700.0)]))
+                .2,
+            Some(true)
+        );
+        assert_eq!(
+            target
+                .check(&results(&[("gen_registry_tokio", "W2", 701.0)]))
+                .2,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn no_worse_than_follows_the_direction_of_the_metric() {
+        let p50 = Target::NoWorseThan {
+            system: "gen_registry_tokio",
+            metric: "W6tp50",
+            peer: "ractor",
+        };
+        let faster = results(&[
+            ("gen_registry_tokio", "W6tp50", 0.4),
+            ("ractor", "W6tp50", 0.9),
+        ]);
+        let slower = results(&[
+            ("gen_registry_tokio", "W6tp50", 1.0),
+            ("ractor", "W6tp50", 0.9),
+        ]);
+        assert_eq!(p50.check(&faster).2, Some(true));
+        assert_eq!(p50.check(&slower).2, Some(false));
+    }
+
+    #[test]
+    fn a_target_without_its_figures_is_not_measured_rather_than_missed() {
+        let r = results(&[("gen_registry_tokio", "W1", 300.0)]);
+        let (_, figure, ok) = W1_3X.check(&r);
+        assert_eq!(ok, None);
+        assert_eq!(verdict(ok), "—");
+        assert!(figure.contains("not measured"), "{figure}");
+    }
+
+    #[test]
+    fn only_the_targets_of_systems_that_ran_are_listed() {
+        let r = results(&[("ractor", "W1", 100.0)]);
+        assert!(check_targets(&["ractor", "kameo"], &r).is_empty());
+        assert_eq!(
+            check_targets(&["gen_registry_tokio", "ractor"], &r).len(),
+            TARGETS.len()
+        );
+    }
+}
