@@ -35,4 +35,12 @@ impl Tasks for Procs {
         let handles: Vec<_> = (0..k).map(|i| bastion::executor::spawn(f(i))).collect();
         bastion::executor::run(timeout(limit, futures::future::join_all(handles)))
     }
+
+    fn inside<T, Fut>(&self, f: Fut) -> T
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        inside(f)
+    }
 }

@@ -243,6 +243,21 @@ where
     samples
 }
 
+/// Emits the median and p99 of W6-style samples as `{prefix}p50` and
+/// `{prefix}p99` (µs).
+pub fn emit_rtt(out: &Out, prefix: &str, sorted_ns: &[u64]) {
+    out.emit(
+        &format!("{prefix}p50"),
+        percentile_us(sorted_ns, 50.0),
+        "µs",
+    );
+    out.emit(
+        &format!("{prefix}p99"),
+        percentile_us(sorted_ns, 99.0),
+        "µs",
+    );
+}
+
 /// Mean ns of a cheap operation, repeated until `budget` has passed (at least
 /// `min_iters` times): W10's count.
 pub fn ns_per_call<T>(min_iters: usize, budget: Duration, mut f: impl FnMut() -> T) -> f64 {

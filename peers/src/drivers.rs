@@ -22,6 +22,14 @@ pub trait Tasks {
         T: Send + 'static,
         F: Fn(usize) -> Fut,
         Fut: Future<Output = T> + Send + 'static;
+
+    /// Runs `f` as one task and waits for its output from this plain
+    /// thread: the measurements taken from inside the runtime (W5–W7).
+    /// Panics if the task panicked.
+    fn inside<T, Fut>(&self, f: Fut) -> T
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T> + Send + 'static;
 }
 
 /// What W9 and W11 ask of a system. A clone is one more handle on the same

@@ -24,6 +24,7 @@
 //! | `W4x` | W4 ÷ the 1-thread rate of W3 | x |
 //! | `W5` | lookup_or_start hit | ns/op |
 //! | `W6p50`, `W6p99` | call round trip to one worker, from inside the runtime | µs |
+//! | `W6tp50`, `W6tp99` | the same call from a tokio task (on a tokio runtime with 2 workers), whatever runs the worker | µs |
 //! | `W7` | lookup + call, a different worker each time | µs/op |
 //! | `W8` | stop every id, each awaited until terminated | stops/s |
 //! | `W8left` | entries (or live procs) left after W8 (must be 0) | entries |
@@ -37,6 +38,11 @@
 //!
 //! An absent value (`"value": null`, printed "—") means the system has no
 //! such operation.
+//!
+//! `gen_registry` runs its workers on Bastion's executor (the default);
+//! `gen_registry_tokio` runs them as tokio tasks (`Executor::Tokio`) on the
+//! same kind of runtime ractor and kameo run on. The figures of a run are
+//! checked against the targets of [`TARGETS`], printed under the table.
 
 mod bastion_rt;
 mod common;
@@ -62,6 +68,7 @@ use std::time::{Duration, Instant};
 /// Every system, in column order.
 pub const SYSTEMS: &[&str] = &[
     "gen_registry",
+    "gen_registry_tokio",
     "ractor",
     "kameo",
     "bastion_group_per_id",
@@ -71,6 +78,20 @@ pub const SYSTEMS: &[&str] = &[
 
 /// The peers "best peer" is taken from.
 const PEERS: &[&str] = &["ractor", "kameo", "bastion_group_per_id"];
+
+/// The peers on tokio, which `gen_registry_tokio` is compared with.
+const TOKIO_PEERS: &[&str] = &["ractor", "kameo"];
+
+/// The ratio columns: a system's figure ÷ the best of some peers (a column
+/// only when its system ran).
+const RATIOS: &[(&str, &[&str], &str)] = &[
+    ("gen_registry", PEERS, "gen_registry / best peer"),
+    (
+        "gen_registry_tokio",
+        TOKIO_PEERS,
+        "gen_registry_tokio / best of ractor, kameo",
+    ),
+];
 
 const CHILD_ENV: &str = "GEN_REGISTRY_PEERS_CHILD";
 
@@ -112,6 +133,18 @@ const METRICS: &[Metric] = &[
     m("W5", "W5 lookup_or_start hit ↓", "ns/op", Kind::Lower),
     m("W6p50", "W6 call round trip p50 ↓", "µs", Kind::Lower),
     m("W6p99", "W6 call round trip p99 ↓", "µs", Kind::Lower),
+    m(
+        "W6tp50",
+        "W6t call from a tokio task p50 ↓",
+        "µs",
+        Kind::Lower,
+    ),
+    m(
+        "W6tp99",
+        "W6t call from a tokio task p99 ↓",
+        "µs",
+        Kind::Lower,
+    ),
     m("W7", "W7 lookup + call, spread ↓", "µs/op", Kind::Lower),
     m("W8", "W8 stop all ↑", "stops/s", Kind::Higher),
     m(
@@ -140,6 +173,174 @@ const METRICS: &[Metric] = &[
         Kind::Check,
     ),
 ];
+
+/// A target a run's figures are checked against (medians of the same run).
+pub enum Target {
+    /// `system`'s `metric` at least `factor` × the best of `peers`'.
+    TimesBest {
+        system: &'static str,
+        metric: &'static str,
+        factor: f64,
+        peers: &'static [&'static str],
+    },
+    /// `system`'s `metric` at most `limit` (in the metric's unit).
+    AtMost {
+        system: &'static str,
+        metric: &'static str,
+        limit: f64,
+    },
+    /// `system`'s `metric` no worse than `peer`'s.
+    NoWorseThan {
+        system: &'static str,
+        metric: &'static str,
+        peer: &'static str,
+    },
+}
+
+/// The targets of gen_registry on tokio (issue 12): starts and stops 3× the
+/// better tokio peer, a small idle worker, and a call from a tokio task as
+/// cheap as ractor's.
+pub const TARGETS: &[Target] = &[
+    Target::TimesBest {
+        system: "gen_registry_tokio",
+        metric: "W1",
+        factor: 3.0,
+        peers: TOKIO_PEERS,
+    },
+    Target::TimesBest {
+        system: "gen_registry_tokio",
+        metric: "W8",
+        factor: 3.0,
+        peers: TOKIO_PEERS,
+    },
+    Target::AtMost {
+        system: "gen_registry_tokio",
+        metric: "W2",
+        limit: 700.0,
+    },
+    Target::AtMost {
+        system: "gen_registry_tokio",
+        metric: "W6tp50",
+        limit: 1.0,
+    },
+    Target::NoWorseThan {
+        system: "gen_registry_tokio",
+        metric: "W6tp50",
+        peer: "ractor",
+    },
+];
+
+fn metric(id: &str) -> &'static Metric {
+    METRICS
+        .iter()
+        .find(|m| m.id == id)
+        .expect("a target names a known metric")
+}
+
+/// Whether `a` is at least as good as `b` on `met`.
+fn as_good(met: &Metric, a: f64, b: f64) -> bool {
+    match met.kind {
+        Kind::Higher => a >= b,
+        _ => a <= b,
+    }
+}
+
+impl Target {
+    /// What the target asks, the figures it was checked on, and whether it
+    /// was met (`None`: a figure is missing from this run).
+    fn check(&self, r: &Results) -> (String, String, Option<bool>) {
+        let missing = |what: String| (what, "not measured in this run".to_owned(), None);
+        match *self {
+            Target::TimesBest {
+                system,
+                metric: id,
+                factor,
+                peers,
+            } => {
+                let met = metric(id);
+                let what = format!(
+                    "{id} of {system} ≥ {factor}× the best of {}",
+                    peers.join(", ")
+                );
+                let (Some(ours), Some((peer, best))) =
+                    (r.median(system, id), best_of(r, peers, met))
+                else {
+                    return missing(what);
+                };
+                let figure = format!(
+                    "{} {unit} = {:.2}× {peer}'s {} {unit}",
+                    fmt_value(ours),
+                    ours / best,
+                    fmt_value(best),
+                    unit = met.unit
+                );
+                let ok = match met.kind {
+                    Kind::Higher => ours >= factor * best,
+                    _ => ours * factor <= best,
+                };
+                (what, figure, Some(ok))
+            }
+            Target::AtMost {
+                system,
+                metric: id,
+                limit,
+            } => {
+                let met = metric(id);
+                let what = format!("{id} of {system} ≤ {} {}", fmt_value(limit), met.unit);
+                let Some(ours) = r.median(system, id) else {
+                    return missing(what);
+                };
+                let figure = format!("{} {}", fmt_value(ours), met.unit);
+                (what, figure, Some(ours <= limit))
+            }
+            Target::NoWorseThan {
+                system,
+                metric: id,
+                peer,
+            } => {
+                let met = metric(id);
+                let what = format!("{id} of {system} no worse than {peer}'s");
+                let (Some(ours), Some(theirs)) = (r.median(system, id), r.median(peer, id)) else {
+                    return missing(what);
+                };
+                let figure = format!(
+                    "{} {unit} against {} {unit} ({:.2}×)",
+                    fmt_value(ours),
+                    fmt_value(theirs),
+                    ours / theirs,
+                    unit = met.unit
+                );
+                (what, figure, Some(as_good(met, ours, theirs)))
+            }
+        }
+    }
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "—",
+    }
+}
+
+/// The targets checked on this run: one row each (target, figure, verdict),
+/// for the targets whose system ran.
+fn check_targets(systems: &[&str], r: &Results) -> Vec<[String; 3]> {
+    TARGETS
+        .iter()
+        .filter(|t| {
+            let (Target::TimesBest { system, .. }
+            | Target::AtMost { system, .. }
+            | Target::NoWorseThan { system, .. }) = **t;
+            systems.contains(&system)
+        })
+        .map(|t| {
+            let (what, figure, ok) = t.check(r);
+            [what, figure, verdict(ok).to_owned()]
+        })
+        .collect()
+}
 
 /// Formats a figure with about three significant digits (thousands
 /// separated).
@@ -245,6 +446,7 @@ fn run_child(system: &str, quick: bool) {
     );
     match system {
         "gen_registry" => sys_gen_registry::run(&cfg, &out),
+        "gen_registry_tokio" => sys_gen_registry::run_tokio(&cfg, &out),
         "ractor" => sys_ractor::run(&cfg, &out),
         "kameo" => sys_kameo::run(&cfg, &out),
         "bastion_group_per_id" => sys_bastion_groups::run(&cfg, &out),
@@ -335,11 +537,18 @@ fn run_parent(args: &Args) {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     let table = build_table(&systems, &results);
+    let targets = check_targets(&systems, &results);
     println!("{header}\n");
     print!("{}", render_plain(&table));
     println!();
     for n in legend(&results) {
         println!("{n}");
+    }
+    if !targets.is_empty() {
+        println!("\nTargets, checked on the medians of this run:");
+        for [what, figure, ok] in &targets {
+            println!("- {what}: {figure}: {}", ok.trim_matches('*'));
+        }
     }
     if let Some(path) = &args.json {
         write_json(path, &systems, &results);
@@ -348,6 +557,15 @@ fn run_parent(args: &Args) {
         let mut md = format!("{header}\n\n{}\n", render_markdown(&table));
         for n in legend(&results) {
             md.push_str(&format!("- {}\n", n.trim_start_matches("- ")));
+        }
+        if !targets.is_empty() {
+            let mut rows = vec![vec![
+                "target".to_owned(),
+                "figure (this run)".to_owned(),
+                "met?".to_owned(),
+            ]];
+            rows.extend(targets.iter().map(|t| t.to_vec()));
+            md.push_str(&format!("\n{}", render_markdown_left(&rows)));
         }
         std::fs::write(path, md).expect("write --markdown file");
     }
@@ -421,7 +639,11 @@ fn build_table(systems: &[&str], r: &Results) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     let mut head = vec!["metric".to_owned(), "unit".to_owned()];
     head.extend(systems.iter().map(|s| (*s).to_owned()));
-    head.push("gen_registry / best peer".to_owned());
+    let ratios: Vec<_> = RATIOS
+        .iter()
+        .filter(|(ours, _, _)| systems.contains(ours))
+        .collect();
+    head.extend(ratios.iter().map(|(_, _, title)| (*title).to_owned()));
     rows.push(head);
     for met in METRICS {
         // Skip rows no system reported at all.
@@ -435,23 +657,35 @@ fn build_table(systems: &[&str], r: &Results) -> Vec<Vec<String>> {
                 None => "—".to_owned(),
             });
         }
-        row.push(ratio(met, r).map_or("—".to_owned(), |x| format!("{x:.2}")));
+        for (ours, peers, _) in &ratios {
+            let x = ratio(r, ours, peers, met);
+            row.push(x.map_or("—".to_owned(), |x| format!("{x:.2}")));
+        }
         rows.push(row);
     }
     rows
 }
 
-/// gen_registry's value ÷ the best peer's (the highest for ↑ metrics, the
+/// `ours`'s value ÷ the best of `peers`' (the highest for ↑ metrics, the
 /// lowest for ↓ ones): > 1 is better for ↑, < 1 is better for ↓.
-fn ratio(met: &Metric, r: &Results) -> Option<f64> {
-    let ours = r.median("gen_registry", met.id)?;
-    let peers = PEERS.iter().filter_map(|p| r.median(p, met.id));
-    let best = match met.kind {
-        Kind::Higher => peers.fold(f64::NAN, f64::max),
-        Kind::Lower => peers.fold(f64::NAN, f64::min),
-        _ => return None,
-    };
-    (best.is_finite() && best > 0.0).then(|| ours / best)
+fn ratio(r: &Results, ours: &str, peers: &[&str], met: &Metric) -> Option<f64> {
+    let ours = r.median(ours, met.id)?;
+    let (_, best) = best_of(r, peers, met)?;
+    Some(ours / best)
+}
+
+/// The best of `peers` on `met` and its figure; `None` for a metric that is
+/// not compared, or when no peer has a figure.
+fn best_of<'a>(r: &Results, peers: &[&'a str], met: &Metric) -> Option<(&'a str, f64)> {
+    let figures = peers
+        .iter()
+        .filter_map(|p| Some((*p, r.median(p, met.id)?)))
+        .filter(|(_, v)| v.is_finite() && *v > 0.0);
+    match met.kind {
+        Kind::Higher => figures.max_by(|a, b| a.1.total_cmp(&b.1)),
+        Kind::Lower => figures.min_by(|a, b| a.1.total_cmp(&b.1)),
+        _ => None,
+    }
 }
 
 fn render_plain(rows: &[Vec<String>]) -> String {
@@ -481,6 +715,17 @@ fn render_plain(rows: &[Vec<String>]) -> String {
 }
 
 fn render_markdown(rows: &[Vec<String>]) -> String {
+    render_markdown_aligned(rows, 2)
+}
+
+/// A markdown table with every column left-aligned.
+fn render_markdown_left(rows: &[Vec<String>]) -> String {
+    render_markdown_aligned(rows, usize::MAX)
+}
+
+/// A markdown table whose first `left` columns are left-aligned and the
+/// others right-aligned.
+fn render_markdown_aligned(rows: &[Vec<String>], left: usize) -> String {
     let mut s = String::new();
     for (i, row) in rows.iter().enumerate() {
         s.push_str("| ");
@@ -489,7 +734,7 @@ fn render_markdown(rows: &[Vec<String>]) -> String {
         if i == 0 {
             s.push('|');
             for c in 0..row.len() {
-                s.push_str(if c < 2 { "---|" } else { "---:|" });
+                s.push_str(if c < left { "---|" } else { "---:|" });
             }
             s.push('\n');
         }
@@ -499,8 +744,8 @@ fn render_markdown(rows: &[Vec<String>]) -> String {
 
 fn legend(r: &Results) -> Vec<String> {
     let mut v = vec![
-        "- ↑ higher is better, ↓ lower is better; \"gen_registry / best peer\" divides gen_registry's figure by the best of ractor, kameo and bastion_group_per_id (> 1 wins for ↑, < 1 wins for ↓); \"—\" = the system has no such operation (or no such figure).".to_owned(),
-        "- ractor and kameo run on a tokio multi-thread runtime with 2 workers; gen_registry, bastion_group_per_id and floor_bastion_proc on Bastion's executor. W6, W7 and W9 run inside the runtime (a tokio task / a Bastion proc). W1 and W8 run 2 drivers (tasks / procs) × join_all of 16 (the best of 1, 16 and 256 for ractor and kameo), except bastion_group_per_id's W1: its spawn is synchronous and serialized, so one plain thread spawns (its fastest way). W9 runs 2 drivers, each cycling on its own half of the pool.".to_owned(),
+        "- ↑ higher is better, ↓ lower is better; \"gen_registry / best peer\" divides gen_registry's figure by the best of ractor, kameo and bastion_group_per_id, \"gen_registry_tokio / best of ractor, kameo\" gen_registry_tokio's by the best of those two (> 1 wins for ↑, < 1 wins for ↓); \"—\" = the system has no such operation (or no such figure).".to_owned(),
+        "- ractor, kameo and gen_registry_tokio (gen_registry with `Executor::Tokio`: workers are tokio tasks) run on a tokio multi-thread runtime with 2 workers; gen_registry, bastion_group_per_id and floor_bastion_proc on Bastion's executor. W5, W6, W7 and W9 run inside the runtime (a tokio task / a Bastion proc). W6t calls from a tokio task on a 2-worker runtime: for the systems on tokio it is their W6; for gen_registry the runtime is a second one, beside Bastion's executor, so each call wakes a proc on Bastion's executor from a tokio thread and the reply wakes the tokio task from a Bastion thread. W1 and W8 run 2 drivers (tasks / procs) × join_all of 16 (the best of 1, 16 and 256 for ractor and kameo), except bastion_group_per_id's W1: its spawn is synchronous and serialized, so one plain thread spawns (its fastest way). W9 runs 2 drivers, each cycling on its own half of the pool.".to_owned(),
         "- W5 is absent for the peers: none has a lookup_or_start; W11 uses each peer's nearest equivalent (lookup, else spawn under the name; the name is claimed before init runs).".to_owned(),
     ];
     v.extend(r.notes.iter().map(|n| format!("- {n}")));
@@ -526,4 +771,120 @@ fn write_json(path: &str, systems: &[&str], r: &Results) {
     let text = serde_json::to_string_pretty(&serde_json::Value::Array(arr)).expect("json");
     f.write_all(text.as_bytes()).expect("write --json file");
     f.write_all(b"\n").expect("write --json file");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(figures: &[(&str, &str, f64)]) -> Results {
+        let mut r = Results::default();
+        for (system, metric, value) in figures {
+            r.values
+                .entry(((*system).to_owned(), (*metric).to_owned()))
+                .or_default()
+                .push(Some(*value));
+        }
+        r
+    }
+
+    const W1_3X: Target = Target::TimesBest {
+        system: "gen_registry_tokio",
+        metric: "W1",
+        factor: 3.0,
+        peers: TOKIO_PEERS,
+    };
+
+    #[test]
+    fn times_best_is_met_at_the_factor_over_the_better_peer_and_missed_below() {
+        // ractor's 100 is the better peer's figure.
+        let w1 = |ours| {
+            results(&[
+                ("gen_registry_tokio", "W1", ours),
+                ("ractor", "W1", 100.0),
+                ("kameo", "W1", 50.0),
+            ])
+        };
+        assert_eq!(W1_3X.check(&w1(300.0)).2, Some(true));
+        let (_, figure, ok) = W1_3X.check(&w1(299.0));
+        assert_eq!(ok, Some(false));
+        assert!(figure.contains("ractor's"), "{figure}");
+    }
+
+    #[test]
+    fn times_best_on_a_lower_is_better_metric_divides_the_other_way() {
+        let target = Target::TimesBest {
+            system: "gen_registry_tokio",
+            metric: "W6tp50",
+            factor: 2.0,
+            peers: TOKIO_PEERS,
+        };
+        let p50 = |ours| {
+            results(&[
+                ("gen_registry_tokio", "W6tp50", ours),
+                ("ractor", "W6tp50", 1.0),
+            ])
+        };
+        assert_eq!(target.check(&p50(0.5)).2, Some(true));
+        assert_eq!(target.check(&p50(0.6)).2, Some(false));
+    }
+
+    #[test]
+    fn at_most_is_met_at_the_limit_and_missed_above() {
+        let target = Target::AtMost {
+            system: "gen_registry_tokio",
+            metric: "W2",
+            limit: 700.0,
+        };
+        assert_eq!(
+            target
+                .check(&results(&[("gen_registry_tokio", "W2", 700.0)]))
+                .2,
+            Some(true)
+        );
+        assert_eq!(
+            target
+                .check(&results(&[("gen_registry_tokio", "W2", 701.0)]))
+                .2,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn no_worse_than_follows_the_direction_of_the_metric() {
+        let p50 = Target::NoWorseThan {
+            system: "gen_registry_tokio",
+            metric: "W6tp50",
+            peer: "ractor",
+        };
+        let faster = results(&[
+            ("gen_registry_tokio", "W6tp50", 0.4),
+            ("ractor", "W6tp50", 0.9),
+        ]);
+        let slower = results(&[
+            ("gen_registry_tokio", "W6tp50", 1.0),
+            ("ractor", "W6tp50", 0.9),
+        ]);
+        assert_eq!(p50.check(&faster).2, Some(true));
+        assert_eq!(p50.check(&slower).2, Some(false));
+    }
+
+    #[test]
+    fn a_target_without_its_figures_is_not_measured_rather_than_missed() {
+        let r = results(&[("gen_registry_tokio", "W1", 300.0)]);
+        let (_, figure, ok) = W1_3X.check(&r);
+        assert_eq!(ok, None);
+        assert_eq!(verdict(ok), "—");
+        assert!(figure.contains("not measured"), "{figure}");
+    }
+
+    #[test]
+    fn only_the_targets_of_systems_that_ran_are_listed() {
+        let r = results(&[("ractor", "W1", 100.0)]);
+        assert!(check_targets(&["ractor", "kameo"], &r).is_empty());
+        assert_eq!(
+            check_targets(&["gen_registry_tokio", "ractor"], &r).len(),
+            TARGETS.len()
+        );
+    }
 }

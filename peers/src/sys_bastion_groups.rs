@@ -220,8 +220,7 @@ pub fn run(cfg: &Config, out: &Out) {
         })
         .await
     });
-    out.emit("W6p50", percentile_us(&samples, 50.0), "µs");
-    out.emit("W6p99", percentile_us(&samples, 99.0), "µs");
+    emit_rtt(out, "W6", &samples);
 
     // W7
     out.progress("W7 lookup + call, spread");

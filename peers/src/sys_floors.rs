@@ -116,8 +116,7 @@ pub fn run_proc(cfg: &Config, out: &Out) {
         })
         .await
     });
-    out.emit("W6p50", percentile_us(&samples, 50.0), "µs");
-    out.emit("W6p99", percentile_us(&samples, 99.0), "µs");
+    emit_rtt(out, "W6", &samples);
 
     out.progress("W8 stop all");
     let s = slots.clone();

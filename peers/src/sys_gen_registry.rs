@@ -1,12 +1,21 @@
-//! gen_registry: a standalone `GenRegistry<Pinger>`; its workers run on
-//! Bastion's executor, and every measurement that awaits runs inside a proc
-//! spawned there (`bastion::executor::spawn`, waited for with
-//! `bastion::executor::run`).
+//! gen_registry: a standalone `GenRegistry<Pinger>`, measured on each of its
+//! executors.
+//!
+//! - `gen_registry`: the default executor, Bastion's; every measurement
+//!   that awaits runs inside a proc spawned there (`bastion::executor::spawn`,
+//!   waited for with `bastion::executor::run`). W6t calls the same worker
+//!   from a tokio task on a runtime of its own (2 workers, like ractor's and
+//!   kameo's), built after the other W6 samples.
+//! - `gen_registry_tokio`: `Executor::Tokio` on a tokio multi-thread runtime
+//!   with 2 workers (the one ractor and kameo run on): workers are tokio
+//!   tasks, and every measurement that awaits runs inside a tokio task, so
+//!   its W6 is already a call from a tokio task and W6t repeats it.
 
-use crate::bastion_rt::{Procs, inside};
+use crate::bastion_rt::Procs;
 use crate::common::*;
-use crate::drivers::{Registry, churn, drive, race};
-use gen_registry::{Context, GenRegistry, Options, Worker, WorkerRef};
+use crate::drivers::{Registry, Tasks, churn, drive, race};
+use crate::tokio_rt;
+use gen_registry::{Context, Executor, GenRegistry, Options, Worker, WorkerRef};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -62,30 +71,52 @@ impl Registry for GenRegistry<Pinger> {
     }
 }
 
+/// `gen_registry`: workers and measuring tasks on Bastion's executor.
 pub fn run(cfg: &Config, out: &Out) {
-    let reg: GenRegistry<Pinger> = GenRegistry::new(Options::default()).expect("registry");
+    let reg = GenRegistry::new(Options::default()).expect("registry");
+    measure(cfg, out, &Procs, &reg, W6t::OwnRuntime);
+}
+
+/// `gen_registry_tokio`: workers and measuring tasks on one tokio runtime.
+pub fn run_tokio(cfg: &Config, out: &Out) {
+    let rt = tokio_rt::runtime();
+    let reg = GenRegistry::new(Options::default().executor(Executor::Tokio(rt.handle().clone())))
+        .expect("registry");
+    measure(cfg, out, &rt, &reg, W6t::SameAsW6);
+}
+
+/// Where W6t's caller runs.
+enum W6t {
+    /// The measuring tasks are tokio tasks already: W6 is W6t.
+    SameAsW6,
+    /// A tokio multi-thread runtime (2 workers) built for W6t alone.
+    OwnRuntime,
+}
+
+/// W1–W11 on `reg`, whose measuring tasks run on `tasks`.
+fn measure(cfg: &Config, out: &Out, tasks: &impl Tasks, reg: &GenRegistry<Pinger>, w6t: W6t) {
     let order = shuffled(cfg.n, ORDER_SEED);
     let ids: Vec<u64> = (0..cfg.n as u64).collect();
     let limit = Duration::from_secs(if cfg.quick { 60 } else { 300 });
     out.emit("N", cfg.n as f64, "ids");
-    // Bring Bastion's executor up before the RSS baseline, as the peers'
-    // runtimes are.
-    inside(async {});
+    // Bring the executor up before the RSS baseline (Bastion's starts on
+    // first use).
+    tasks.inside(async {});
 
     // W1 + W2: lookup_or_start returns once init ran and the worker is
     // registered; 2 driver procs × join_all of 16 starts (common::CHUNK).
     out.progress("W1 start");
     let rss0 = rss_bytes();
     let r = reg.clone();
-    let (t, failed) = drive(&Procs, &ids, limit, move |id| {
+    let (t, failed) = drive(tasks, &ids, limit, move |id| {
         let r = r.clone();
         async move { r.lookup_or_start(id, state_of(id)).await.is_ok() }
     });
-    assert_eq!(failed, 0, "gen_registry W1: {failed} starts failed");
+    assert_eq!(failed, 0, "{} W1: {failed} starts failed", out.system);
     let rss1 = rss_bytes();
     out.emit("W1", cfg.n as f64 / t.as_secs_f64(), "starts/s");
     out.emit("W2", (rss1 as f64 - rss0 as f64) / cfg.n as f64, "B/worker");
-    assert_eq!(reg.count(), cfg.n, "gen_registry W1: count");
+    assert_eq!(reg.count(), cfg.n, "{} W1: count", out.system);
 
     // W3 + W4
     out.progress("W3 lookup");
@@ -99,7 +130,7 @@ pub fn run(cfg: &Config, out: &Out) {
     // W5: lookup_or_start hits, inside a proc, for the same time as W3.
     out.progress("W5 lookup_or_start hit");
     let (r, ord, budget) = (reg.clone(), order.clone(), cfg.lookup_time);
-    let w5 = inside(async move {
+    let w5 = tasks.inside(async move {
         let start = Instant::now();
         let mut ops = 0usize;
         while start.elapsed() < budget {
@@ -119,20 +150,28 @@ pub fn run(cfg: &Config, out: &Out) {
     let h = reg.lookup(&order[0]).expect("W6 worker");
     let expect = state_of(order[0]);
     let m = cfg.m;
-    let samples = inside(async move {
+    let rtt = move |h: WorkerRef<Pinger>| async move {
         rtt_samples(m, |x| {
             let h = &h;
             async move { h.call(x).await.ok() == Some(x + expect) }
         })
         .await
-    });
-    out.emit("W6p50", percentile_us(&samples, 50.0), "µs");
-    out.emit("W6p99", percentile_us(&samples, 99.0), "µs");
+    };
+    let samples = tasks.inside(rtt(h.clone()));
+    emit_rtt(out, "W6", &samples);
+    out.progress("W6t call from a tokio task");
+    match w6t {
+        W6t::SameAsW6 => emit_rtt(out, "W6t", &samples),
+        W6t::OwnRuntime => {
+            let rt = tokio_rt::runtime();
+            emit_rtt(out, "W6t", &tokio_rt::inside(&rt, rtt(h)));
+        }
+    }
 
     // W7
     out.progress("W7 lookup + call, spread");
     let (r, ord) = (reg.clone(), order.clone());
-    let w7 = inside(async move {
+    let w7 = tasks.inside(async move {
         let start = Instant::now();
         for i in 0..m {
             let id = ord[i % ord.len()];
@@ -160,7 +199,7 @@ pub fn run(cfg: &Config, out: &Out) {
     // W8: `stop` returns once the worker terminated and its entry is gone.
     out.progress("W8 stop all");
     let r = reg.clone();
-    let (t, failed) = drive(&Procs, &ids, limit, move |id| {
+    let (t, failed) = drive(tasks, &ids, limit, move |id| {
         let r = r.clone();
         async move { r.stop(&id).await.is_ok() }
     });
@@ -175,6 +214,6 @@ pub fn run(cfg: &Config, out: &Out) {
     }
 
     // W9 + W11
-    churn(out, &Procs, &reg, cfg.churn, cfg.pool, limit);
-    race(out, &Procs, &reg, limit);
+    churn(out, tasks, reg, cfg.churn, cfg.pool, limit);
+    race(out, tasks, reg, limit);
 }
