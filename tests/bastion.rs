@@ -135,6 +135,11 @@ fn when_bastion_stops_the_group_every_worker_runs_terminate_and_the_name_is_free
             registry.start(1, Args::new(&log)).await,
             Err(Error::RegistryStopped)
         ));
+        // Each worker reports `Stopped` after its terminate; the registry's
+        // own event comes once the last has: wait for it, then check that
+        // nothing came after it.
+        wait_until(|| log.events().last().is_some_and(|e| e == "registry stopped")).await;
+        assert_eq!(log.count_events("registry stopped"), 1);
         assert_eq!(log.events().last().unwrap(), "registry stopped");
         // The name can be used again.
         let _again = GenRegistry::<Probe>::child_spec(observed(&log).name("stopped")).unwrap();
