@@ -3,11 +3,13 @@
 //! cast by id, and the restart count a worker sees. Each runs on every
 //! executor the build has.
 
+mod common;
+
 use futures::channel::oneshot;
 use gen_registry::doc_support::wait_until;
 use gen_registry::{
-    AtCapacity, Context, Error, Event, Executor, ExitReason, GenRegistry, Options, RestartPolicy,
-    TimerRef, Worker,
+    AtCapacity, Context, Error, Event, ExitReason, GenRegistry, Options, RestartPolicy, TimerRef,
+    Worker,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -136,23 +138,6 @@ impl Worker for Probe {
     }
 }
 
-/// The executors to run each test on (the runtime, if any, is kept alive by
-/// the second field).
-fn executors() -> Vec<(Executor, Option<Box<dyn std::any::Any>>)> {
-    #[allow(unused_mut)]
-    let mut all: Vec<(Executor, Option<Box<dyn std::any::Any>>)> = vec![(Executor::Bastion, None)];
-    #[cfg(feature = "tokio")]
-    {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        all.push((Executor::Tokio(rt.handle().clone()), Some(Box::new(rt))));
-    }
-    all
-}
-
 fn run<F: std::future::Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
 }
@@ -166,7 +151,7 @@ fn gate() -> (oneshot::Sender<()>, Gate) {
 
 #[test]
 fn a_timer_delivers_its_message_once_and_a_cancelled_one_never() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let r = GenRegistry::<Probe>::new(Options::default().executor(executor)).unwrap();
         run(async {
@@ -190,7 +175,7 @@ fn a_timer_delivers_its_message_once_and_a_cancelled_one_never() {
 
 #[test]
 fn a_restart_cancels_the_crashed_incarnations_timers() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let options = Options::default()
             .executor(executor)
@@ -224,7 +209,7 @@ fn a_restart_cancels_the_crashed_incarnations_timers() {
 
 #[test]
 fn an_idle_worker_ends_with_terminate_and_the_next_start_is_fresh() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let stopped = Arc::new(Mutex::new(Vec::new()));
         let seen = stopped.clone();
@@ -254,7 +239,7 @@ fn an_idle_worker_ends_with_terminate_and_the_next_start_is_fresh() {
 
 #[test]
 fn a_worker_in_the_middle_of_a_call_is_not_ended_for_idling() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let options = Options::default()
             .executor(executor)
@@ -285,7 +270,7 @@ fn a_worker_in_the_middle_of_a_call_is_not_ended_for_idling() {
 
 #[test]
 fn a_worker_sets_its_own_idle_timeout_or_none() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         // No registry-wide idle timeout: the worker's own starts the sweep.
         let r = GenRegistry::<Probe>::new(Options::default().executor(executor)).unwrap();
@@ -335,7 +320,7 @@ fn a_bad_idle_timeout_or_mailbox_capacity_is_refused() {
 
 #[test]
 fn a_full_mailbox_refuses_casts_and_calls_at_once() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let options = Options::default().executor(executor).mailbox_capacity(2);
         let r = GenRegistry::<Probe>::new(options).unwrap();
@@ -366,7 +351,7 @@ fn a_full_mailbox_refuses_casts_and_calls_at_once() {
 
 #[test]
 fn a_monitor_resolves_with_the_workers_exit_reason_and_not_at_a_restart() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let r = GenRegistry::<Probe>::new(
             Options::default()
@@ -406,7 +391,7 @@ fn a_monitor_resolves_with_the_workers_exit_reason_and_not_at_a_restart() {
 
 #[test]
 fn call_by_id_starts_once_and_uses_args_only_for_a_start() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let r = GenRegistry::<Probe>::new(Options::default().executor(executor)).unwrap();
         run(async {
@@ -427,7 +412,7 @@ fn call_by_id_starts_once_and_uses_args_only_for_a_start() {
 
 #[test]
 fn call_by_id_retries_an_undelivered_request_once_on_a_fresh_worker() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let r = GenRegistry::<Probe>::new(Options::default().executor(executor)).unwrap();
         run(async {
@@ -507,7 +492,7 @@ fn under_stop_churn_call_by_id_never_delivers_a_request_twice() {
 
 #[test]
 fn a_start_at_capacity_evicts_a_worker_which_runs_terminate() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let evicted = Arc::new(AtomicUsize::new(0));
         let seen = evicted.clone();
@@ -543,7 +528,7 @@ fn a_start_at_capacity_evicts_a_worker_which_runs_terminate() {
 
 #[test]
 fn a_worker_in_the_middle_of_a_call_is_never_evicted() {
-    for (executor, _rt) in executors() {
+    for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
         let options = Options::default().executor(executor).max_workers(2);
         let r = GenRegistry::<Probe>::new(options).unwrap();

@@ -4,27 +4,12 @@
 //! killed worker takes no mail and no lookup returns it. Each runs on every
 //! executor the build has.
 
+mod common;
+
 use gen_registry::{Context, Error, Executor, ExitReason, GenRegistry, Options, Worker};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The executors to run each test on: Bastion's, and tokio's with the
-/// `tokio` feature (the runtime is kept alive by the returned value).
-fn executors() -> Vec<(Executor, Option<Box<dyn std::any::Any>>)> {
-    #[allow(unused_mut)]
-    let mut all: Vec<(Executor, Option<Box<dyn std::any::Any>>)> = vec![(Executor::Bastion, None)];
-    #[cfg(feature = "tokio")]
-    {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        all.push((Executor::Tokio(rt.handle().clone()), Some(Box::new(rt))));
-    }
-    all
-}
 
 /// Why each worker ended, by id.
 type Ends = Arc<Mutex<Vec<(u32, ExitReason)>>>;
@@ -87,7 +72,7 @@ fn registry_on(executor: Executor) -> GenRegistry<Selfish> {
 
 #[test]
 fn a_worker_calling_its_own_handle_is_told_at_once() {
-    for (executor, _runtime) in executors() {
+    for (executor, _runtime) in common::every_executor() {
         let ends = Ends::default();
         let registry = registry_on(executor);
         futures::executor::block_on(async {
@@ -120,7 +105,7 @@ fn a_call_from_a_task_the_worker_spawned_is_not_a_self_call() {
 
 #[test]
 fn a_handler_stopping_its_own_id_ends_after_the_handler_with_terminate() {
-    for (executor, _runtime) in executors() {
+    for (executor, _runtime) in common::every_executor() {
         let ends = Ends::default();
         let registry = registry_on(executor);
         futures::executor::block_on(async {
@@ -141,7 +126,7 @@ fn a_handler_stopping_its_own_id_ends_after_the_handler_with_terminate() {
 
 #[test]
 fn a_handler_shutting_its_registry_down_runs_every_terminate() {
-    for (executor, _runtime) in executors() {
+    for (executor, _runtime) in common::every_executor() {
         let ends = Ends::default();
         let registry = registry_on(executor);
         futures::executor::block_on(async {
@@ -168,7 +153,7 @@ fn a_handler_shutting_its_registry_down_runs_every_terminate() {
 
 #[test]
 fn once_kill_returns_the_worker_takes_no_mail_and_no_lookup_returns_it() {
-    for (executor, _runtime) in executors() {
+    for (executor, _runtime) in common::every_executor() {
         let ends = Ends::default();
         let registry = registry_on(executor);
         futures::executor::block_on(async {

@@ -37,6 +37,28 @@ pub fn executor() -> gen_registry::Executor {
     gen_registry::Executor::Bastion
 }
 
+/// Every executor this build has, to run a test on each: Bastion's, and
+/// (with the `tokio` feature) tokio's, on a runtime of its own that the
+/// second field keeps alive.
+pub fn every_executor() -> Vec<(gen_registry::Executor, Option<Box<dyn std::any::Any>>)> {
+    #[allow(unused_mut)]
+    let mut all: Vec<(gen_registry::Executor, Option<Box<dyn std::any::Any>>)> =
+        vec![(gen_registry::Executor::Bastion, None)];
+    #[cfg(feature = "tokio")]
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        all.push((
+            gen_registry::Executor::Tokio(rt.handle().clone()),
+            Some(Box::new(rt)),
+        ));
+    }
+    all
+}
+
 /// Waits until `condition` holds, on the crate's own timer; panics after 10 s.
 pub use gen_registry::doc_support::wait_until;
 
