@@ -6,7 +6,7 @@
 //! refers back to it only weakly, so a registry is not kept alive by its own
 //! workers.
 
-use crate::cell::{Cell, ENDED, NO_SLOT, RUNNING, StopRequest};
+use crate::cell::{Cell, ENDED, NO_SLOT, StopRequest};
 use crate::context::idle_millis;
 use crate::current;
 use crate::event::{Event, notify};
@@ -253,9 +253,7 @@ async fn sweep<W: Worker>(shared: Weak<Shared<W>>) {
         };
         let default_ms = s.idle_default_ms();
         s.table.for_each_running(|_, cell| {
-            if cell.state() == RUNNING {
-                cell.sweep_idle(period, default_ms);
-            }
+            cell.sweep_idle(period, default_ms);
             true
         });
     }
