@@ -83,14 +83,14 @@ pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
 impl<W: Worker> Default for Options<W> {
     /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
     /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
-    /// behaviour), no observer, the worker type's name, and Bastion's
-    /// executor.
+    /// behaviour) and, for a restart policy, [`BackOff::DEFAULT`], no
+    /// observer, the worker type's name, and Bastion's executor.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
             shutdown_timeout: FIVE_SECONDS,
             restart: RestartPolicy::Never,
-            back_off: BackOff::Immediate,
+            back_off: BackOff::DEFAULT,
             observer: None,
             name: None,
             executor: Executor::Bastion,
@@ -166,7 +166,9 @@ impl<W: Worker> Options<W> {
     }
 
     /// How long a crashed worker waits before it restarts. Default:
-    /// [`BackOff::Immediate`].
+    /// [`BackOff::DEFAULT`] (10 ms doubling up to 1 s), so that a worker whose
+    /// `init` keeps failing does not spin; [`BackOff::Immediate`] restarts at
+    /// once.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
@@ -268,7 +270,7 @@ impl<W: Worker> Options<W> {
     /// ```
     /// # use gen_registry::doc_support::Pinger;
     /// use gen_registry::{BackOff, Options};
-    /// assert_eq!(Options::<Pinger>::default().get_back_off(), BackOff::Immediate);
+    /// assert_eq!(Options::<Pinger>::default().get_back_off(), BackOff::DEFAULT);
     /// ```
     pub fn get_back_off(&self) -> BackOff {
         self.back_off
