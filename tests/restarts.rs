@@ -161,23 +161,31 @@ fn a_restart_storm_is_bounded_by_the_policy_and_reports_each_step() {
     });
 }
 
+/// Starts worker `id` of `registry` so that every restart's init fails,
+/// crashes it, and returns it with its first `n` "restarts in" events.
+async fn crash_loop(
+    registry: &gen_registry::GenRegistry<Probe>,
+    log: &std::sync::Arc<Log>,
+    id: u64,
+    n: usize,
+) -> (gen_registry::WorkerRef<Probe>, Vec<String>) {
+    let worker = registry
+        .start(id, Args::new(log).init(Init::FailAfter(1)))
+        .await
+        .unwrap();
+    let _ = worker.call(Req::Panic).await;
+    let prefix = format!("worker {id} restarts in");
+    wait_until(|| log.count_events(&prefix) >= n).await;
+    let delays = log.events().into_iter().filter(|e| e.starts_with(&prefix));
+    (worker, delays.take(n).collect())
+}
+
 #[test]
 fn by_default_a_crash_loop_waits_longer_before_each_restart_instead_of_spinning() {
     run(10, async {
         let log = Log::new();
         let registry = always(&log);
-        let worker = registry
-            .start(6, Args::new(&log).init(Init::FailAfter(1)))
-            .await
-            .unwrap();
-        let _ = worker.call(Req::Panic).await;
-        wait_until(|| log.count_events("worker 6 restarts in") >= 3).await;
-        let delays: Vec<String> = log
-            .events()
-            .into_iter()
-            .filter(|e| e.starts_with("worker 6 restarts in"))
-            .take(3)
-            .collect();
+        let (_, delays) = crash_loop(&registry, &log, 6, 3).await;
         assert_eq!(
             delays,
             [
@@ -200,18 +208,7 @@ fn exponential_back_off_doubles_up_to_its_cap() {
                 max: 8 * MS,
             },
         ));
-        let worker = registry
-            .start(5, Args::new(&log).init(Init::FailAfter(1)))
-            .await
-            .unwrap();
-        let _ = worker.call(Req::Panic).await;
-        wait_until(|| log.count_events("worker 5 restarts in") >= 6).await;
-        let delays: Vec<String> = log
-            .events()
-            .into_iter()
-            .filter(|e| e.starts_with("worker 5 restarts in"))
-            .take(6)
-            .collect();
+        let (worker, delays) = crash_loop(&registry, &log, 5, 6).await;
         assert_eq!(
             delays,
             [
