@@ -41,6 +41,9 @@ pub struct Options<W: Worker> {
     start_timeout: Duration,
     shutdown_timeout: Duration,
     restart: RestartPolicy,
+    /// How the args are copied for a restart; set with a policy that
+    /// restarts, which is only offered where the args are `Clone`.
+    clone_args: Option<CloneArgs<W>>,
     back_off: BackOff,
     observer: Option<Observer<W>>,
     name: Option<Cow<'static, str>>,
@@ -54,6 +57,7 @@ impl<W: Worker> Clone for Options<W> {
             start_timeout: self.start_timeout,
             shutdown_timeout: self.shutdown_timeout,
             restart: self.restart,
+            clone_args: self.clone_args,
             back_off: self.back_off,
             observer: self.observer.clone(),
             name: self.name.clone(),
@@ -77,6 +81,9 @@ impl<W: Worker> fmt::Debug for Options<W> {
     }
 }
 
+/// Copies a worker's args for a restart.
+pub(crate) type CloneArgs<W> = fn(&<W as Worker>::Args) -> <W as Worker>::Args;
+
 /// GenServer's default call timeout, which GenRegistry also uses for starts.
 pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
 
@@ -90,6 +97,7 @@ impl<W: Worker> Default for Options<W> {
             start_timeout: FIVE_SECONDS,
             shutdown_timeout: FIVE_SECONDS,
             restart: RestartPolicy::Never,
+            clone_args: None,
             back_off: BackOff::DEFAULT,
             observer: None,
             name: None,
@@ -154,14 +162,39 @@ impl<W: Worker> Options<W> {
     /// Whether and how often a crashed worker is restarted. Default:
     /// [`RestartPolicy::Never`].
     ///
+    /// Only for workers whose [`Args`](Worker::Args) are `Clone`: a restart
+    /// runs `init` again, with a clone of the args the worker started with.
+    /// Under a policy other than `Never`, each start clones the args once
+    /// (kept for the restarts) and each restart once more.
+    ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
     /// use gen_registry::{Options, RestartPolicy};
     /// let options = Options::<Pinger>::default().restart(RestartPolicy::Always);
     /// assert_eq!(options.get_restart(), RestartPolicy::Always);
     /// ```
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+    ///
+    /// Args that cannot be cloned cannot be restarted with:
+    ///
+    /// ```compile_fail
+    /// # use gen_registry::{Context, Options, RestartPolicy, Worker};
+    /// struct Once;
+    /// impl Worker for Once {
+    ///     type Args = futures::channel::oneshot::Sender<()>; // not Clone
+    ///     # type Id = u8; type Request = (); type Reply = (); type Message = ();
+    ///     # type Error = std::convert::Infallible;
+    ///     # async fn init(_: &u8, _: Self::Args, _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Once) }
+    ///     # async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+    ///     // ...
+    /// }
+    /// let options = Options::<Once>::default().restart(RestartPolicy::Always);
+    /// ```
+    pub fn restart(mut self, policy: RestartPolicy) -> Self
+    where
+        W::Args: Clone,
+    {
         self.restart = policy;
+        self.clone_args = Some(<W::Args as Clone>::clone);
         self
     }
 
@@ -287,6 +320,12 @@ impl<W: Worker> Options<W> {
         self.name
             .as_deref()
             .unwrap_or_else(|| std::any::type_name::<W>())
+    }
+
+    /// How to copy the args for restarts, if the policy restarts.
+    pub(crate) fn clone_args_for_restarts(&self) -> Option<CloneArgs<W>> {
+        self.clone_args
+            .filter(|_| self.restart != RestartPolicy::Never)
     }
 
     pub(crate) fn observer(&self) -> Option<&Observer<W>> {

@@ -214,8 +214,9 @@ pub(crate) fn validate(policy: RestartPolicy, back_off: BackOff) -> Result<(), S
 /// One worker's restart bookkeeping. It exists only under a policy that
 /// restarts, and its size is fixed: a restart storm costs no memory.
 pub(crate) struct Restarts<A> {
-    /// What `init` runs with again.
-    pub(crate) args: A,
+    /// What `init` runs with again (a clone of it each time).
+    args: A,
+    clone: fn(&A) -> A,
     /// Restarts in the current window, and when the window began.
     in_window: u32,
     window_start: Option<Instant>,
@@ -233,14 +234,21 @@ pub(crate) struct Permit {
 }
 
 impl<A> Restarts<A> {
-    pub(crate) fn new(args: A) -> Self {
+    /// Keeps a clone of `args` (made with `clone`) for the restarts.
+    pub(crate) fn new(args: &A, clone: fn(&A) -> A) -> Self {
         Restarts {
-            args,
+            args: clone(args),
+            clone,
             in_window: 0,
             window_start: None,
             in_a_row: 0,
             up_since: Some(Instant::now()),
         }
+    }
+
+    /// The args for a restart's `init`.
+    pub(crate) fn args(&self) -> A {
+        (self.clone)(&self.args)
     }
 
     /// A new incarnation is up.
@@ -326,7 +334,7 @@ mod tests {
 
     #[test]
     fn never_permits_nothing_and_always_permits_forever() {
-        let mut r = Restarts::new(());
+        let mut r = Restarts::new(&(), Clone::clone);
         assert!(r.permit(RestartPolicy::Never, BackOff::Immediate).is_none());
         for n in 1..=1000 {
             let p = r.permit(RestartPolicy::Always, BackOff::Immediate).unwrap();
@@ -340,7 +348,7 @@ mod tests {
             restarts: 3,
             within: Duration::from_secs(3600),
         };
-        let mut r = Restarts::new(());
+        let mut r = Restarts::new(&(), Clone::clone);
         for _ in 0..3 {
             assert!(r.permit(policy, BackOff::Immediate).is_some());
             r.up();
@@ -355,7 +363,7 @@ mod tests {
             restarts: 1,
             within: Duration::from_nanos(1),
         };
-        let mut r = Restarts::new(());
+        let mut r = Restarts::new(&(), Clone::clone);
         assert!(r.permit(policy, BackOff::Immediate).is_some());
         // The window is 1 ns long: by the next crash it has expired.
         std::thread::yield_now();
@@ -368,7 +376,7 @@ mod tests {
             initial: MS,
             max: Duration::from_secs(3600),
         };
-        let mut r = Restarts::new(());
+        let mut r = Restarts::new(&(), Clone::clone);
         // Crashes right after each init: 1, 2, 4 ms.
         for expected in [1, 2, 4] {
             let p = r.permit(RestartPolicy::Always, b).unwrap();

@@ -86,9 +86,13 @@ pub trait Worker: Sized + Send + 'static {
     /// The natural id a worker is registered under (a user id, a session id,
     /// a phone number).
     type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-    /// What `init` receives. It is cloned only if the registry has to run
-    /// `init` again (a restart).
-    type Args: Clone + Send + 'static;
+    /// What `init` receives. It need not be `Clone`: under the default
+    /// [`RestartPolicy::Never`](crate::RestartPolicy::Never) it is moved into
+    /// `init` once and never copied, so it can be a one-shot sender or a
+    /// connection. A policy that restarts ([`Options::restart`](crate::Options::restart),
+    /// which asks for `Clone`) keeps a clone, made when the worker starts,
+    /// for `init` to run again, and clones it once more for each restart.
+    type Args: Send + 'static;
     /// The requests [`handle_call`](Worker::handle_call) answers.
     type Request: Send + 'static;
     /// The reply to a request.

@@ -1,0 +1,107 @@
+//! What a user's worker may look like, and what the registry does with it:
+//! args that are not `Clone`, init errors of the usual shapes, ids of any
+//! size, a lookup that needs no owned id, the call timeout as an option, and
+//! when events are reported.
+
+mod common;
+
+use common::*;
+use futures::channel::oneshot;
+use gen_registry::{Context, GenRegistry, Options, RestartPolicy, Worker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+// ---- Args need not be Clone ----
+
+/// A worker whose args are a one-shot sender: it tells its starter its id.
+struct Announcer;
+
+impl Worker for Announcer {
+    type Id = u64;
+    type Args = oneshot::Sender<u64>;
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(
+        id: &u64,
+        told: oneshot::Sender<u64>,
+        _: &Context<Self>,
+    ) -> Result<Self, Self::Error> {
+        let _ = told.send(*id);
+        Ok(Announcer)
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+#[test]
+fn args_need_not_be_clone_without_a_restart_policy() {
+    run(10, async {
+        let registry = GenRegistry::<Announcer>::new(Options::default()).unwrap();
+        let (tx, rx) = oneshot::channel();
+        registry.start(7, tx).await.unwrap();
+        assert_eq!(rx.await.unwrap(), 7);
+        registry.shutdown().await;
+    });
+}
+
+/// Args that count their clones.
+struct Counted(Arc<AtomicUsize>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Counted(self.0.clone())
+    }
+}
+
+/// A worker that panics on request `true`.
+struct Fragile;
+
+impl Worker for Fragile {
+    type Id = u64;
+    type Args = Counted;
+    type Request = bool;
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u64, _: Counted, _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Fragile)
+    }
+
+    async fn handle_call(&mut self, crash: bool, _: &mut Context<Self>) {
+        assert!(!crash, "deliberate crash");
+    }
+}
+
+#[test]
+fn args_are_cloned_once_per_start_and_once_per_restart_only_under_a_restart_policy() {
+    run(10, async {
+        let clones = Arc::new(AtomicUsize::new(0));
+        let args = || Counted(clones.clone());
+        let never = GenRegistry::<Fragile>::new(Options::default()).unwrap();
+        never.start(1, args()).await.unwrap();
+        never.lookup_or_start(1, args()).await.unwrap();
+        assert_eq!(clones.load(Ordering::SeqCst), 0);
+
+        let always =
+            GenRegistry::<Fragile>::new(Options::default().restart(RestartPolicy::Always)).unwrap();
+        let worker = always.start(1, args()).await.unwrap();
+        always.lookup_or_start(1, args()).await.unwrap();
+        assert_eq!(
+            clones.load(Ordering::SeqCst),
+            1,
+            "one clone kept at the start"
+        );
+        assert!(worker.call(true).await.is_err());
+        // The restart's init runs with a clone of the kept one.
+        wait_until(|| clones.load(Ordering::SeqCst) == 2).await;
+        worker.call(false).await.unwrap();
+        assert_eq!(clones.load(Ordering::SeqCst), 2);
+        never.shutdown().await;
+        always.shutdown().await;
+    });
+}
