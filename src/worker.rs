@@ -100,8 +100,12 @@ pub trait Worker: Sized + Send + 'static {
     /// The fire-and-forget messages [`handle_cast`](Worker::handle_cast) takes;
     /// `()` if the worker takes none.
     type Message: Send + 'static;
-    /// Why `init` can fail; [`std::convert::Infallible`] if it cannot.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Why `init` can fail; [`std::convert::Infallible`] if it cannot. Any
+    /// type that can be printed will do — your own error enum, a `String`,
+    /// a `Box<dyn std::error::Error + Send + Sync>`, an `anyhow::Error`: the
+    /// caller gets it back in [`Error::Init`](crate::Error::Init), and a
+    /// failed restart's [event](crate::Event) carries its text.
+    type Error: Debug + fmt::Display + Send + 'static;
 
     /// Builds the worker's state for `id`. An `Err` (or a panic) fails the start:
     /// the caller gets [`Error::Init`](crate::Error::Init) (or

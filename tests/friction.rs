@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use futures::channel::oneshot;
-use gen_registry::{Context, GenRegistry, Options, RestartPolicy, Worker};
+use gen_registry::{Context, Error, GenRegistry, Options, RestartPolicy, Worker};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -104,4 +104,76 @@ fn args_are_cloned_once_per_start_and_once_per_restart_only_under_a_restart_poli
         never.shutdown().await;
         always.shutdown().await;
     });
+}
+
+// ---- init errors of the usual shapes ----
+
+/// A worker whose init fails with the error its args make.
+struct Refusing<E>(std::marker::PhantomData<E>);
+
+impl<E: std::fmt::Debug + std::fmt::Display + Send + 'static> Worker for Refusing<E> {
+    type Id = u64;
+    type Args = fn() -> E;
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = E;
+
+    async fn init(_: &u64, error: fn() -> E, _: &Context<Self>) -> Result<Self, E> {
+        Err(error())
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+/// The error a registry of `Refusing<E>` returns for a start.
+fn refused<E: std::fmt::Debug + std::fmt::Display + Send + 'static>(
+    error: fn() -> E,
+) -> Error<Refusing<E>> {
+    run(10, async move {
+        let registry = GenRegistry::<Refusing<E>>::new(Options::default()).unwrap();
+        registry.start(1, error).await.unwrap_err()
+    })
+}
+
+#[test]
+fn an_init_error_may_be_a_string() {
+    let error = refused(|| "no such account".to_string());
+    assert!(matches!(&error, Error::Init(text) if text == "no such account"));
+    assert!(error.to_string().ends_with(": no such account"), "{error}");
+    assert!(std::error::Error::source(&error).is_none());
+}
+
+/// An error with a cause, to follow the chain through a boxed init error.
+#[derive(Debug)]
+struct Unreachable(std::num::ParseIntError);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the account store is unreachable")
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[test]
+fn an_init_error_may_be_a_boxed_error_and_its_causes_stay_reachable() {
+    type Boxed = Box<dyn std::error::Error + Send + Sync>;
+    let error = refused::<Boxed>(|| Box::new(Unreachable("x".parse::<u8>().unwrap_err())));
+    assert!(
+        error
+            .to_string()
+            .ends_with(": the account store is unreachable"),
+        "{error}"
+    );
+    let cause = std::error::Error::source(&error).expect("the boxed error's cause");
+    assert_eq!(cause.to_string(), "invalid digit found in string");
+    // The registry's error converts into a boxed error itself, so `?` works
+    // in a function that returns one.
+    let converted: Boxed = error.into();
+    assert!(converted.to_string().contains("unreachable"));
 }
