@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
 use crate::handle::WorkerRef;
-use crate::worker::Worker;
+use crate::worker::{ShownId, Worker};
 use std::any::Any;
 use std::fmt;
 use std::time::Duration;
@@ -91,8 +91,8 @@ impl<W: Worker> fmt::Display for Error<W> {
             ),
             Error::AlreadyStarted(h) => write!(
                 f,
-                "a worker is already running under id {:?}; use the handle this error carries, or call `lookup_or_start`",
-                h.id()
+                "a worker is already running under id {}; use the handle this error carries, or call `lookup_or_start`",
+                ShownId(h.id())
             ),
             Error::Init(e) => write!(f, "the worker's init failed, nothing was registered: {e}"),
             Error::InitPanicked(m) => write!(

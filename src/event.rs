@@ -2,7 +2,7 @@
 //! GenRegistry's `:gen_module` spy), and [`trace`], an observer that turns
 //! events into `tracing` events.
 
-use crate::worker::{ExitReason, Worker};
+use crate::worker::{ExitReason, ShownId, Worker};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -89,7 +89,8 @@ pub enum Event<'a, W: Worker> {
 }
 
 impl<W: Worker> fmt::Display for Event<'_, W> {
-    /// One line, for logs.
+    /// One line, for logs. An id longer than 64 characters (in its `Debug`
+    /// form) is cut, with its length named.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
@@ -99,18 +100,26 @@ impl<W: Worker> fmt::Display for Event<'_, W> {
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Started { id } => write!(f, "worker {id:?} started"),
-            Event::Exited { id, reason } => write!(f, "worker {id:?} exited: {reason}"),
-            Event::Restarting { id, attempt, delay } => {
-                write!(f, "worker {id:?} restarts in {delay:?} (attempt {attempt})")
+            Event::Started { id } => write!(f, "worker {} started", ShownId(*id)),
+            Event::Exited { id, reason } => {
+                write!(f, "worker {} exited: {reason}", ShownId(*id))
             }
+            Event::Restarting { id, attempt, delay } => write!(
+                f,
+                "worker {} restarts in {delay:?} (attempt {attempt})",
+                ShownId(*id)
+            ),
             Event::Restarted { id, attempt } => {
-                write!(f, "worker {id:?} restarted (attempt {attempt})")
+                write!(f, "worker {} restarted (attempt {attempt})", ShownId(*id))
             }
-            Event::GaveUp { id, restarts } => {
-                write!(f, "worker {id:?} gave up after {restarts} restarts")
+            Event::GaveUp { id, restarts } => write!(
+                f,
+                "worker {} gave up after {restarts} restarts",
+                ShownId(*id)
+            ),
+            Event::Stopped { id, reason } => {
+                write!(f, "worker {} stopped: {reason}", ShownId(*id))
             }
-            Event::Stopped { id, reason } => write!(f, "worker {id:?} stopped: {reason}"),
             Event::RegistryStopped => f.write_str("registry stopped"),
         }
     }

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::options::FIVE_SECONDS;
 use crate::table::Entry;
 use crate::timer::{Elapsed, timeout};
-use crate::worker::Worker;
+use crate::worker::{ShownId, Worker};
 use futures::channel::oneshot;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -212,10 +212,12 @@ impl<W: Worker> Hash for WorkerRef<W> {
     }
 }
 
+/// The id (cut after 64 characters, see [`Worker::Id`]) and whether the
+/// worker is alive.
 impl<W: Worker> fmt::Debug for WorkerRef<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerRef")
-            .field("id", self.id())
+            .field("id", &ShownId(self.id()))
             .field("alive", &self.is_alive())
             .finish()
     }

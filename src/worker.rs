@@ -84,7 +84,9 @@ use std::hash::Hash;
 /// ```
 pub trait Worker: Sized + Send + 'static {
     /// The natural id a worker is registered under (a user id, a session id,
-    /// a phone number).
+    /// a phone number). Messages for people — errors, events, a handle's
+    /// `Debug` — show its `Debug` form, cut after 64 characters with its
+    /// full length named, so a huge id cannot flood a log.
     type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
     /// What `init` receives. It need not be `Clone`: under the default
     /// [`RestartPolicy::Never`](crate::RestartPolicy::Never) it is moved into
@@ -208,5 +210,80 @@ impl fmt::Display for ExitReason {
             ExitReason::InitFailed(m) => write!(f, "restart failed: {m}"),
             ExitReason::Killed => f.write_str("killed"),
         }
+    }
+}
+
+/// Characters of an id's `Debug` form shown in messages for people.
+const SHOWN_ID_CHARS: usize = 64;
+
+/// An id as messages for people show it: its `Debug` form, cut after
+/// [`SHOWN_ID_CHARS`] characters and followed by `… (N bytes)`, N the length
+/// of the whole form. Nothing is allocated: the form is written straight to
+/// the output, and past the cut only counted.
+pub(crate) struct ShownId<'a, I: ?Sized>(pub(crate) &'a I);
+
+impl<I: Debug + ?Sized> fmt::Display for ShownId<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut cut = Cut {
+            out: f,
+            chars: 0,
+            bytes: 0,
+        };
+        fmt::write(&mut cut, format_args!("{:?}", self.0))?;
+        if cut.chars > SHOWN_ID_CHARS {
+            write!(cut.out, "… ({} bytes)", cut.bytes)?;
+        }
+        Ok(())
+    }
+}
+
+impl<I: Debug + ?Sized> Debug for ShownId<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Passes the first [`SHOWN_ID_CHARS`] characters on and counts the rest.
+struct Cut<'a, 'b> {
+    out: &'a mut fmt::Formatter<'b>,
+    /// Characters seen, up to one past the cut.
+    chars: usize,
+    /// Bytes seen, all of them.
+    bytes: usize,
+}
+
+impl fmt::Write for Cut<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.bytes += s.len();
+        if self.chars > SHOWN_ID_CHARS {
+            return Ok(());
+        }
+        let room = SHOWN_ID_CHARS - self.chars;
+        match s.char_indices().nth(room) {
+            Some((end, _)) => {
+                self.chars = SHOWN_ID_CHARS + 1;
+                self.out.write_str(&s[..end])
+            }
+            None => {
+                self.chars += s.chars().count();
+                self.out.write_str(s)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_id_is_shown_whole_and_a_long_one_cut_with_its_length() {
+        assert_eq!(ShownId(&7u64).to_string(), "7");
+        let exact = "x".repeat(62); // 64 characters with the quotes
+        assert_eq!(ShownId(&exact).to_string(), format!("{exact:?}"));
+        let long = "é".repeat(1 << 20);
+        let shown = ShownId(&long).to_string();
+        let expected = format!("\"{}… ({} bytes)", "é".repeat(63), 2 * (1 << 20) + 2);
+        assert_eq!(shown, expected);
     }
 }

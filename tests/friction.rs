@@ -177,3 +177,50 @@ fn an_init_error_may_be_a_boxed_error_and_its_causes_stay_reachable() {
     let converted: Boxed = error.into();
     assert!(converted.to_string().contains("unreachable"));
 }
+
+// ---- ids of any size ----
+
+/// A worker with a `String` id.
+struct Named;
+
+impl Worker for Named {
+    type Id = String;
+    type Args = ();
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &String, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Named)
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+#[test]
+fn a_huge_id_is_cut_in_errors_events_and_debug_output_with_its_length_named() {
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let options = Options::default().observe(move |event: &gen_registry::Event<'_, Named>| {
+        seen.lock().push(event.to_string());
+    });
+    run(10, async move {
+        let registry = GenRegistry::<Named>::new(options).unwrap();
+        let id = "a".repeat(1 << 20);
+        let worker = registry.start(id.clone(), ()).await.unwrap();
+        let error = registry.start(id.clone(), ()).await.unwrap_err();
+        let cut = format!("\"{}… (1048578 bytes)", "a".repeat(63));
+        let texts = [
+            error.to_string(),
+            format!("{error:?}"),
+            format!("{worker:?}"),
+            events.lock()[0].clone(),
+        ];
+        for text in texts {
+            assert!(text.len() < 300, "{} bytes: {}", text.len(), &text[..300]);
+            assert!(text.contains(&cut), "{text}");
+        }
+        registry.shutdown().await;
+    });
+}
