@@ -3,10 +3,12 @@
 //! A `papaya` hash map with the fxhash hasher (its result folded, see
 //! [`Spread`]): a read pins an epoch (a
 //! thread-local store, no shared write, no lock), so lookups never message
-//! anyone and scale across threads; writes are lock-free too. Values are the
-//! workers' shared cells, each beside a copy of its RUNNING flag; removal
-//! compares cells by address, so an entry is only ever removed by (or on
-//! behalf of) the worker it belongs to, never a newer worker of the same id.
+//! anyone and scale across threads; writes are lock-free too. The keys are
+//! the workers' shared cells, hashed and compared by the id each cell holds
+//! (so an id is stored once, in its cell), and each value is a copy of its
+//! cell's RUNNING flag; removal compares cells by address, so an entry is
+//! only ever removed by (or on behalf of) the worker it belongs to, never a
+//! newer worker of the same id.
 
 use fxhash::FxHasher;
 use std::borrow::Borrow;
@@ -25,7 +27,7 @@ const RECLAIM_BATCH: usize = 128;
 /// of its RUNNING flag up to date (a worker's cell).
 pub(crate) trait Entry: Send + Sync + 'static {
     /// The key the entry is stored under.
-    type Id: Clone + Eq + Hash + Send + Sync + 'static;
+    type Id: Eq + Hash + Send + Sync + 'static;
 
     fn id(&self) -> &Self::Id;
 
@@ -40,7 +42,47 @@ pub(crate) trait Entry: Send + Sync + 'static {
 }
 
 pub(crate) struct Table<E: Entry> {
-    map: papaya::HashMap<E::Id, Slot<E>, Spread>,
+    map: papaya::HashMap<Keyed<E>, Running, Spread>,
+}
+
+/// A table key: a cell, standing for the id it holds. The id is read
+/// through the cell rather than copied into the entry, so a 1 KiB id costs
+/// 1 KiB, not 2.
+struct Keyed<E>(Arc<E>);
+
+impl<E: Entry> Hash for Keyed<E> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id().hash(state);
+    }
+}
+
+impl<E: Entry> PartialEq for Keyed<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl<E: Entry> Eq for Keyed<E> {}
+
+/// An id looked up in the table, in any form the id can be borrowed as:
+/// hashed as that form (which `Borrow` promises hashes as the id does), and
+/// equal to the key whose cell holds an equal id.
+struct Query<'a, Q: ?Sized>(&'a Q);
+
+impl<Q: Hash + ?Sized> Hash for Query<'_, Q> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl<E: Entry, Q> papaya::Equivalent<Keyed<E>> for Query<'_, Q>
+where
+    E::Id: Borrow<Q>,
+    Q: Eq + ?Sized,
+{
+    fn equivalent(&self, key: &Keyed<E>) -> bool {
+        *self.0 == *key.0.id().borrow()
+    }
 }
 
 /// fxhash, with its result folded by one 64×64→128-bit multiply.
@@ -91,15 +133,12 @@ impl Hasher for SpreadHasher {
     }
 }
 
-/// A table value: the worker's cell, and a copy of whether it is RUNNING.
-/// The copy lets [`Table::for_each_running`] skip stopped and starting
-/// workers without reading each cell — one scattered memory access per
-/// worker fewer. The cell writes it, under its lock, in the same step as its
-/// state (see [`Entry::attach`]).
-pub(crate) struct Slot<E> {
-    running: AtomicBool,
-    cell: Arc<E>,
-}
+/// A table value: a copy of whether the key's worker is RUNNING. It lets
+/// [`Table::for_each_running`] skip stopped and starting workers without
+/// reading each cell — one scattered memory access per worker fewer. The
+/// cell writes it, under its lock, in the same step as its state (see
+/// [`Entry::attach`]).
+type Running = AtomicBool;
 
 impl<E: Entry> Table<E> {
     pub(crate) fn new() -> Self {
@@ -117,7 +156,9 @@ impl<E: Entry> Table<E> {
         E::Id: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.pin().get(id).map(|slot| slot.cell.clone())
+        let map = self.map.pin();
+        let (key, _) = map.get_key_value(&Query(id))?;
+        Some(key.0.clone())
     }
 
     /// The cell under `id` if its worker is running: the lookup hot path, which
@@ -128,30 +169,29 @@ impl<E: Entry> Table<E> {
         Q: Hash + Eq + ?Sized,
     {
         let map = self.map.pin();
-        let slot = map.get(id)?;
-        slot.running
-            .load(Ordering::Acquire)
-            .then(|| slot.cell.clone())
+        let (key, running) = map.get_key_value(&Query(id))?;
+        running.load(Ordering::Acquire).then(|| key.0.clone())
     }
 
     /// Inserts `cell` under its id unless the id is taken; returns the cell
     /// that holds it then.
     pub(crate) fn try_insert(&self, cell: &Arc<E>) -> Result<(), Arc<E>> {
-        let slot = Slot {
-            running: AtomicBool::new(false),
-            cell: cell.clone(),
-        };
-        match self.map.pin().try_insert(cell.id().clone(), slot) {
-            Ok(slot) => {
+        let map = self.map.pin();
+        loop {
+            if let Ok(running) = map.try_insert(Keyed(cell.clone()), AtomicBool::new(false)) {
                 // SAFETY: papaya keeps an entry at one address (a resize
                 // moves pointers to it, not the entry) until it is removed,
                 // and frees it only after removal. The only removal is
                 // `remove`, which the registry calls only once the entry
                 // has stopped writing the flag (`Cell::close`).
-                unsafe { cell.attach(&slot.running) };
-                Ok(())
+                unsafe { cell.attach(running) };
+                return Ok(());
             }
-            Err(e) => Err(e.current.cell.clone()),
+            // papaya hands back the value it found, not its key: look the
+            // key up. If it was removed meanwhile, the id is free again.
+            if let Some((key, _)) = map.get_key_value(&Query(cell.id())) {
+                return Err(key.0.clone());
+            }
         }
     }
 
@@ -160,14 +200,14 @@ impl<E: Entry> Table<E> {
         let _ = self
             .map
             .pin()
-            .remove_if(cell.id(), |_, slot| Arc::ptr_eq(&slot.cell, cell));
+            .remove_if(&Query(cell.id()), |key, _| Arc::ptr_eq(&key.0, cell));
     }
 
     /// Calls `f` on every running worker, in no order. Only an epoch is held:
     /// `f` may use the registry.
     pub(crate) fn for_each_running(&self, mut f: impl FnMut(&E::Id, &Arc<E>) -> bool) {
-        for (id, slot) in self.map.pin().iter() {
-            if slot.running.load(Ordering::Acquire) && !f(id, &slot.cell) {
+        for (key, running) in self.map.pin().iter() {
+            if running.load(Ordering::Acquire) && !f(key.0.id(), &key.0) {
                 break;
             }
         }
@@ -175,11 +215,7 @@ impl<E: Entry> Table<E> {
 
     /// Every cell, whatever its state.
     pub(crate) fn cells(&self) -> Vec<Arc<E>> {
-        self.map
-            .pin()
-            .values()
-            .map(|slot| slot.cell.clone())
-            .collect()
+        self.map.pin().keys().map(|key| key.0.clone()).collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

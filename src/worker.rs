@@ -84,9 +84,11 @@ use std::hash::Hash;
 /// ```
 pub trait Worker: Sized + Send + 'static {
     /// The natural id a worker is registered under (a user id, a session id,
-    /// a phone number). Messages for people — errors, events, a handle's
-    /// `Debug` — show its `Debug` form, cut after 64 characters with its
-    /// full length named, so a huge id cannot flood a log.
+    /// a phone number). The registry keeps one copy of it per worker, in the
+    /// worker's cell, where the id table reads it. Messages for people —
+    /// errors, events, a handle's `Debug` — show its `Debug` form, cut after
+    /// 64 characters with its full length named, so a huge id cannot flood a
+    /// log.
     type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
     /// What `init` receives. It need not be `Clone`: under the default
     /// [`RestartPolicy::Never`](crate::RestartPolicy::Never) it is moved into
