@@ -176,6 +176,11 @@ impl<W: Worker> GenRegistry<W> {
     /// id's worker is stopping, this waits until it has ended and starts a new
     /// one: two workers of one id are never alive together.
     ///
+    /// It takes the id and the args by value, even on a hit; where making
+    /// them costs (a `String` id, args that allocate), use
+    /// [`lookup_or_start_with`](Self::lookup_or_start_with), which borrows
+    /// the id and makes the args only to start.
+    ///
     /// Errors: [`Error::Init`] / [`Error::InitPanicked`] /
     /// [`Error::StartTimeout`] when this caller's start failed (nothing stays
     /// registered; a caller that was waiting on someone else's failed start
@@ -198,7 +203,35 @@ impl<W: Worker> GenRegistry<W> {
         id: W::Id,
         args: W::Args,
     ) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(id, args, false).await
+        self.start_or_find(&id, W::Id::clone, || args, false).await
+    }
+
+    /// [`lookup_or_start`](Self::lookup_or_start) with a borrowed id, and
+    /// args made only to start: a hit allocates nothing and never calls
+    /// `args` — with `String` ids, look up by `&str`. On a miss, the id is
+    /// made with `to_owned` and `args` is called once, by the one caller
+    /// whose start runs `init` (callers that find a start under way wait
+    /// for it and call nothing). Errors as in `lookup_or_start`.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # run(async {
+    /// let registry = registry();
+    /// let a = registry.lookup_or_start_with(&9, || 1).await.unwrap();
+    /// let b = registry.lookup_or_start_with(&9, || unreachable!()).await.unwrap(); // found
+    /// assert_eq!(a, b);
+    /// # });
+    /// ```
+    pub async fn lookup_or_start_with<Q>(
+        &self,
+        id: &Q,
+        args: impl FnOnce() -> W::Args,
+    ) -> Result<WorkerRef<W>, Error<W>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = W::Id> + ?Sized,
+    {
+        self.start_or_find(id, Q::to_owned, args, false).await
     }
 
     /// Starts a worker under `id` with `args`, or fails with
@@ -220,15 +253,22 @@ impl<W: Worker> GenRegistry<W> {
     /// # });
     /// ```
     pub async fn start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(id, args, true).await
+        self.start_or_find(&id, W::Id::clone, || args, true).await
     }
 
-    async fn start_or_find(
+    /// The worker under `id`, found or started: `owned` makes the id and
+    /// `args` the args for this caller's start, if it runs one.
+    async fn start_or_find<Q>(
         &self,
-        id: W::Id,
-        args: W::Args,
+        id: &Q,
+        owned: impl Fn(&Q) -> W::Id,
+        args: impl FnOnce() -> W::Args,
         exclusive: bool,
-    ) -> Result<WorkerRef<W>, Error<W>> {
+    ) -> Result<WorkerRef<W>, Error<W>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let shared = self.shared();
         let found = |cell| {
             let found = WorkerRef::new(cell);
@@ -239,7 +279,7 @@ impl<W: Worker> GenRegistry<W> {
             }
         };
         // The hit path: one table read, one reference taken.
-        if let Some(cell) = shared.table.get_running(&id) {
+        if let Some(cell) = shared.table.get_running(id) {
             return found(cell);
         }
         let mut args = Some(args);
@@ -247,13 +287,20 @@ impl<W: Worker> GenRegistry<W> {
             if shared.stopped.load(Ordering::Acquire) {
                 return Err(Error::RegistryStopped);
             }
-            let cell = match shared.table.get(&id) {
+            let cell = match shared.table.get(id) {
                 Some(cell) => cell,
                 None => {
-                    let cell = Arc::new(Cell::new(id.clone(), &shared.count));
+                    let cell = Arc::new(Cell::new(owned(id), &shared.count));
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
-                            let args = args.take().expect("args are used by one start only");
+                            // Made only now, by the caller that starts the
+                            // worker; if making them panics, the entry goes.
+                            let claim = Claim {
+                                shared,
+                                cell: &cell,
+                            };
+                            let args = args.take().expect("args are used by one start only")();
+                            std::mem::forget(claim);
                             return self.spawn(cell, args).await;
                         }
                         Err(existing) => existing,
@@ -521,6 +568,20 @@ impl<W: Worker> GenRegistry<W> {
     /// ```
     pub fn options(&self) -> &Options<W> {
         &self.shared().options
+    }
+}
+
+/// A cell its caller has just inserted and has yet to spawn a worker for:
+/// dropped (the caller unwinding from its `args`), it retires the cell, so
+/// callers waiting on the start try their own.
+struct Claim<'a, W: Worker> {
+    shared: &'a Shared<W>,
+    cell: &'a Arc<Cell<W>>,
+}
+
+impl<W: Worker> Drop for Claim<'_, W> {
+    fn drop(&mut self) {
+        self.shared.retire(self.cell);
     }
 }
 

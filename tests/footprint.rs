@@ -101,3 +101,34 @@ fn a_workers_id_is_stored_once() {
         large - small
     );
 }
+
+#[test]
+fn a_hit_of_lookup_or_start_with_allocates_nothing() {
+    let _measuring = MEASURING.lock();
+    let registry = GenRegistry::<Idle<String>>::new(Options::default()).unwrap();
+    let hits = |by_value: bool| {
+        let registry = registry.clone();
+        // On this thread: the counts are this thread's.
+        futures::executor::block_on(async move {
+            let before = counting::thread_allocations();
+            for _ in 0..1_000 {
+                let worker = if by_value {
+                    registry.lookup_or_start("alice".to_string(), 0).await
+                } else {
+                    registry.lookup_or_start_with("alice", || 0).await
+                };
+                assert_eq!(worker.unwrap().id(), "alice");
+            }
+            counting::thread_allocations() - before
+        })
+    };
+    // The first start, and this thread's first use of the table and the
+    // executor, allocate.
+    hits(false);
+    let (borrowed, by_value) = (hits(false), hits(true));
+    eprintln!(
+        "footprint: 1,000 lookup_or_start hits of a String id allocate {by_value} times by \
+         value, {borrowed} times with lookup_or_start_with"
+    );
+    assert_eq!(borrowed, 0);
+}

@@ -224,3 +224,44 @@ fn a_huge_id_is_cut_in_errors_events_and_debug_output_with_its_length_named() {
         registry.shutdown().await;
     });
 }
+
+// ---- a lookup that needs no owned id ----
+
+#[test]
+fn lookup_or_start_with_makes_its_args_only_to_start() {
+    run(10, async {
+        let registry = GenRegistry::<Named>::new(Options::default()).unwrap();
+        let made = AtomicUsize::new(0);
+        let args = || {
+            made.fetch_add(1, Ordering::SeqCst);
+        };
+        let started = registry.lookup_or_start_with("alice", args).await.unwrap();
+        assert_eq!(started.id(), "alice");
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        for _ in 0..3 {
+            let found = registry.lookup_or_start_with("alice", args).await.unwrap();
+            assert_eq!(found, started);
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 1, "a hit makes no args");
+        registry.stop("alice").await.unwrap();
+        registry.lookup_or_start_with("alice", args).await.unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+        registry.shutdown().await;
+    });
+}
+
+#[test]
+fn args_that_panic_in_lookup_or_start_with_leave_the_id_free() {
+    run(10, async {
+        let registry = GenRegistry::<Named>::new(Options::default()).unwrap();
+        let panicked = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            registry.lookup_or_start_with("bob", || panic!("deliberate: no args")),
+        ))
+        .await;
+        assert!(panicked.is_err());
+        assert_eq!(registry.count(), 0);
+        registry.lookup_or_start_with("bob", || ()).await.unwrap();
+        assert_eq!(registry.count(), 1);
+        registry.shutdown().await;
+    });
+}
