@@ -105,7 +105,7 @@ impl<W: Worker> fmt::Display for Error<W> {
             ),
             Error::CallTimeout(d) => write!(
                 f,
-                "no reply within {d:?}; the request may still be handled later (use `call_timeout` for a slow handler)"
+                "no reply within {d:?}; the request may still be handled later (for a slow handler, raise `Options::call_timeout` or use `call_timeout`)"
             ),
             Error::HandlerPanicked(m) => {
                 write!(f, "the worker panicked while handling this request: {m}")

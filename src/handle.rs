@@ -3,7 +3,6 @@
 use crate::cell::{CallFailure, Cell, Envelope, STOPPING};
 use crate::current;
 use crate::error::Error;
-use crate::options::FIVE_SECONDS;
 use crate::table::Entry;
 use crate::timer::{Elapsed, timeout};
 use crate::worker::{ShownId, Worker};
@@ -90,8 +89,9 @@ impl<W: Worker> WorkerRef<W> {
         self.cell.state() < STOPPING
     }
 
-    /// Sends a request and waits up to 5 seconds (GenServer's default) for the
-    /// reply. See [`call_timeout`](Self::call_timeout).
+    /// Sends a request and waits for the reply up to the registry's
+    /// [call timeout](crate::Options::call_timeout) (5 s by default, as
+    /// GenServer's). Errors as in [`call_timeout`](Self::call_timeout).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -102,7 +102,7 @@ impl<W: Worker> WorkerRef<W> {
     /// # });
     /// ```
     pub async fn call(&self, request: W::Request) -> Result<W::Reply, Error<W>> {
-        self.call_timeout(request, FIVE_SECONDS).await
+        self.call_with(request, None).await
     }
 
     /// Sends a request and waits up to `timeout` for the reply.
@@ -129,13 +129,27 @@ impl<W: Worker> WorkerRef<W> {
         request: W::Request,
         timeout: Duration,
     ) -> Result<W::Reply, Error<W>> {
+        self.call_with(request, Some(timeout)).await
+    }
+
+    /// A call waiting `timeout`, or the registry's call timeout.
+    async fn call_with(
+        &self,
+        request: W::Request,
+        timeout: Option<Duration>,
+    ) -> Result<W::Reply, Error<W>> {
         if current::is(self.cell.address()) {
             return Err(Error::CalledSelf);
         }
         let (reply_to, reply) = oneshot::channel();
-        if self.cell.push(Envelope::Call(request, reply_to)).is_err() {
+        let envelope = Envelope::Call(request, reply_to);
+        let delivered = match timeout {
+            Some(timeout) => self.cell.push(envelope).map(|()| timeout),
+            None => self.cell.push_call(envelope),
+        };
+        let Ok(timeout) = delivered else {
             return Err(Error::WorkerEnded);
-        }
+        };
         match self::timeout(timeout, reply).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(CallFailure::Panicked(message)))) => Err(Error::HandlerPanicked(message)),

@@ -40,6 +40,7 @@ use std::time::Duration;
 pub struct Options<W: Worker> {
     start_timeout: Duration,
     shutdown_timeout: Duration,
+    call_timeout: Duration,
     restart: RestartPolicy,
     /// How the args are copied for a restart; set with a policy that
     /// restarts, which is only offered where the args are `Clone`.
@@ -56,6 +57,7 @@ impl<W: Worker> Clone for Options<W> {
         Options {
             start_timeout: self.start_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            call_timeout: self.call_timeout,
             restart: self.restart,
             clone_args: self.clone_args,
             back_off: self.back_off,
@@ -72,6 +74,7 @@ impl<W: Worker> fmt::Debug for Options<W> {
         f.debug_struct("Options")
             .field("start_timeout", &self.start_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("call_timeout", &self.call_timeout)
             .field("restart", &self.restart)
             .field("back_off", &self.back_off)
             .field("observer", &self.observer.is_some())
@@ -85,17 +88,19 @@ impl<W: Worker> fmt::Debug for Options<W> {
 pub(crate) type CloneArgs<W> = fn(&<W as Worker>::Args) -> <W as Worker>::Args;
 
 /// GenServer's default call timeout, which GenRegistry also uses for starts.
-pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
+const FIVE_SECONDS: Duration = Duration::from_secs(5);
 
 impl<W: Worker> Default for Options<W> {
     /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
-    /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
+    /// 5 s (OTP's default for a worker), a call timeout of 5 s (GenServer's
+    /// default), no restarts (GenRegistry's
     /// behaviour) and, for a restart policy, [`BackOff::DEFAULT`], no
     /// observer, the worker type's name, and Bastion's executor.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
             shutdown_timeout: FIVE_SECONDS,
+            call_timeout: FIVE_SECONDS,
             restart: RestartPolicy::Never,
             clone_args: None,
             back_off: BackOff::DEFAULT,
@@ -135,6 +140,34 @@ impl<W: Worker> Options<W> {
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
+    }
+
+    /// How long [`WorkerRef::call`](crate::WorkerRef::call) waits for a
+    /// reply before it fails with
+    /// [`Error::CallTimeout`](crate::Error::CallTimeout); default 5 s, as
+    /// GenServer's `call`.
+    /// [`call_timeout`](crate::WorkerRef::call_timeout) sets one call's own.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// # use gen_registry::Options; use std::time::Duration;
+    /// let options = Options::<Pinger>::default().call_timeout(Duration::from_millis(500));
+    /// assert_eq!(options.get_call_timeout(), Duration::from_millis(500));
+    /// ```
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The call timeout (see [`call_timeout`](Self::call_timeout)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// # use gen_registry::Options; use std::time::Duration;
+    /// assert_eq!(Options::<Pinger>::default().get_call_timeout(), Duration::from_secs(5));
+    /// ```
+    pub fn get_call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The start timeout.
@@ -342,6 +375,9 @@ impl<W: Worker> Options<W> {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.start_timeout.is_zero() {
             return Err("start_timeout is zero: no init could ever finish in time".into());
+        }
+        if self.call_timeout.is_zero() {
+            return Err("call_timeout is zero: no call could ever be answered in time".into());
         }
         if self.shutdown_timeout.is_zero() {
             return Err(

@@ -290,7 +290,7 @@ impl<W: Worker> GenRegistry<W> {
             let cell = match shared.table.get(id) {
                 Some(cell) => cell,
                 None => {
-                    let cell = Arc::new(Cell::new(owned(id), &shared.count));
+                    let cell = Arc::new(Cell::new(owned(id), shared));
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
                             // Made only now, by the caller that starts the

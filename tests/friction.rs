@@ -265,3 +265,32 @@ fn args_that_panic_in_lookup_or_start_with_leave_the_id_free() {
         registry.shutdown().await;
     });
 }
+
+// ---- the call timeout is an option ----
+
+#[test]
+fn call_waits_the_call_timeout_of_the_registrys_options() {
+    run(10, async {
+        let log = Log::new();
+        let short = std::time::Duration::from_millis(20);
+        let registry = registry_with(Options::default().call_timeout(short));
+        let worker = registry.start(1, Args::new(&log)).await.unwrap();
+        match worker.call(Req::Hang).await {
+            Err(Error::CallTimeout(waited)) => assert_eq!(waited, short),
+            other => panic!("{other:?}"),
+        }
+        // A call's own timeout still wins.
+        let own = std::time::Duration::from_millis(30);
+        assert!(matches!(
+            worker.call_timeout(Req::Hang, own).await,
+            Err(Error::CallTimeout(waited)) if waited == own
+        ));
+        // Its handler never returns: no stop could end it.
+        worker.kill();
+    });
+    let zero = Options::<Probe>::default().call_timeout(std::time::Duration::ZERO);
+    assert!(matches!(
+        GenRegistry::new(zero),
+        Err(Error::InvalidOptions(why)) if why.contains("call_timeout")
+    ));
+}
