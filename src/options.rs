@@ -254,6 +254,16 @@ impl<W: Worker> Options<W> {
     /// Without an observer, reporting costs one branch. [`trace`](crate::trace)
     /// is a ready-made observer.
     ///
+    /// When, relative to the callers: `Started` is reported before the start
+    /// that ran `init` returns, `Stopped` before `stop` or `shutdown`
+    /// returns, `RegistryStopped` before `shutdown` returns. A caller is
+    /// answered first: a call whose handler panicked or stopped the worker
+    /// gets its reply before `terminate` runs — no caller waits on a
+    /// `terminate`, which may take up to the shutdown timeout — so before
+    /// `Exited`, `Restarting`, `GaveUp` and `Stopped` are reported: wait for
+    /// the event, not the reply, to see it. `kill` returns before the killed
+    /// worker's events.
+    ///
     /// ```
     /// # use gen_registry::doc_support::*;
     /// use gen_registry::{Event, GenRegistry, Options};

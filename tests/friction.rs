@@ -11,6 +11,19 @@ use gen_registry::{Context, Error, GenRegistry, Options, RestartPolicy, Worker};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The events a registry with these options reports, as text.
+type Recorded = Arc<parking_lot::Mutex<Vec<String>>>;
+
+/// Options whose observer records every event, and the record.
+fn recorded<W: Worker>() -> (Recorded, Options<W>) {
+    let events = Recorded::default();
+    let seen = events.clone();
+    let options = Options::default().observe(move |event: &gen_registry::Event<'_, W>| {
+        seen.lock().push(event.to_string());
+    });
+    (events, options)
+}
+
 // ---- Args need not be Clone ----
 
 /// A worker whose args are a one-shot sender: it tells its starter its id.
@@ -200,13 +213,9 @@ impl Worker for Named {
 
 #[test]
 fn a_huge_id_is_cut_in_errors_events_and_debug_output_with_its_length_named() {
-    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let options = Options::default().observe(move |event: &gen_registry::Event<'_, Named>| {
-        seen.lock().push(event.to_string());
-    });
+    let (events, options) = recorded::<Named>();
     run(10, async move {
-        let registry = GenRegistry::<Named>::new(options).unwrap();
+        let registry = GenRegistry::new(options).unwrap();
         let id = "a".repeat(1 << 20);
         let worker = registry.start(id.clone(), ()).await.unwrap();
         let error = registry.start(id.clone(), ()).await.unwrap_err();
@@ -293,4 +302,65 @@ fn call_waits_the_call_timeout_of_the_registrys_options() {
         GenRegistry::new(zero),
         Err(Error::InvalidOptions(why)) if why.contains("call_timeout")
     ));
+}
+
+// ---- when events are reported ----
+
+/// A worker whose `terminate` waits until its gate opens.
+struct SlowToEnd {
+    gate: Option<oneshot::Receiver<()>>,
+}
+
+impl Worker for SlowToEnd {
+    type Id = u64;
+    type Args = oneshot::Receiver<()>;
+    type Request = bool; // `true` panics, `false` stops the worker
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(
+        _: &u64,
+        gate: oneshot::Receiver<()>,
+        _: &Context<Self>,
+    ) -> Result<Self, Self::Error> {
+        Ok(SlowToEnd { gate: Some(gate) })
+    }
+
+    async fn handle_call(&mut self, panic: bool, ctx: &mut Context<Self>) {
+        assert!(!panic, "deliberate panic");
+        ctx.stop();
+    }
+
+    async fn terminate(&mut self, _: &gen_registry::ExitReason, _: &mut Context<Self>) {
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.await;
+        }
+    }
+}
+
+#[test]
+fn a_caller_is_answered_before_the_events_of_the_end_its_call_caused() {
+    let (events, options) = recorded::<SlowToEnd>();
+    run(10, async move {
+        let registry = GenRegistry::new(options).unwrap();
+        for (id, panic) in [(1, true), (2, false)] {
+            let (open, gate) = oneshot::channel();
+            let worker = registry.start(id, gate).await.unwrap();
+            assert_eq!(
+                *events.lock(),
+                [format!("worker {id} started")],
+                "before start returned"
+            );
+            let reply = worker.call(panic).await;
+            assert_eq!(reply.is_err(), panic);
+            // Answered, while `terminate` still waits: nothing reported yet.
+            assert_eq!(events.lock().len(), 1, "{:?}", events.lock());
+            open.send(()).unwrap();
+            let stopped = format!("worker {id} stopped");
+            wait_until(|| events.lock().iter().any(|e| e.starts_with(&stopped))).await;
+            events.lock().clear();
+        }
+        registry.shutdown().await;
+    });
 }
