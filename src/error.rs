@@ -13,14 +13,18 @@ use std::time::Duration;
 /// the id taken: no downcasting, no boxing.
 ///
 /// ```
-/// # use gen_registry::{Context, Error, GenRegistry, Options, Worker};
-/// # struct Echo;
-/// # impl Worker for Echo {
-/// #     type Id = u32; type Args = (); type Request = (); type Reply = ();
-/// #     type Message = (); type Error = std::convert::Infallible;
-/// #     async fn init(_: &u32, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Echo) }
-/// #     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
-/// # }
+/// use gen_registry::{Context, Error, GenRegistry, Options, Worker};
+///
+/// /// A worker that only exists.
+/// struct Echo;
+///
+/// impl Worker for Echo {
+///     type Id = u32; type Args = (); type Request = (); type Reply = ();
+///     type Message = (); type Error = std::convert::Infallible;
+///     async fn init(_: &u32, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Echo) }
+///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+/// }
+///
 /// # futures::executor::block_on(async {
 /// let registry = GenRegistry::<Echo>::new(Options::default())?;
 /// match registry.lookup(&7) {

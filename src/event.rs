@@ -15,6 +15,10 @@ use std::time::Duration;
 /// process; events of different workers may interleave. Every `Started` is
 /// followed, sooner or later, by exactly one `Stopped`.
 ///
+#[doc = include_str!("doc_support/pinger.md")]
+///
+/// The events of a start, a hit and a stop, as text:
+///
 /// ```
 /// use gen_registry::{Event, Options};
 /// # use gen_registry::doc_support::*;
@@ -136,10 +140,12 @@ impl<W: Worker> fmt::Debug for Event<'_, W> {
 /// `DEBUG`. Pass it to [`Options::observe`](crate::Options::observe).
 ///
 /// ```
-/// # use gen_registry::doc_support::Pinger;
-/// use gen_registry::{GenRegistry, Options};
-/// let registry = GenRegistry::<Pinger>::new(Options::default().observe(gen_registry::trace));
-/// assert!(registry.is_ok());
+/// use gen_registry::{Options, Worker};
+///
+/// /// Options that log every event of a registry of `W`.
+/// fn traced<W: Worker>() -> Options<W> {
+///     Options::default().observe(gen_registry::trace)
+/// }
 /// ```
 pub fn trace<W: Worker>(event: &Event<'_, W>) {
     let worker = std::any::type_name::<W>();

@@ -19,27 +19,24 @@ use std::time::Duration;
 /// error at once ([`Error::WorkerEnded`]) — it never hangs, and no handle ever
 /// reaches a newer worker of the same id.
 ///
+#[doc = include_str!("doc_support/pinger.md")]
+///
+/// A handle, from the start of its worker to its end:
+///
 /// ```
-/// # use gen_registry::{Context, Error, GenRegistry, Options, Worker};
-/// # struct Adder(u64);
-/// # impl Worker for Adder {
-/// #     type Id = &'static str; type Args = u64; type Request = u64; type Reply = u64;
-/// #     type Message = u64; type Error = std::convert::Infallible;
-/// #     async fn init(_: &&'static str, n: u64, _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Adder(n)) }
-/// #     async fn handle_call(&mut self, x: u64, _: &mut Context<Self>) -> u64 { x + self.0 }
-/// #     async fn handle_cast(&mut self, x: u64, _: &mut Context<Self>) { self.0 += x }
-/// # }
+/// # use gen_registry::doc_support::Pinger;
+/// use gen_registry::{Error, GenRegistry, Options};
 /// # futures::executor::block_on(async {
-/// let registry = GenRegistry::<Adder>::new(Options::default())?;
-/// let adder = registry.lookup_or_start("alice", 10).await?;
-/// assert_eq!(adder.call(1).await?, 11);
-/// adder.cast(5)?;
-/// assert_eq!(adder.call(1).await?, 16);
-/// assert_eq!(*adder.id(), "alice");
-/// assert!(adder.is_alive());
-/// registry.stop(&"alice").await?;
-/// assert!(matches!(adder.call(1).await, Err(Error::WorkerEnded)));
-/// # Ok::<(), Error<Adder>>(())
+/// let registry = GenRegistry::<Pinger>::new(Options::default())?;
+/// let worker = registry.lookup_or_start(1, 10).await?;
+/// assert_eq!(worker.call(1).await?, 11);
+/// worker.cast(5)?;
+/// assert_eq!(worker.call(1).await?, 16);
+/// assert_eq!(*worker.id(), 1);
+/// assert!(worker.is_alive());
+/// registry.stop(&1).await?;
+/// assert!(matches!(worker.call(1).await, Err(Error::WorkerEnded)));
+/// # Ok::<(), Error<Pinger>>(())
 /// # }).unwrap();
 /// ```
 #[repr(transparent)]
@@ -62,8 +59,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(3, 0).await.unwrap();
     /// assert_eq!(*worker.id(), 3);
     /// # });
@@ -77,8 +75,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// assert!(worker.is_alive());
     /// registry.stop(&1).await.unwrap();
@@ -95,8 +94,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry(); // workers answer `x` with `x + state`
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap(); // workers answer `x` with `x + state`
     /// let worker = registry.lookup_or_start(1, 100).await.unwrap();
     /// assert_eq!(worker.call(5).await.unwrap(), 105);
     /// # });
@@ -116,9 +116,10 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # use std::time::Duration;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 1).await.unwrap();
     /// let reply = worker.call_timeout(41, Duration::from_millis(100)).await;
     /// assert_eq!(reply.unwrap(), 42);
@@ -165,8 +166,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry(); // a cast adds to the state
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap(); // a cast adds to the state
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// worker.cast(10).unwrap();
     /// assert_eq!(worker.call(0).await.unwrap(), 10);
@@ -188,8 +190,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// worker.kill();
     /// assert!(!worker.is_alive());

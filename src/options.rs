@@ -19,6 +19,10 @@ use std::time::Duration;
 /// misbehaving later. The worker type is usually inferred from where the
 /// options go.
 ///
+#[doc = include_str!("doc_support/pinger.md")]
+///
+/// A registry of pingers with every timeout and its restarts set:
+///
 /// ```
 /// # use gen_registry::doc_support::Pinger;
 /// use gen_registry::{BackOff, GenRegistry, Options, RestartPolicy};

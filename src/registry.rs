@@ -61,6 +61,8 @@ use std::sync::atomic::{Ordering, fence};
 /// registry.shutdown().await;
 /// # });
 /// ```
+///
+#[doc = include_str!("doc_support/pinger.md")]
 pub struct GenRegistry<W: Worker> {
     owner: Arc<Owner<W>>,
 }
@@ -80,7 +82,9 @@ impl<W: Worker> PartialEq for GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
-    /// let (a, b) = (registry(), registry());
+    /// # use gen_registry::{GenRegistry, Options};
+    /// let a = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// let b = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert_eq!(a, a.clone());
     /// assert_ne!(a, b);
     /// ```
@@ -140,9 +144,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert!(matches!(registry.lookup(&1), Err(Error::NotFound)));
     /// let started = registry.start(1, 0).await.unwrap();
     /// assert_eq!(registry.lookup(&1).unwrap(), started);
@@ -190,8 +195,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let a = registry.lookup_or_start(9, 1).await.unwrap();
     /// let b = registry.lookup_or_start(9, 2).await.unwrap(); // found: args unused
     /// assert_eq!(a, b);
@@ -215,8 +221,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let a = registry.lookup_or_start_with(&9, || 1).await.unwrap();
     /// let b = registry.lookup_or_start_with(&9, || unreachable!()).await.unwrap(); // found
     /// assert_eq!(a, b);
@@ -242,9 +249,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let first = registry.start(5, 0).await.unwrap();
     /// match registry.start(5, 0).await {
     ///     Err(Error::AlreadyStarted(existing)) => assert_eq!(existing, first),
@@ -369,9 +377,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// registry.start(1, 0).await.unwrap();
     /// registry.stop(&1).await.unwrap();
     /// assert_eq!(registry.count(), 0);
@@ -416,8 +425,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// for id in 0..3 {
     ///     registry.start(id, 0).await.unwrap();
     /// }
@@ -434,8 +444,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// for id in 1..=4 {
     ///     registry.start(id, 0).await.unwrap();
     /// }
@@ -457,8 +468,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// registry.start(1, 0).await.unwrap();
     /// registry.start(2, 0).await.unwrap();
     /// let mut ids: Vec<u64> = registry.to_list().into_iter().map(|(id, _)| id).collect();
@@ -481,8 +493,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert!(registry.sample().is_none());
     /// registry.start(7, 0).await.unwrap();
     /// let (id, worker) = registry.sample().unwrap();
@@ -530,9 +543,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.start(1, 0).await.unwrap();
     /// registry.shutdown().await;
     /// assert!(!worker.is_alive());
@@ -548,8 +562,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert!(!registry.is_stopped());
     /// registry.shutdown().await;
     /// assert!(registry.is_stopped());
@@ -563,8 +578,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # use std::time::Duration;
-    /// assert_eq!(registry().options().get_start_timeout(), Duration::from_secs(5));
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// assert_eq!(registry.options().get_start_timeout(), Duration::from_secs(5));
     /// ```
     pub fn options(&self) -> &Options<W> {
         &self.shared().options
