@@ -5,14 +5,15 @@
 //! thread-local store, no shared write, no lock), so lookups never message
 //! anyone and scale across threads; writes are lock-free too. The keys are
 //! the workers' shared cells, hashed and compared by the id each cell holds
-//! (so an id is stored once, in its cell), and each value is a copy of its
-//! cell's RUNNING flag; removal compares cells by address, so an entry is
-//! only ever removed by (or on behalf of) the worker it belongs to, never a
-//! newer worker of the same id.
+//! (an id that owns memory is stored once, in its cell; see [`Keyed`]), and
+//! each value is a copy of its cell's RUNNING flag; removal compares cells
+//! by address, so an entry is only ever removed by (or on behalf of) the
+//! worker it belongs to, never a newer worker of the same id.
 
 use fxhash::FxHasher;
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,7 +28,7 @@ const RECLAIM_BATCH: usize = 128;
 /// of its RUNNING flag up to date (a worker's cell).
 pub(crate) trait Entry: Send + Sync + 'static {
     /// The key the entry is stored under.
-    type Id: Eq + Hash + Send + Sync + 'static;
+    type Id: Clone + Eq + Hash + Send + Sync + 'static;
 
     fn id(&self) -> &Self::Id;
 
@@ -45,20 +46,53 @@ pub(crate) struct Table<E: Entry> {
     map: papaya::HashMap<Keyed<E>, Running, Spread>,
 }
 
-/// A table key: a cell, standing for the id it holds. The id is read
-/// through the cell rather than copied into the entry, so a 1 KiB id costs
-/// 1 KiB, not 2.
-struct Keyed<E>(Arc<E>);
+/// A table key: a cell, standing for the id it holds.
+///
+/// An id that owns memory (a `String`) is read through the cell: it is
+/// kept once, so a 1 KiB id costs 1 KiB, not 2. An id that owns none (no
+/// drop glue: integers, arrays and tuples of them) is also copied beside the
+/// cell's pointer, as the map would have held it: lookups and walks that
+/// read it (`reduce` summing ids) then touch no cell, and the copy costs no
+/// more than the map's own key would.
+struct Keyed<E: Entry> {
+    cell: Arc<E>,
+    /// The id, initialised exactly when [`Keyed::INLINE`].
+    copy: MaybeUninit<E::Id>,
+}
+
+impl<E: Entry> Keyed<E> {
+    /// Whether ids of this type are copied into the key.
+    const INLINE: bool = !std::mem::needs_drop::<E::Id>();
+
+    fn new(cell: Arc<E>) -> Self {
+        let copy = if Self::INLINE {
+            MaybeUninit::new(cell.id().clone())
+        } else {
+            MaybeUninit::uninit()
+        };
+        Keyed { cell, copy }
+    }
+
+    fn id(&self) -> &E::Id {
+        if Self::INLINE {
+            // SAFETY: `new` initialises the copy whenever INLINE holds. (It
+            // is never dropped: a type that needs no drop may be forgotten.)
+            unsafe { self.copy.assume_init_ref() }
+        } else {
+            self.cell.id()
+        }
+    }
+}
 
 impl<E: Entry> Hash for Keyed<E> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.id().hash(state);
+        self.id().hash(state);
     }
 }
 
 impl<E: Entry> PartialEq for Keyed<E> {
     fn eq(&self, other: &Self) -> bool {
-        self.0.id() == other.0.id()
+        self.id() == other.id()
     }
 }
 
@@ -81,7 +115,7 @@ where
     Q: Eq + ?Sized,
 {
     fn equivalent(&self, key: &Keyed<E>) -> bool {
-        *self.0 == *key.0.id().borrow()
+        *self.0 == *key.id().borrow()
     }
 }
 
@@ -158,7 +192,7 @@ impl<E: Entry> Table<E> {
     {
         let map = self.map.pin();
         let (key, _) = map.get_key_value(&Query(id))?;
-        Some(key.0.clone())
+        Some(key.cell.clone())
     }
 
     /// The cell under `id` if its worker is running: the lookup hot path, which
@@ -170,7 +204,7 @@ impl<E: Entry> Table<E> {
     {
         let map = self.map.pin();
         let (key, running) = map.get_key_value(&Query(id))?;
-        running.load(Ordering::Acquire).then(|| key.0.clone())
+        running.load(Ordering::Acquire).then(|| key.cell.clone())
     }
 
     /// Inserts `cell` under its id unless the id is taken; returns the cell
@@ -178,7 +212,7 @@ impl<E: Entry> Table<E> {
     pub(crate) fn try_insert(&self, cell: &Arc<E>) -> Result<(), Arc<E>> {
         let map = self.map.pin();
         loop {
-            if let Ok(running) = map.try_insert(Keyed(cell.clone()), AtomicBool::new(false)) {
+            if let Ok(running) = map.try_insert(Keyed::new(cell.clone()), AtomicBool::new(false)) {
                 // SAFETY: papaya keeps an entry at one address (a resize
                 // moves pointers to it, not the entry) until it is removed,
                 // and frees it only after removal. The only removal is
@@ -190,7 +224,7 @@ impl<E: Entry> Table<E> {
             // papaya hands back the value it found, not its key: look the
             // key up. If it was removed meanwhile, the id is free again.
             if let Some((key, _)) = map.get_key_value(&Query(cell.id())) {
-                return Err(key.0.clone());
+                return Err(key.cell.clone());
             }
         }
     }
@@ -200,14 +234,14 @@ impl<E: Entry> Table<E> {
         let _ = self
             .map
             .pin()
-            .remove_if(&Query(cell.id()), |key, _| Arc::ptr_eq(&key.0, cell));
+            .remove_if(&Query(cell.id()), |key, _| Arc::ptr_eq(&key.cell, cell));
     }
 
     /// Calls `f` on every running worker, in no order. Only an epoch is held:
     /// `f` may use the registry.
     pub(crate) fn for_each_running(&self, mut f: impl FnMut(&E::Id, &Arc<E>) -> bool) {
         for (key, running) in self.map.pin().iter() {
-            if running.load(Ordering::Acquire) && !f(key.0.id(), &key.0) {
+            if running.load(Ordering::Acquire) && !f(key.id(), &key.cell) {
                 break;
             }
         }
@@ -215,7 +249,7 @@ impl<E: Entry> Table<E> {
 
     /// Every cell, whatever its state.
     pub(crate) fn cells(&self) -> Vec<Arc<E>> {
-        self.map.pin().keys().map(|key| key.0.clone()).collect()
+        self.map.pin().keys().map(|key| key.cell.clone()).collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -234,6 +268,43 @@ mod tests {
             .map(|n| Spread.hash_one(id(n)) & 0xFFFF)
             .collect::<HashSet<_>>()
             .len()
+    }
+
+    /// An entry with nothing but an id.
+    struct Bare<I>(I);
+
+    impl<I: Clone + Eq + Hash + Send + Sync + 'static> Entry for Bare<I> {
+        type Id = I;
+        fn id(&self) -> &I {
+            &self.0
+        }
+        unsafe fn attach(&self, _: &AtomicBool) {}
+    }
+
+    #[test]
+    fn an_id_that_owns_memory_is_read_through_its_cell_and_a_plain_one_copied() {
+        let inline = [
+            Keyed::<Bare<String>>::INLINE,
+            Keyed::<Bare<u64>>::INLINE,
+            Keyed::<Bare<(u32, [u8; 4])>>::INLINE,
+        ];
+        assert_eq!(inline, [false, true, true]);
+        let table = Table::new();
+        let cell = Arc::new(Bare("alice".to_string()));
+        assert!(table.try_insert(&cell).is_ok());
+        assert!(Arc::ptr_eq(&table.get("alice").unwrap(), &cell));
+        // Another cell of the same id is refused with the one in place.
+        let other = Arc::new(Bare("alice".to_string()));
+        assert!(
+            table
+                .try_insert(&other)
+                .is_err_and(|held| Arc::ptr_eq(&held, &cell))
+        );
+        // Only the cell in place removes the entry.
+        table.remove(&other);
+        assert!(table.get("alice").is_some());
+        table.remove(&cell);
+        assert!(table.is_empty());
     }
 
     #[test]
