@@ -209,11 +209,11 @@ impl<W: Worker> Inner<W> {
 }
 
 /// `repr(C)`, state then id first: the lifecycle byte that `lookup_or_start`,
-/// `stop` and a message's delivery read, and the id every table lookup
-/// compares (the table keeps no copy of it), sit right after the `Arc`'s
-/// reference count the handle they take increments, so they touch one cache
-/// line of the cell for it, not two (Rust's own layout puts the byte last).
-/// `lookup` reads the table's copy of the state instead.
+/// `stop` and a message's delivery read, and the id a table lookup compares
+/// when the table keeps no copy of it (an id that owns memory), sit right
+/// after the `Arc`'s reference count the handle they take increments, so
+/// they touch one cache line of the cell for it, not two (Rust's own layout
+/// puts the byte last). `lookup` reads the table's copy of the state instead.
 #[repr(C)]
 pub(crate) struct Cell<W: Worker> {
     state: AtomicU8,

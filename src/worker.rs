@@ -84,8 +84,8 @@ use std::hash::Hash;
 /// ```
 pub trait Worker: Sized + Send + 'static {
     /// The natural id a worker is registered under (a user id, a session id,
-    /// a phone number). The registry keeps one copy of it per worker, in the
-    /// worker's cell, where the id table reads it. Messages for people —
+    /// a phone number). An id that owns memory (a `String`) is kept once per
+    /// worker, in its cell, where the id table reads it. Messages for people —
     /// errors, events, a handle's `Debug` — show its `Debug` form, cut after
     /// 64 characters with its full length named, so a huge id cannot flood a
     /// log.
