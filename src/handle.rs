@@ -96,7 +96,8 @@ impl<W: Worker> WorkerRef<W> {
     /// # use gen_registry::doc_support::*;
     /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap(); // workers answer `x` with `x + state`
+    /// // A pinger answers `x` with `x + state`.
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 100).await.unwrap();
     /// assert_eq!(worker.call(5).await.unwrap(), 105);
     /// # });
@@ -168,7 +169,8 @@ impl<W: Worker> WorkerRef<W> {
     /// # use gen_registry::doc_support::*;
     /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap(); // a cast adds to the state
+    /// // A pinger adds a cast to its state.
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// worker.cast(10).unwrap();
     /// assert_eq!(worker.call(0).await.unwrap(), 10);

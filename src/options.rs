@@ -32,10 +32,11 @@ use std::time::Duration;
 ///     Options::default()
 ///         .start_timeout(Duration::from_secs(1))
 ///         .shutdown_timeout(Duration::from_millis(500))
+///         .call_timeout(Duration::from_secs(2))
 ///         .restart(RestartPolicy::Always)
 ///         .back_off(BackOff::Exponential {
-///             initial: Duration::from_millis(10),
-///             max: Duration::from_secs(1),
+///             initial: Duration::from_millis(50),
+///             max: Duration::from_secs(5),
 ///         }),
 /// )
 /// .unwrap();
