@@ -27,6 +27,7 @@
 //! stop has to remove the entry again.
 
 use crate::executor::Task;
+use crate::shared::Shared;
 use crate::table::Entry;
 use crate::timers::{Repeat, Timers};
 use crate::worker::{ExitReason, Worker};
@@ -36,7 +37,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -198,8 +199,9 @@ struct Mirror(NonNull<AtomicBool>);
 unsafe impl Send for Mirror {}
 unsafe impl Sync for Mirror {}
 
-/// The registry's count of running workers, which a cell keeps up to date
-/// in the same step as its state.
+/// The registry's shared state: its count of running workers, which a cell
+/// keeps up to date in the same step as its state, and its options, which a
+/// call reads for its timeout.
 ///
 /// A pointer, not an `Arc`, so that starts and stops write no reference
 /// count on the registry's shared line. It is valid whenever the cell is not
@@ -207,12 +209,22 @@ unsafe impl Sync for Mirror {}
 /// process until after its cell is ENDED, and by whoever is starting the
 /// worker before that; every use is under the cell's lock, after a check
 /// that the cell is not ENDED.
-struct Registered(NonNull<AtomicUsize>);
+struct Registered<W: Worker>(NonNull<Shared<W>>);
 
-// SAFETY: it points to an `AtomicUsize`, which any thread may update; the
-// type's doc states for how long it stays valid.
-unsafe impl Send for Registered {}
-unsafe impl Sync for Registered {}
+// SAFETY: it points to the registry's shared state, which any thread may
+// read and whose count any thread may update; the type's doc states for how
+// long it stays valid.
+unsafe impl<W: Worker> Send for Registered<W> {}
+unsafe impl<W: Worker> Sync for Registered<W> {}
+
+impl<W: Worker> Registered<W> {
+    /// The registry's shared state. Only under the cell's lock, with the
+    /// cell not ENDED.
+    fn get(&self) -> &Shared<W> {
+        // SAFETY: see the type's doc.
+        unsafe { self.0.as_ref() }
+    }
+}
 
 struct Inner<W: Worker> {
     queue: VecDeque<Envelope<W>>,
@@ -230,8 +242,8 @@ struct Inner<W: Worker> {
     /// The table's copy of "RUNNING", written with the state; `None` before
     /// the cell is in the table and from `close` on.
     mirror: Option<Mirror>,
-    /// The registry's running count.
-    count: Registered,
+    /// The registry's running count and options.
+    registry: Registered<W>,
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
@@ -265,8 +277,7 @@ impl<W: Worker> Inner<W> {
     /// writes the table's copy, in the same step as its state enters or leaves
     /// RUNNING: the three move together, under the cell's lock.
     fn count_running(&self, now: bool) {
-        // SAFETY: see `Registered`.
-        let running = unsafe { self.count.0.as_ref() };
+        let running = &self.registry.get().count;
         if now {
             running.fetch_add(1, Ordering::AcqRel);
         } else {
@@ -279,11 +290,12 @@ impl<W: Worker> Inner<W> {
     }
 }
 
-/// `repr(C)`, state first: the lifecycle byte that `lookup_or_start`, `stop`
-/// and a message's delivery read sits right after the `Arc`'s reference count
-/// the handle they hold increments, so they touch one cache line of the cell
-/// for it, not two (Rust's own layout puts the byte last). `lookup` reads the
-/// table's copy instead.
+/// `repr(C)`, state then id first: the lifecycle byte that `lookup_or_start`,
+/// `stop` and a message's delivery read, and the id a table lookup compares
+/// when the table keeps no copy of it (an id that owns memory), sit right
+/// after the `Arc`'s reference count the handle they take increments, so
+/// they touch one cache line of the cell for it, not two (Rust's own layout
+/// puts the byte last). `lookup` reads the table's copy of the state instead.
 #[repr(C)]
 pub(crate) struct Cell<W: Worker> {
     state: AtomicU8,
@@ -329,10 +341,11 @@ impl Wake {
 }
 
 impl<W: Worker> Cell<W> {
-    /// A cell for a worker of `id`, counted in `running` while it runs, with
-    /// a mailbox of `capacity` messages (0: unbounded). `running` must
-    /// outlive the cell's worker (see `Registered`).
-    pub(crate) fn new(id: W::Id, running: &AtomicUsize, capacity: u32) -> Self {
+    /// A cell for a worker of `id` in `registry`, counted in its count while
+    /// it runs, its mailbox bounded as the registry's options say.
+    /// `registry` must outlive the cell's worker (see `Registered`).
+    pub(crate) fn new(id: W::Id, registry: &Shared<W>) -> Self {
+        let capacity = registry.capacity;
         Cell {
             state: AtomicU8::new(STARTING),
             id,
@@ -346,7 +359,7 @@ impl<W: Worker> Cell<W> {
                 exit: Exit::Code(Exit::NONE),
                 timers: None,
                 mirror: None,
-                count: Registered(NonNull::from(running)),
+                registry: Registered(NonNull::from(registry)),
                 stop: None,
                 kill: false,
                 parked: false,
@@ -371,7 +384,22 @@ impl<W: Worker> Cell<W> {
     /// Queues a message unless the worker is stopping or has ended, or its
     /// mailbox is full; gives the message back if it cannot be queued.
     pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<(), Refused<W>> {
-        let waker = {
+        self.deliver(envelope, |_| ())
+    }
+
+    /// [`push`](Self::push), for a call that waits the registry's call
+    /// timeout: returns it, read while the registry is sure to be alive.
+    pub(crate) fn push_call(&self, envelope: Envelope<W>) -> Result<Duration, Refused<W>> {
+        self.deliver(envelope, |registry| registry.options.get_call_timeout())
+    }
+
+    /// Queues `envelope` and returns what `read` reads of the registry.
+    fn deliver<R>(
+        &self,
+        envelope: Envelope<W>,
+        read: impl FnOnce(&Shared<W>) -> R,
+    ) -> Result<R, Refused<W>> {
+        let (read, waker) = {
             let mut g = self.inner.lock();
             if self.state() >= STOPPING {
                 return Err(Refused::Closed(envelope));
@@ -382,12 +410,12 @@ impl<W: Worker> Cell<W> {
             g.queue.push_back(envelope);
             g.touched = true;
             g.handed = true;
-            g.worker.take()
+            (read(g.registry.get()), g.worker.take())
         };
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
+        Ok(read)
     }
 
     /// The worker's side of the mailbox: a stop request first, then its

@@ -1,10 +1,15 @@
 //! Helpers for the documentation examples and tests; not part of the API.
+//!
+//! An example may import from here only in hidden lines, and only what its
+//! rendered page shows: [`Pinger`] is shown by `doc_support/pinger.md`,
+//! which the pages that use it include.
 
-use crate::{Context, GenRegistry, Options, Worker};
+use crate::{Context, Worker};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// A worker that answers `x` with `x + state` and adds a cast to its state.
+/// A worker that answers `x` with `x + state` and adds a cast to its state:
+/// the one `doc_support/pinger.md` shows.
 pub struct Pinger(u64);
 
 impl Worker for Pinger {
@@ -28,11 +33,6 @@ impl Worker for Pinger {
     }
 }
 
-/// A fresh registry of [`Pinger`]s with default options.
-pub fn registry() -> GenRegistry<Pinger> {
-    GenRegistry::new(Options::default()).expect("default options are valid")
-}
-
 /// Runs a future to completion on the current thread.
 pub fn run<F: Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
@@ -44,5 +44,30 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "condition not met within 10 s");
         crate::timer::Sleep::new(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The source files of the pages whose examples use [`Pinger`](super::Pinger).
+    const PAGES: [(&str, &str); 6] = [
+        ("registry.rs", include_str!("registry.rs")),
+        ("handle.rs", include_str!("handle.rs")),
+        ("options.rs", include_str!("options.rs")),
+        ("event.rs", include_str!("event.rs")),
+        ("spec.rs", include_str!("spec.rs")),
+        ("executor/mod.rs", include_str!("executor/mod.rs")),
+    ];
+
+    #[test]
+    fn every_page_whose_examples_use_pinger_shows_its_definition() {
+        for (file, text) in PAGES {
+            let uses = text.contains("# use gen_registry::doc_support::");
+            let shows = text.contains("doc_support/pinger.md\")]");
+            assert!(
+                !uses || shows,
+                "{file}: examples use Pinger, the page never shows it"
+            );
+        }
     }
 }

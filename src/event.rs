@@ -2,7 +2,7 @@
 //! GenRegistry's `:gen_module` spy), and [`trace`], an observer that turns
 //! events into `tracing` events.
 
-use crate::worker::{ExitReason, Worker};
+use crate::worker::{ExitReason, ShownId, Worker};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -14,6 +14,10 @@ use std::time::Duration;
 /// worker's events arrive in the order they happened, from the worker's own
 /// process; events of different workers may interleave. Every `Started` is
 /// followed, sooner or later, by exactly one `Stopped`.
+///
+#[doc = include_str!("doc_support/pinger.md")]
+///
+/// The events of a start, a hit and a stop, as text:
 ///
 /// ```
 /// use gen_registry::{Event, Options};
@@ -89,7 +93,8 @@ pub enum Event<'a, W: Worker> {
 }
 
 impl<W: Worker> fmt::Display for Event<'_, W> {
-    /// One line, for logs.
+    /// One line, for logs. An id longer than 64 characters (in its `Debug`
+    /// form) is cut, with its length named.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
@@ -99,18 +104,26 @@ impl<W: Worker> fmt::Display for Event<'_, W> {
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Started { id } => write!(f, "worker {id:?} started"),
-            Event::Exited { id, reason } => write!(f, "worker {id:?} exited: {reason}"),
-            Event::Restarting { id, attempt, delay } => {
-                write!(f, "worker {id:?} restarts in {delay:?} (attempt {attempt})")
+            Event::Started { id } => write!(f, "worker {} started", ShownId(*id)),
+            Event::Exited { id, reason } => {
+                write!(f, "worker {} exited: {reason}", ShownId(*id))
             }
+            Event::Restarting { id, attempt, delay } => write!(
+                f,
+                "worker {} restarts in {delay:?} (attempt {attempt})",
+                ShownId(*id)
+            ),
             Event::Restarted { id, attempt } => {
-                write!(f, "worker {id:?} restarted (attempt {attempt})")
+                write!(f, "worker {} restarted (attempt {attempt})", ShownId(*id))
             }
-            Event::GaveUp { id, restarts } => {
-                write!(f, "worker {id:?} gave up after {restarts} restarts")
+            Event::GaveUp { id, restarts } => write!(
+                f,
+                "worker {} gave up after {restarts} restarts",
+                ShownId(*id)
+            ),
+            Event::Stopped { id, reason } => {
+                write!(f, "worker {} stopped: {reason}", ShownId(*id))
             }
-            Event::Stopped { id, reason } => write!(f, "worker {id:?} stopped: {reason}"),
             Event::RegistryStopped => f.write_str("registry stopped"),
         }
     }
@@ -127,10 +140,12 @@ impl<W: Worker> fmt::Debug for Event<'_, W> {
 /// `DEBUG`. Pass it to [`Options::observe`](crate::Options::observe).
 ///
 /// ```
-/// # use gen_registry::doc_support::Pinger;
-/// use gen_registry::{GenRegistry, Options};
-/// let registry = GenRegistry::<Pinger>::new(Options::default().observe(gen_registry::trace));
-/// assert!(registry.is_ok());
+/// use gen_registry::{Options, Worker};
+///
+/// /// Options that log every event of a registry of `W`.
+/// fn traced<W: Worker>() -> Options<W> {
+///     Options::default().observe(gen_registry::trace)
+/// }
 /// ```
 pub fn trace<W: Worker>(event: &Event<'_, W>) {
     let worker = std::any::type_name::<W>();

@@ -3,11 +3,10 @@
 use crate::cell::{CallFailure, Cell, Envelope, Refused, STOPPING};
 use crate::current;
 use crate::error::Error;
-use crate::options::FIVE_SECONDS;
 use crate::shared::ended;
 use crate::table::Entry;
 use crate::timer::{Elapsed, timeout};
-use crate::worker::{ExitReason, Worker};
+use crate::worker::{ExitReason, ShownId, Worker};
 use futures::channel::oneshot;
 use std::fmt;
 use std::future::Future;
@@ -22,27 +21,24 @@ use std::time::Duration;
 /// error at once ([`Error::WorkerEnded`]) — it never hangs, and no handle ever
 /// reaches a newer worker of the same id.
 ///
+#[doc = include_str!("doc_support/pinger.md")]
+///
+/// A handle, from the start of its worker to its end:
+///
 /// ```
-/// # use gen_registry::{Context, Error, GenRegistry, Options, Worker};
-/// # struct Adder(u64);
-/// # impl Worker for Adder {
-/// #     type Id = &'static str; type Args = u64; type Request = u64; type Reply = u64;
-/// #     type Message = u64; type Error = std::convert::Infallible;
-/// #     async fn init(_: &&'static str, n: u64, _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Adder(n)) }
-/// #     async fn handle_call(&mut self, x: u64, _: &mut Context<Self>) -> u64 { x + self.0 }
-/// #     async fn handle_cast(&mut self, x: u64, _: &mut Context<Self>) { self.0 += x }
-/// # }
+/// # use gen_registry::doc_support::Pinger;
+/// use gen_registry::{Error, GenRegistry, Options};
 /// # futures::executor::block_on(async {
-/// let registry = GenRegistry::<Adder>::new(Options::default())?;
-/// let adder = registry.lookup_or_start("alice", 10).await?;
-/// assert_eq!(adder.call(1).await?, 11);
-/// adder.cast(5)?;
-/// assert_eq!(adder.call(1).await?, 16);
-/// assert_eq!(*adder.id(), "alice");
-/// assert!(adder.is_alive());
-/// registry.stop(&"alice").await?;
-/// assert!(matches!(adder.call(1).await, Err(Error::WorkerEnded)));
-/// # Ok::<(), Error<Adder>>(())
+/// let registry = GenRegistry::<Pinger>::new(Options::default())?;
+/// let worker = registry.lookup_or_start(1, 10).await?;
+/// assert_eq!(worker.call(1).await?, 11);
+/// worker.cast(5)?;
+/// assert_eq!(worker.call(1).await?, 16);
+/// assert_eq!(*worker.id(), 1);
+/// assert!(worker.is_alive());
+/// registry.stop(&1).await?;
+/// assert!(matches!(worker.call(1).await, Err(Error::WorkerEnded)));
+/// # Ok::<(), Error<Pinger>>(())
 /// # }).unwrap();
 /// ```
 #[repr(transparent)]
@@ -65,8 +61,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(3, 0).await.unwrap();
     /// assert_eq!(*worker.id(), 3);
     /// # });
@@ -80,8 +77,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// assert!(worker.is_alive());
     /// registry.stop(&1).await.unwrap();
@@ -92,19 +90,24 @@ impl<W: Worker> WorkerRef<W> {
         self.cell.state() < STOPPING
     }
 
-    /// Sends a request and waits up to 5 seconds (GenServer's default) for the
-    /// reply. See [`call_timeout`](Self::call_timeout).
+    /// Sends a request and waits for the reply up to the registry's
+    /// [call timeout](crate::Options::call_timeout) (5 s by default, as
+    /// GenServer's). Errors as in [`call_timeout`](Self::call_timeout).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry(); // workers answer `x` with `x + state`
+    /// // A pinger answers `x` with `x + state`.
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 100).await.unwrap();
     /// assert_eq!(worker.call(5).await.unwrap(), 105);
     /// # });
     /// ```
     pub async fn call(&self, request: W::Request) -> Result<W::Reply, Error<W>> {
-        self.call_timeout(request, FIVE_SECONDS).await
+        self.deliver(request, None)
+            .await
+            .map_err(Attempt::into_error)
     }
 
     /// Sends a request and waits up to `timeout` for the reply.
@@ -118,9 +121,10 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # use std::time::Duration;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 1).await.unwrap();
     /// let reply = worker.call_timeout(41, Duration::from_millis(100)).await;
     /// assert_eq!(reply.unwrap(), 42);
@@ -131,30 +135,36 @@ impl<W: Worker> WorkerRef<W> {
         request: W::Request,
         timeout: Duration,
     ) -> Result<W::Reply, Error<W>> {
-        self.deliver(request, timeout).await.map_err(|e| match e {
-            Attempt::Undelivered(_) => Error::WorkerEnded,
-            Attempt::Failed(e) => e,
-        })
+        self.deliver(request, Some(timeout))
+            .await
+            .map_err(Attempt::into_error)
     }
 
-    /// A call that tells a request no handler saw (the worker had ended, or
-    /// ended with it queued) from one that may have been handled.
+    /// A call waiting `timeout`, or the registry's call timeout, that tells a
+    /// request no handler saw (the worker had ended, or ended with it
+    /// queued) from one that may have been handled.
     pub(crate) async fn deliver(
         &self,
         request: W::Request,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<W::Reply, Attempt<W, W::Request>> {
         if current::is(self.cell.address()) {
             return Err(Attempt::Failed(Error::CalledSelf));
         }
         let (reply_to, reply) = oneshot::channel();
-        match self.cell.push(Envelope::Call(request, reply_to)) {
-            Ok(()) => {}
+        let envelope = Envelope::Call(request, reply_to);
+        let delivered = match timeout {
+            Some(timeout) => self.cell.push(envelope).map(|()| timeout),
+            None => self.cell.push_call(envelope),
+        };
+        let timeout = match delivered {
+            Ok(timeout) => timeout,
             Err(Refused::Closed(Envelope::Call(request, _))) => {
                 return Err(Attempt::Undelivered(request));
             }
-            Err(_) => return Err(Attempt::Failed(Error::MailboxFull)),
-        }
+            Err(Refused::Closed(_)) => return Err(Attempt::Failed(Error::WorkerEnded)),
+            Err(Refused::Full(_)) => return Err(Attempt::Failed(Error::MailboxFull)),
+        };
         match self::timeout(timeout, reply).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(CallFailure::Panicked(message)))) => {
@@ -185,18 +195,17 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry(); // a cast adds to the state
+    /// // A pinger adds a cast to its state.
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// worker.cast(10).unwrap();
     /// assert_eq!(worker.call(0).await.unwrap(), 10);
     /// # });
     /// ```
     pub fn cast(&self, message: W::Message) -> Result<(), Error<W>> {
-        self.offer(message).map_err(|e| match e {
-            Attempt::Undelivered(_) => Error::WorkerEnded,
-            Attempt::Failed(e) => e,
-        })
+        self.offer(message).map_err(Attempt::into_error)
     }
 
     /// Resolves with the worker's exit reason once it has ended: the end of
@@ -208,9 +217,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
-    /// use gen_registry::ExitReason;
+    /// use gen_registry::{ExitReason, GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// let down = worker.monitor();
     /// registry.stop(&1).await.unwrap();
@@ -237,8 +246,9 @@ impl<W: Worker> WorkerRef<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.lookup_or_start(1, 0).await.unwrap();
     /// worker.kill();
     /// assert!(!worker.is_alive());
@@ -275,10 +285,12 @@ impl<W: Worker> Hash for WorkerRef<W> {
     }
 }
 
+/// The id (cut after 64 characters, see [`Worker::Id`]) and whether the
+/// worker is alive.
 impl<W: Worker> fmt::Debug for WorkerRef<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerRef")
-            .field("id", self.id())
+            .field("id", &ShownId(self.id()))
             .field("alive", &self.is_alive())
             .finish()
     }
@@ -290,4 +302,14 @@ pub(crate) enum Attempt<W: Worker, T> {
     Undelivered(T),
     /// It failed, and may have been handled.
     Failed(Error<W>),
+}
+
+impl<W: Worker, T> Attempt<W, T> {
+    /// The error a caller who will not send again sees.
+    pub(crate) fn into_error(self) -> Error<W> {
+        match self {
+            Attempt::Undelivered(_) => Error::WorkerEnded,
+            Attempt::Failed(e) => e,
+        }
+    }
 }

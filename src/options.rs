@@ -19,6 +19,10 @@ use std::time::Duration;
 /// misbehaving later. The worker type is usually inferred from where the
 /// options go.
 ///
+#[doc = include_str!("doc_support/pinger.md")]
+///
+/// A registry of pingers with every timeout and its restarts set:
+///
 /// ```
 /// # use gen_registry::doc_support::Pinger;
 /// use gen_registry::{BackOff, GenRegistry, Options, RestartPolicy};
@@ -28,10 +32,11 @@ use std::time::Duration;
 ///     Options::default()
 ///         .start_timeout(Duration::from_secs(1))
 ///         .shutdown_timeout(Duration::from_millis(500))
+///         .call_timeout(Duration::from_secs(2))
 ///         .restart(RestartPolicy::Always)
 ///         .back_off(BackOff::Exponential {
-///             initial: Duration::from_millis(10),
-///             max: Duration::from_secs(1),
+///             initial: Duration::from_millis(50),
+///             max: Duration::from_secs(5),
 ///         }),
 /// )
 /// .unwrap();
@@ -40,7 +45,11 @@ use std::time::Duration;
 pub struct Options<W: Worker> {
     start_timeout: Duration,
     shutdown_timeout: Duration,
+    call_timeout: Duration,
     restart: RestartPolicy,
+    /// How the args are copied for a restart; set with a policy that
+    /// restarts, which is only offered where the args are `Clone`.
+    clone_args: Option<CloneArgs<W>>,
     back_off: BackOff,
     observer: Option<Observer<W>>,
     name: Option<Cow<'static, str>>,
@@ -83,7 +92,9 @@ impl<W: Worker> Clone for Options<W> {
         Options {
             start_timeout: self.start_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            call_timeout: self.call_timeout,
             restart: self.restart,
+            clone_args: self.clone_args,
             back_off: self.back_off,
             observer: self.observer.clone(),
             name: self.name.clone(),
@@ -102,6 +113,7 @@ impl<W: Worker> fmt::Debug for Options<W> {
         f.debug_struct("Options")
             .field("start_timeout", &self.start_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("call_timeout", &self.call_timeout)
             .field("restart", &self.restart)
             .field("back_off", &self.back_off)
             .field("observer", &self.observer.is_some())
@@ -115,20 +127,27 @@ impl<W: Worker> fmt::Debug for Options<W> {
     }
 }
 
+/// Copies a worker's args for a restart.
+pub(crate) type CloneArgs<W> = fn(&<W as Worker>::Args) -> <W as Worker>::Args;
+
 /// GenServer's default call timeout, which GenRegistry also uses for starts.
-pub(crate) const FIVE_SECONDS: Duration = Duration::from_secs(5);
+const FIVE_SECONDS: Duration = Duration::from_secs(5);
 
 impl<W: Worker> Default for Options<W> {
     /// A start timeout of 5 s (GenRegistry's default), a shutdown timeout of
-    /// 5 s (OTP's default for a worker), no restarts (GenRegistry's
-    /// behaviour), no observer, the worker type's name, Bastion's executor,
-    /// no idle timeout, unbounded mailboxes and no capacity limit.
+    /// 5 s (OTP's default for a worker), a call timeout of 5 s (GenServer's
+    /// default), no restarts (GenRegistry's behaviour) and, for a restart
+    /// policy, [`BackOff::DEFAULT`], no observer, the worker type's name,
+    /// Bastion's executor, no idle timeout, unbounded mailboxes and no
+    /// capacity limit.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
             shutdown_timeout: FIVE_SECONDS,
+            call_timeout: FIVE_SECONDS,
             restart: RestartPolicy::Never,
-            back_off: BackOff::Immediate,
+            clone_args: None,
+            back_off: BackOff::DEFAULT,
             observer: None,
             name: None,
             executor: Executor::Bastion,
@@ -171,6 +190,34 @@ impl<W: Worker> Options<W> {
         self
     }
 
+    /// How long [`WorkerRef::call`](crate::WorkerRef::call) waits for a
+    /// reply before it fails with
+    /// [`Error::CallTimeout`](crate::Error::CallTimeout); default 5 s, as
+    /// GenServer's `call`.
+    /// [`call_timeout`](crate::WorkerRef::call_timeout) sets one call's own.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// # use gen_registry::Options; use std::time::Duration;
+    /// let options = Options::<Pinger>::default().call_timeout(Duration::from_millis(500));
+    /// assert_eq!(options.get_call_timeout(), Duration::from_millis(500));
+    /// ```
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The call timeout (see [`call_timeout`](Self::call_timeout)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// # use gen_registry::Options; use std::time::Duration;
+    /// assert_eq!(Options::<Pinger>::default().get_call_timeout(), Duration::from_secs(5));
+    /// ```
+    pub fn get_call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
     /// The start timeout.
     ///
     /// ```
@@ -196,19 +243,46 @@ impl<W: Worker> Options<W> {
     /// Whether and how often a crashed worker is restarted. Default:
     /// [`RestartPolicy::Never`].
     ///
+    /// Only for workers whose [`Args`](Worker::Args) are `Clone`: a restart
+    /// runs `init` again, with a clone of the args the worker started with.
+    /// Under a policy other than `Never`, each start clones the args once
+    /// (kept for the restarts) and each restart once more.
+    ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
     /// use gen_registry::{Options, RestartPolicy};
     /// let options = Options::<Pinger>::default().restart(RestartPolicy::Always);
     /// assert_eq!(options.get_restart(), RestartPolicy::Always);
     /// ```
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+    ///
+    /// Args that cannot be cloned cannot be restarted with:
+    ///
+    /// ```compile_fail
+    /// # use gen_registry::{Context, Options, RestartPolicy, Worker};
+    /// struct Once;
+    /// impl Worker for Once {
+    ///     type Args = futures::channel::oneshot::Sender<()>; // not Clone
+    ///     # type Id = u8; type Request = (); type Reply = (); type Message = ();
+    ///     # type Error = std::convert::Infallible;
+    ///     # async fn init(_: &u8, _: Self::Args, _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Once) }
+    ///     # async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+    ///     // ...
+    /// }
+    /// let options = Options::<Once>::default().restart(RestartPolicy::Always);
+    /// ```
+    pub fn restart(mut self, policy: RestartPolicy) -> Self
+    where
+        W::Args: Clone,
+    {
         self.restart = policy;
+        self.clone_args = Some(<W::Args as Clone>::clone);
         self
     }
 
     /// How long a crashed worker waits before it restarts. Default:
-    /// [`BackOff::Immediate`].
+    /// [`BackOff::DEFAULT`] (10 ms doubling up to 1 s), so that a worker whose
+    /// `init` keeps failing does not spin; [`BackOff::Immediate`] restarts at
+    /// once.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;
@@ -227,6 +301,16 @@ impl<W: Worker> Options<W> {
     /// it must be quick and must not block; it must not wait on the registry.
     /// Without an observer, reporting costs one branch. [`trace`](crate::trace)
     /// is a ready-made observer.
+    ///
+    /// When, relative to the callers: `Started` is reported before the start
+    /// that ran `init` returns, `Stopped` before `stop` or `shutdown`
+    /// returns, `RegistryStopped` before `shutdown` returns. A caller is
+    /// answered first: a call whose handler panicked or stopped the worker
+    /// gets its reply before `terminate` runs — no caller waits on a
+    /// `terminate`, which may take up to the shutdown timeout — so before
+    /// `Exited`, `Restarting`, `GaveUp` and `Stopped` are reported: wait for
+    /// the event, not the reply, to see it. `kill` returns before the killed
+    /// worker's events.
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -436,7 +520,7 @@ impl<W: Worker> Options<W> {
     /// ```
     /// # use gen_registry::doc_support::Pinger;
     /// use gen_registry::{BackOff, Options};
-    /// assert_eq!(Options::<Pinger>::default().get_back_off(), BackOff::Immediate);
+    /// assert_eq!(Options::<Pinger>::default().get_back_off(), BackOff::DEFAULT);
     /// ```
     pub fn get_back_off(&self) -> BackOff {
         self.back_off
@@ -455,6 +539,12 @@ impl<W: Worker> Options<W> {
             .unwrap_or_else(|| std::any::type_name::<W>())
     }
 
+    /// How to copy the args for restarts, if the policy restarts.
+    pub(crate) fn clone_args_for_restarts(&self) -> Option<CloneArgs<W>> {
+        self.clone_args
+            .filter(|_| self.restart != RestartPolicy::Never)
+    }
+
     pub(crate) fn observer(&self) -> Option<&Observer<W>> {
         self.observer.as_ref()
     }
@@ -469,6 +559,9 @@ impl<W: Worker> Options<W> {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.start_timeout.is_zero() {
             return Err("start_timeout is zero: no init could ever finish in time".into());
+        }
+        if self.call_timeout.is_zero() {
+            return Err("call_timeout is zero: no call could ever be answered in time".into());
         }
         if self.shutdown_timeout.is_zero() {
             return Err(

@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::current;
 use crate::error::Error;
 use crate::handle::{Attempt, WorkerRef};
-use crate::options::{FIVE_SECONDS, Options};
+use crate::options::Options;
 use crate::shared::{Owner, Shared};
 use crate::supervise::{self, Guard};
 use crate::worker::Worker;
@@ -61,6 +61,8 @@ use std::sync::atomic::{Ordering, fence};
 /// registry.shutdown().await;
 /// # });
 /// ```
+///
+#[doc = include_str!("doc_support/pinger.md")]
 pub struct GenRegistry<W: Worker> {
     owner: Arc<Owner<W>>,
 }
@@ -80,7 +82,9 @@ impl<W: Worker> PartialEq for GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
-    /// let (a, b) = (registry(), registry());
+    /// # use gen_registry::{GenRegistry, Options};
+    /// let a = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// let b = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert_eq!(a, a.clone());
     /// assert_ne!(a, b);
     /// ```
@@ -159,9 +163,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert!(matches!(registry.lookup(&1), Err(Error::NotFound)));
     /// let started = registry.start(1, 0).await.unwrap();
     /// assert_eq!(registry.lookup(&1).unwrap(), started);
@@ -198,6 +203,11 @@ impl<W: Worker> GenRegistry<W> {
     /// id's worker is stopping, this waits until it has ended and starts a new
     /// one: two workers of one id are never alive together.
     ///
+    /// It takes the id and the args by value, even on a hit; where making
+    /// them costs (a `String` id, args that allocate), use
+    /// [`lookup_or_start_with`](Self::lookup_or_start_with), which borrows
+    /// the id and makes the args only to start.
+    ///
     /// Errors: [`Error::Init`] / [`Error::InitPanicked`] /
     /// [`Error::StartTimeout`] when this caller's start failed (nothing stays
     /// registered; a caller that was waiting on someone else's failed start
@@ -207,8 +217,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let a = registry.lookup_or_start(9, 1).await.unwrap();
     /// let b = registry.lookup_or_start(9, 2).await.unwrap(); // found: args unused
     /// assert_eq!(a, b);
@@ -220,7 +231,37 @@ impl<W: Worker> GenRegistry<W> {
         id: W::Id,
         args: W::Args,
     ) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(id, args, false, true).await
+        self.start_or_find(&id, W::Id::clone, || args, false, true)
+            .await
+    }
+
+    /// [`lookup_or_start`](Self::lookup_or_start) with a borrowed id, and
+    /// args made only to start: a hit allocates nothing and never calls
+    /// `args` — with `String` ids, look up by `&str`. On a miss, the id is
+    /// made with `to_owned` and `args` is called once, by the one caller
+    /// whose start runs `init` (callers that find a start under way wait
+    /// for it and call nothing). Errors as in `lookup_or_start`.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
+    /// # run(async {
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// let a = registry.lookup_or_start_with(&9, || 1).await.unwrap();
+    /// let b = registry.lookup_or_start_with(&9, || unreachable!()).await.unwrap(); // found
+    /// assert_eq!(a, b);
+    /// # });
+    /// ```
+    pub async fn lookup_or_start_with<Q>(
+        &self,
+        id: &Q,
+        args: impl FnOnce() -> W::Args,
+    ) -> Result<WorkerRef<W>, Error<W>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = W::Id> + ?Sized,
+    {
+        self.start_or_find(id, Q::to_owned, args, false, true).await
     }
 
     /// Starts a worker under `id` with `args`, or fails with
@@ -231,9 +272,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let first = registry.start(5, 0).await.unwrap();
     /// match registry.start(5, 0).await {
     ///     Err(Error::AlreadyStarted(existing)) => assert_eq!(existing, first),
@@ -242,18 +284,26 @@ impl<W: Worker> GenRegistry<W> {
     /// # });
     /// ```
     pub async fn start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(id, args, true, true).await
+        self.start_or_find(&id, W::Id::clone, || args, true, true)
+            .await
     }
 
-    /// `handed`: the caller gets the worker as a handle (which makes it
-    /// evictable); a call by id sends it its request first instead.
-    async fn start_or_find(
+    /// The worker under `id`, found or started: `owned` makes the id and
+    /// `args` the args for this caller's start, if it runs one. `handed`:
+    /// the caller gets the worker as a handle (which makes it evictable); a
+    /// call by id sends it its request first instead.
+    async fn start_or_find<Q>(
         &self,
-        id: W::Id,
-        args: W::Args,
+        id: &Q,
+        owned: impl Fn(&Q) -> W::Id,
+        args: impl FnOnce() -> W::Args,
         exclusive: bool,
         handed: bool,
-    ) -> Result<WorkerRef<W>, Error<W>> {
+    ) -> Result<WorkerRef<W>, Error<W>>
+    where
+        W::Id: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let shared = self.shared();
         let found = |cell| {
             let found = WorkerRef::new(cell);
@@ -264,7 +314,7 @@ impl<W: Worker> GenRegistry<W> {
             }
         };
         // The hit path: one table read, one reference taken.
-        if let Some(cell) = shared.table.get_running(&id) {
+        if let Some(cell) = shared.table.get_running(id) {
             shared.touch(&cell);
             return found(cell);
         }
@@ -273,13 +323,20 @@ impl<W: Worker> GenRegistry<W> {
             if shared.stopped.load(Ordering::Acquire) {
                 return Err(Error::RegistryStopped);
             }
-            let cell = match shared.table.get(&id) {
+            let cell = match shared.table.get(id) {
                 Some(cell) => cell,
                 None => {
-                    let cell = Arc::new(Cell::new(id.clone(), &shared.count, shared.capacity));
+                    let cell = Arc::new(Cell::new(owned(id), shared));
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
-                            let args = args.take().expect("args are used by one start only");
+                            // Made only now, by the caller that starts the
+                            // worker; if making them panics, the entry goes.
+                            let claim = Claim {
+                                shared,
+                                cell: &cell,
+                            };
+                            let args = args.take().expect("args are used by one start only")();
+                            std::mem::forget(claim);
                             return self.spawn(cell, args, handed).await;
                         }
                         Err(existing) => existing,
@@ -352,15 +409,18 @@ impl<W: Worker> GenRegistry<W> {
     /// fresh worker; one request is never delivered twice. (The retry
     /// starts the worker only if the first attempt did not use `args`;
     /// otherwise it takes a worker someone else started, or fails with
-    /// [`Error::WorkerEnded`].) It waits up to 5 seconds for the reply.
+    /// [`Error::WorkerEnded`].) It waits up to the registry's
+    /// [call timeout](crate::Options::call_timeout) for the reply.
     ///
     /// Errors: those of [`lookup_or_start`](Self::lookup_or_start) and of
     /// [`WorkerRef::call`].
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry(); // workers answer `x` with `x + state`
+    /// // A pinger answers `x` with `x + state`.
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert_eq!(registry.call(7, 100, 1).await.unwrap(), 101); // started with 100
     /// assert_eq!(registry.call(7, 999, 1).await.unwrap(), 101); // found: 999 unused
     /// # });
@@ -377,7 +437,7 @@ impl<W: Worker> GenRegistry<W> {
             let Some(worker) = self.find_or_start(&id, &mut args).await? else {
                 continue;
             };
-            match worker.deliver(request, FIVE_SECONDS).await {
+            match worker.deliver(request, None).await {
                 Ok(reply) => return Ok(reply),
                 Err(Attempt::Undelivered(back)) => request = back,
                 Err(Attempt::Failed(e)) => return Err(e),
@@ -393,8 +453,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry(); // a cast adds to the state
+    /// // A pinger adds a cast to its state.
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// registry.cast(3, 10, 5).await.unwrap();
     /// assert_eq!(registry.call(3, 0, 0).await.unwrap(), 15);
     /// # });
@@ -434,7 +496,10 @@ impl<W: Worker> GenRegistry<W> {
                 let Some(args) = args.take() else {
                     return Err(Error::WorkerEnded);
                 };
-                match self.start_or_find(id.clone(), args, false, false).await {
+                match self
+                    .start_or_find(id, W::Id::clone, || args, false, false)
+                    .await
+                {
                     Ok(worker) => Ok(Some(worker)),
                     Err(Error::WorkerEnded) => Ok(None),
                     Err(e) => Err(e),
@@ -465,9 +530,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// registry.start(1, 0).await.unwrap();
     /// registry.stop(&1).await.unwrap();
     /// assert_eq!(registry.count(), 0);
@@ -512,8 +578,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// for id in 0..3 {
     ///     registry.start(id, 0).await.unwrap();
     /// }
@@ -530,8 +597,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// for id in 1..=4 {
     ///     registry.start(id, 0).await.unwrap();
     /// }
@@ -553,8 +621,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// registry.start(1, 0).await.unwrap();
     /// registry.start(2, 0).await.unwrap();
     /// let mut ids: Vec<u64> = registry.to_list().into_iter().map(|(id, _)| id).collect();
@@ -577,8 +646,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert!(registry.sample().is_none());
     /// registry.start(7, 0).await.unwrap();
     /// let (id, worker) = registry.sample().unwrap();
@@ -626,9 +696,10 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// use gen_registry::Error;
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.start(1, 0).await.unwrap();
     /// registry.shutdown().await;
     /// assert!(!worker.is_alive());
@@ -646,8 +717,9 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # run(async {
-    /// let registry = registry();
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// assert!(!registry.is_stopped());
     /// registry.shutdown().await;
     /// assert!(registry.is_stopped());
@@ -661,11 +733,27 @@ impl<W: Worker> GenRegistry<W> {
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
     /// # use std::time::Duration;
-    /// assert_eq!(registry().options().get_start_timeout(), Duration::from_secs(5));
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// assert_eq!(registry.options().get_start_timeout(), Duration::from_secs(5));
     /// ```
     pub fn options(&self) -> &Options<W> {
         &self.shared().options
+    }
+}
+
+/// A cell its caller has just inserted and has yet to spawn a worker for:
+/// dropped (the caller unwinding from its `args`), it retires the cell, so
+/// callers waiting on the start try their own.
+struct Claim<'a, W: Worker> {
+    shared: &'a Shared<W>,
+    cell: &'a Arc<Cell<W>>,
+}
+
+impl<W: Worker> Drop for Claim<'_, W> {
+    fn drop(&mut self) {
+        self.shared.retire(self.cell);
     }
 }
 

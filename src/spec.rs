@@ -275,6 +275,8 @@ async fn restart<W: Worker>(published: &Published<W>) -> Result<GenRegistry<W>, 
 /// Bastion::start();
 /// assert!(GenRegistry::<Pinger>::whereis_named("doc-legacy").is_ok());
 /// ```
+///
+#[doc = include_str!("doc_support/pinger.md")]
 #[derive(Debug, Clone, Copy)]
 pub struct Spec;
 

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::current::Polling;
 use crate::event::{Event, notify};
 use crate::executor::Task;
-use crate::restart::{Permit, RestartPolicy, Restarts};
+use crate::restart::{Permit, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
@@ -109,10 +109,14 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
 #[allow(clippy::manual_async_fn)] // deliberate: see `run`
 fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
     async move {
-        // Only a policy that restarts keeps the args (and its counters), boxed, so
-        // the default costs one pointer.
-        let mut restarts = (guard.ctx.shared.options.get_restart() != RestartPolicy::Never)
-            .then(|| Box::new(Restarts::new(args.clone())));
+        // Only a policy that restarts keeps a clone of the args (and its
+        // counters), boxed, so the default costs one pointer and no clone.
+        let mut restarts = guard
+            .ctx
+            .shared
+            .options
+            .clone_args_for_restarts()
+            .map(|clone| Box::new(Restarts::new(&args, clone)));
         let mut worker = match init(&guard.ctx, args).await {
             Ok(worker) => worker,
             Err(failure) => {
@@ -179,7 +183,7 @@ async fn restart<W: Worker>(
             return None;
         }
         guard.ctx.restarts = guard.ctx.restarts.saturating_add(1);
-        let failure = match init(&guard.ctx, restarts.args.clone()).await {
+        let failure = match init(&guard.ctx, restarts.args()).await {
             Ok(worker) => match guard.cell().take_stop() {
                 Some(stop) => {
                     finish(guard, worker, stop, None).await;

@@ -84,11 +84,19 @@ use std::hash::Hash;
 /// ```
 pub trait Worker: Sized + Send + 'static {
     /// The natural id a worker is registered under (a user id, a session id,
-    /// a phone number).
+    /// a phone number). An id that owns memory (a `String`) is kept once per
+    /// worker, in its cell, where the id table reads it. Messages for people —
+    /// errors, events, a handle's `Debug` — show its `Debug` form, cut after
+    /// 64 characters with its full length named, so a huge id cannot flood a
+    /// log.
     type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-    /// What `init` receives. It is cloned only if the registry has to run
-    /// `init` again (a restart).
-    type Args: Clone + Send + 'static;
+    /// What `init` receives. It need not be `Clone`: under the default
+    /// [`RestartPolicy::Never`](crate::RestartPolicy::Never) it is moved into
+    /// `init` once and never copied, so it can be a one-shot sender or a
+    /// connection. A policy that restarts ([`Options::restart`](crate::Options::restart),
+    /// which asks for `Clone`) keeps a clone, made when the worker starts,
+    /// for `init` to run again, and clones it once more for each restart.
+    type Args: Send + 'static;
     /// The requests [`handle_call`](Worker::handle_call) answers.
     type Request: Send + 'static;
     /// The reply to a request.
@@ -96,8 +104,12 @@ pub trait Worker: Sized + Send + 'static {
     /// The fire-and-forget messages [`handle_cast`](Worker::handle_cast) takes;
     /// `()` if the worker takes none.
     type Message: Send + 'static;
-    /// Why `init` can fail; [`std::convert::Infallible`] if it cannot.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Why `init` can fail; [`std::convert::Infallible`] if it cannot. Any
+    /// type that can be printed will do — your own error enum, a `String`,
+    /// a `Box<dyn std::error::Error + Send + Sync>`, an `anyhow::Error`: the
+    /// caller gets it back in [`Error::Init`](crate::Error::Init), and a
+    /// failed restart's [event](crate::Event) carries its text.
+    type Error: Debug + fmt::Display + Send + 'static;
 
     /// Builds the worker's state for `id`. An `Err` (or a panic) fails the start:
     /// the caller gets [`Error::Init`](crate::Error::Init) (or
@@ -211,5 +223,80 @@ impl fmt::Display for ExitReason {
             ExitReason::Idle => f.write_str("idle for its idle timeout"),
             ExitReason::Evicted => f.write_str("evicted: the registry was at its capacity"),
         }
+    }
+}
+
+/// Characters of an id's `Debug` form shown in messages for people.
+const SHOWN_ID_CHARS: usize = 64;
+
+/// An id as messages for people show it: its `Debug` form, cut after
+/// [`SHOWN_ID_CHARS`] characters and followed by `… (N bytes)`, N the length
+/// of the whole form. Nothing is allocated: the form is written straight to
+/// the output, and past the cut only counted.
+pub(crate) struct ShownId<'a, I: ?Sized>(pub(crate) &'a I);
+
+impl<I: Debug + ?Sized> fmt::Display for ShownId<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut cut = Cut {
+            out: f,
+            chars: 0,
+            bytes: 0,
+        };
+        fmt::write(&mut cut, format_args!("{:?}", self.0))?;
+        if cut.chars > SHOWN_ID_CHARS {
+            write!(cut.out, "… ({} bytes)", cut.bytes)?;
+        }
+        Ok(())
+    }
+}
+
+impl<I: Debug + ?Sized> Debug for ShownId<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Passes the first [`SHOWN_ID_CHARS`] characters on and counts the rest.
+struct Cut<'a, 'b> {
+    out: &'a mut fmt::Formatter<'b>,
+    /// Characters seen, up to one past the cut.
+    chars: usize,
+    /// Bytes seen, all of them.
+    bytes: usize,
+}
+
+impl fmt::Write for Cut<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.bytes += s.len();
+        if self.chars > SHOWN_ID_CHARS {
+            return Ok(());
+        }
+        let room = SHOWN_ID_CHARS - self.chars;
+        match s.char_indices().nth(room) {
+            Some((end, _)) => {
+                self.chars = SHOWN_ID_CHARS + 1;
+                self.out.write_str(&s[..end])
+            }
+            None => {
+                self.chars += s.chars().count();
+                self.out.write_str(s)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_id_is_shown_whole_and_a_long_one_cut_with_its_length() {
+        assert_eq!(ShownId(&7u64).to_string(), "7");
+        let exact = "x".repeat(62); // 64 characters with the quotes
+        assert_eq!(ShownId(&exact).to_string(), format!("{exact:?}"));
+        let long = "é".repeat(1 << 20);
+        let shown = ShownId(&long).to_string();
+        let expected = format!("\"{}… ({} bytes)", "é".repeat(63), 2 * (1 << 20) + 2);
+        assert_eq!(shown, expected);
     }
 }

@@ -132,10 +132,14 @@ fn tries_gives_up_when_spent_and_its_last_caller_cannot_find_the_worker_again() 
 fn a_restart_storm_is_bounded_by_the_policy_and_reports_each_step() {
     run(20, async {
         let log = Log::new();
-        let registry = registry_with(observed(&log).restart(RestartPolicy::Tries {
-            restarts: 200,
-            within: HOUR,
-        }));
+        let registry = registry_with(
+            observed(&log)
+                .restart(RestartPolicy::Tries {
+                    restarts: 200,
+                    within: HOUR,
+                })
+                .back_off(BackOff::Immediate),
+        );
         // Every init after the first fails: each restart crashes at once.
         let worker = registry
             .start(4, Args::new(&log).init(Init::FailAfter(1)))
@@ -157,6 +161,43 @@ fn a_restart_storm_is_bounded_by_the_policy_and_reports_each_step() {
     });
 }
 
+/// Starts worker `id` of `registry` so that every restart's init fails,
+/// crashes it, and returns it with its first `n` "restarts in" events.
+async fn crash_loop(
+    registry: &gen_registry::GenRegistry<Probe>,
+    log: &std::sync::Arc<Log>,
+    id: u64,
+    n: usize,
+) -> (gen_registry::WorkerRef<Probe>, Vec<String>) {
+    let worker = registry
+        .start(id, Args::new(log).init(Init::FailAfter(1)))
+        .await
+        .unwrap();
+    let _ = worker.call(Req::Panic).await;
+    let prefix = format!("worker {id} restarts in");
+    wait_until(|| log.count_events(&prefix) >= n).await;
+    let delays = log.events().into_iter().filter(|e| e.starts_with(&prefix));
+    (worker, delays.take(n).collect())
+}
+
+#[test]
+fn by_default_a_crash_loop_waits_longer_before_each_restart_instead_of_spinning() {
+    run(10, async {
+        let log = Log::new();
+        let registry = always(&log);
+        let (_, delays) = crash_loop(&registry, &log, 6, 3).await;
+        assert_eq!(
+            delays,
+            [
+                "worker 6 restarts in 10ms (attempt 1)",
+                "worker 6 restarts in 20ms (attempt 2)",
+                "worker 6 restarts in 40ms (attempt 3)",
+            ]
+        );
+        registry.stop(&6).await.unwrap();
+    });
+}
+
 #[test]
 fn exponential_back_off_doubles_up_to_its_cap() {
     run(20, async {
@@ -167,18 +208,7 @@ fn exponential_back_off_doubles_up_to_its_cap() {
                 max: 8 * MS,
             },
         ));
-        let worker = registry
-            .start(5, Args::new(&log).init(Init::FailAfter(1)))
-            .await
-            .unwrap();
-        let _ = worker.call(Req::Panic).await;
-        wait_until(|| log.count_events("worker 5 restarts in") >= 6).await;
-        let delays: Vec<String> = log
-            .events()
-            .into_iter()
-            .filter(|e| e.starts_with("worker 5 restarts in"))
-            .take(6)
-            .collect();
+        let (worker, delays) = crash_loop(&registry, &log, 5, 6).await;
         assert_eq!(
             delays,
             [
@@ -397,4 +427,47 @@ fn restart_options_out_of_range_are_refused_with_the_reason() {
             other => panic!("{policy:?} / {back_off:?} accepted: {other:?}"),
         }
     }
+}
+
+/// Failing inits per second of one crash-looping worker under
+/// `RestartPolicy::Always` with `back_off`, counted over `window`.
+fn failing_inits_per_second(back_off: Option<BackOff>, window: Duration) -> f64 {
+    run(30, async move {
+        let log = Log::new();
+        let mut options = gen_registry::Options::default().restart(RestartPolicy::Always);
+        if let Some(back_off) = back_off {
+            options = options.back_off(back_off);
+        }
+        let registry = registry_with(options);
+        let worker = registry
+            .start(1, Args::new(&log).init(Init::FailAfter(1)))
+            .await
+            .unwrap();
+        let _ = worker.call(Req::Panic).await;
+        let began = std::time::Instant::now();
+        let first = log.inits();
+        // A measurement, not a condition: the window is the point.
+        gen_registry::timeout(window, futures::future::pending::<()>())
+            .await
+            .unwrap_err();
+        let inits = log.inits() - first;
+        let elapsed = began.elapsed();
+        registry.shutdown().await;
+        inits as f64 / elapsed.as_secs_f64()
+    })
+}
+
+/// Not a check: prints how fast a crash loop spins with the default back-off
+/// and with `BackOff::Immediate`. Run it with
+/// `cargo test --release --test restarts -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run it explicitly"]
+fn measure_failing_inits_per_second_of_a_crash_loop() {
+    let window = Duration::from_secs(2);
+    let default = failing_inits_per_second(None, window);
+    let immediate = failing_inits_per_second(Some(BackOff::Immediate), window);
+    eprintln!(
+        "crash loop under RestartPolicy::Always, over {window:?}: {default:.1} failing inits/s \
+         with the default back-off, {immediate:.0} with BackOff::Immediate"
+    );
 }

@@ -25,72 +25,20 @@
 //! build; CI (`.ci/run`) runs 1,000,000.
 
 mod common;
+mod counting;
 
+use counting::{Counting, settled_heap};
 use futures::channel::oneshot;
 use gen_registry::{Context, GenRegistry, Options, Worker};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-// ---- the counting allocator ----
-
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
 /// The measurements of the two tests must not see each other's allocations.
 static MEASURING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
-
-/// Live heap bytes once the process is quiet: sampled until two samples 20 ms
-/// apart agree (background threads — the executor, the timer, the id table's
-/// deferred reclamation — may still be finishing), for at most 5 s.
-fn settled_heap() -> isize {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut last = LIVE_BYTES.load(Ordering::SeqCst);
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = LIVE_BYTES.load(Ordering::SeqCst);
-        if now == last || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
-}
 
 /// Lifetimes run between two samples of [`heap_under`].
 const SAMPLE_LIFETIMES: u64 = 2_000;

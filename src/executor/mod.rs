@@ -47,6 +47,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 /// let registry = GenRegistry::<Pinger>::new(Options::default().executor(Executor::Bastion)).unwrap();
 /// assert!(matches!(registry.options().get_executor(), Executor::Bastion));
 /// ```
+///
+#[doc = include_str!("../doc_support/pinger.md")]
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum Executor {
