@@ -8,8 +8,8 @@
 //! second run finds the rules of the first.
 //!
 //! ```sh
-//! cargo run --example phone_blacklist            # run it twice: the rules stay
-//! cargo run --example phone_blacklist -- --reset # start from an empty file
+//! cargo run -p phone_blacklist                  # run it twice: the rules stay
+//! cargo run -p phone_blacklist -- --reset        # start from an empty file
 //! ```
 //!
 //! The rules file is `gen_registry_phone_blacklist.sqlite3` in the system's
@@ -291,7 +291,7 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    //! Run by `cargo test` through tests/phone_blacklist.rs.
+    //! Run by `cargo test` at the top (this crate is a default member).
 
     use super::*;
 
