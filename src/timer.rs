@@ -185,19 +185,27 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let t = timer();
-        if t.now() >= self.deadline {
-            self.deregister();
-            return Poll::Ready(());
-        }
         match self.slot {
-            None => self.slot = Some(t.register(self.deadline, cx.waker().clone())),
+            // The clock is read at the first poll only: after that the
+            // timer thread says when the deadline has passed (it clears the
+            // entry's waker as it fires it), so a woken worker's polls cost
+            // no clock read.
+            None => {
+                if t.now() >= self.deadline {
+                    return Poll::Ready(());
+                }
+                self.slot = Some(t.register(self.deadline, cx.waker().clone()));
+            }
             Some((shard, key)) => {
                 let mut slab = t.shards[shard].0.lock();
                 let e = &mut slab[key];
                 match &e.waker {
+                    None => {
+                        drop(slab);
+                        self.deregister();
+                        return Poll::Ready(());
+                    }
                     Some(w) if w.will_wake(cx.waker()) => {}
-                    // A poll before the deadline with a new waker (or after a
-                    // spurious wake-up of a fired entry) keeps the entry armed.
                     _ => e.waker = Some(cx.waker().clone()),
                 }
             }

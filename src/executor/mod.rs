@@ -123,7 +123,10 @@ impl Executor {
                 Task::Bastion(spawn_proc(tokio_rt::Entered::new(handle.clone(), future)))
             }
             #[cfg(feature = "tokio")]
-            Executor::Tokio(handle) => Task::Tokio(handle.spawn(future).abort_handle()),
+            // Boxed: tokio's task cell holds the future inline at a 128-byte
+            // alignment, so a boxed future (one pointer) makes an idle
+            // worker's task far smaller (W2 on tokio: 745 -> 573 B).
+            Executor::Tokio(handle) => Task::Tokio(handle.spawn(Box::pin(future)).abort_handle()),
             #[cfg(feature = "tokio")]
             Executor::CurrentTokio => unreachable!("resolved when the registry is created"),
         }
