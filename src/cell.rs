@@ -253,7 +253,9 @@ struct Inner<W: Worker> {
     /// until then it is never evicted (so a start, or a call by id that
     /// started it, does not end in `WorkerEnded` for that).
     handed: bool,
-    /// Mail came since the idle sweep last looked.
+    /// Mail came, or the worker started, since the idle sweep last looked:
+    /// the sweep that sees it only starts the count, so an idle timeout is
+    /// counted from the start or the last mail, never from an earlier sweep.
     touched: bool,
     /// Sweeps in a row that found the worker parked without mail.
     idle_sweeps: u16,
@@ -364,7 +366,7 @@ impl<W: Worker> Cell<W> {
                 kill: false,
                 parked: false,
                 handed: false,
-                touched: false,
+                touched: true,
                 idle_sweeps: 0,
                 capacity,
                 idle_ms: IDLE_DEFAULT,
