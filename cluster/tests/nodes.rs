@@ -91,3 +91,161 @@ fn calls_by_id_from_every_node_reach_one_worker_per_id() {
     assert_eq!(owners.len(), 3, "ids spread over every node: {owners:?}");
     assert_no_overlap(&log);
 }
+
+/// Calls every id once from `node`, until each succeeds (bounded).
+fn warm(node: &mut Node) {
+    for id in 0..IDS {
+        wait_until(Duration::from_secs(20), "a warm-up call to succeed", || {
+            node.call(id, 1).is_ok()
+        });
+    }
+}
+
+/// Every call of a load answered within its timeout (5 s), with slack for
+/// the answer to be printed.
+fn assert_answered_in_time(load: &Load) {
+    assert!(
+        load.max_ms <= 6_000,
+        "a call took {} ms: {load:?}",
+        load.max_ms
+    );
+    assert!(load.ok > 0, "no call succeeded: {load:?}");
+}
+
+/// Some id ran on two nodes one after the other: the fault did move work.
+fn assert_moved(log: &std::path::Path) {
+    let moved = incarnations(log).values().any(|list| {
+        list.iter()
+            .map(|i| &i.node)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1
+    });
+    assert!(moved, "no id moved to another node");
+}
+
+#[test]
+fn a_node_joining_and_a_node_leaving_under_load_move_shards_without_overlap() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes = vec![
+        Node::start(&etcd, "a", 2, &log),
+        Node::start(&etcd, "b", 3, &log),
+    ];
+    settled(&mut nodes);
+    warm(&mut nodes[0]);
+    nodes[0].send("load 40 8000 4");
+    std::thread::sleep(Duration::from_secs(1));
+    nodes.push(Node::start(&etcd, "c", 4, &log));
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[1].ask("leave", "left", Duration::from_secs(20));
+    nodes[1].wait_exit(Duration::from_secs(10));
+    let load = parse_load(&nodes[0].expect("load ", Duration::from_secs(30)));
+    assert_answered_in_time(&load);
+    assert_eq!(load.err, 0, "{load:?}");
+    assert_moved(&log);
+    assert_no_overlap(&log);
+}
+
+#[test]
+fn a_killed_node_s_ids_are_served_again_after_about_one_lease_ttl() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes = three_nodes(&etcd, &log);
+    settled(&mut nodes);
+    warm(&mut nodes[0]);
+    nodes[0].send("load 40 9000 4");
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[2].signal("KILL");
+    let killed = std::time::Instant::now();
+    let load = parse_load(&nodes[0].expect("load ", Duration::from_secs(30)));
+    assert_answered_in_time(&load);
+    // After the load, every id answers again, from both survivors.
+    for node in &mut nodes[..2] {
+        for id in 0..IDS {
+            node.call(id, 0)
+                .unwrap_or_else(|e| panic!("{} calling {id} after the kill: {e}", node.name));
+        }
+    }
+    assert!(killed.elapsed() < Duration::from_secs(30));
+    assert_moved(&log);
+    assert_no_overlap(&log);
+}
+
+#[test]
+fn a_node_paused_beyond_its_lease_fences_itself_and_no_incarnations_overlap() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes = three_nodes(&etcd, &log);
+    settled(&mut nodes);
+    warm(&mut nodes[0]);
+    warm(&mut nodes[2]);
+    // Load from the node that will be paused too: it holds requests in
+    // flight across the pause.
+    nodes[2].send("load 40 12000 4");
+    nodes[0].send("load 40 12000 4");
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[2].signal("STOP");
+    std::thread::sleep(TTL * 2);
+    nodes[2].signal("CONT");
+    let load = parse_load(&nodes[0].expect("load ", Duration::from_secs(40)));
+    assert_answered_in_time(&load);
+    let paused = parse_load(&nodes[2].expect("load ", Duration::from_secs(40)));
+    assert!(paused.ok > 0, "{paused:?}");
+    // The paused node fenced itself, took a new lease, and serves again.
+    wait_until(
+        Duration::from_secs(30),
+        "the paused node to serve again",
+        || nodes[2].call(0, 0).is_ok(),
+    );
+    assert_moved(&log);
+    assert_no_overlap(&log);
+}
+
+#[test]
+fn with_etcd_stopped_nodes_fence_and_after_its_restart_every_id_is_served_again() {
+    let _turn = one_at_a_time();
+    let mut etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes = three_nodes(&etcd, &log);
+    settled(&mut nodes);
+    warm(&mut nodes[0]);
+    etcd.stop();
+    // Past the fence deadline (TTL − margin after the last renewal), every
+    // node has stopped its workers: a call gets an error within its timeout.
+    std::thread::sleep(TTL);
+    for node in nodes.iter_mut() {
+        let started = std::time::Instant::now();
+        assert!(
+            node.call(1, 1).is_err(),
+            "{} served without etcd",
+            node.name
+        );
+        assert!(started.elapsed() < Duration::from_secs(8));
+    }
+    // Every worker was stopped (its terminate ran) by the fence.
+    let running: Vec<String> = incarnations(&log)
+        .values()
+        .flatten()
+        .filter(|i| !i.ended && !i.ended_fenced)
+        .map(|i| i.name.clone())
+        .collect();
+    assert!(
+        running.is_empty(),
+        "still running without etcd: {running:?}"
+    );
+    etcd.restart();
+    for node in nodes.iter_mut() {
+        for id in 0..IDS {
+            wait_until(
+                Duration::from_secs(30),
+                "ids to be served after etcd's restart",
+                || node.call(id, 1).is_ok(),
+            );
+        }
+    }
+    assert_no_overlap(&log);
+}

@@ -308,6 +308,8 @@ pub struct Incarnation {
     /// The last thing it did while it held its shard.
     pub last: u128,
     pub ended: bool,
+    /// Its `terminate` ran after its node had fenced itself.
+    pub ended_fenced: bool,
 }
 
 /// Reads the log: every incarnation, by id.
@@ -329,6 +331,7 @@ pub fn incarnations(log: &Path) -> BTreeMap<u64, Vec<Incarnation>> {
                         start: t,
                         last: t,
                         ended: false,
+                        ended_fenced: false,
                     },
                 );
             }
@@ -340,7 +343,12 @@ pub fn incarnations(log: &Path) -> BTreeMap<u64, Vec<Incarnation>> {
                 i.last = i.last.max(t);
                 i.ended |= w[0] == "end";
             }
-            ["endfenced", ..] => {}
+            ["endfenced", _, inc, _] => {
+                let i = by_name
+                    .get_mut(*inc)
+                    .unwrap_or_else(|| panic!("{inc} logged before its start"));
+                i.ended_fenced = true;
+            }
             _ => panic!("unreadable log line {line:?}"),
         }
     }
