@@ -7,6 +7,7 @@
 //! - `starts FROM COUNT TASKS` → `starts ok N err M millis X`
 //! - `count` → `count LOCAL TOTAL`
 //! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
+//! - `shard ID` → `shard ID SHARD`
 //! - `leave` → `left`, then the process exits
 //!
 //! Every incarnation of a worker appends to the log file: `start ID INC NODE
@@ -233,6 +234,13 @@ fn main() {
                         Ok(Some(o)) => format!("owner {id} {} {}", o.node, o.epoch),
                         Ok(None) => format!("owner {id} none"),
                         Err(e) => format!("owner {id} err {e}"),
+                    });
+                }
+                ["shard", id] => {
+                    let id = id.parse().unwrap_or(0);
+                    say(match cluster.shard_of(&id) {
+                        Ok(shard) => format!("shard {id} {shard}"),
+                        Err(e) => format!("shard {id} err {e}"),
                     });
                 }
                 _ => say(format!("unknown {line}")),
