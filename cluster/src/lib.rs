@@ -62,6 +62,11 @@
 
 #![deny(missing_docs)]
 
+/// The guide's chapter on cluster mode, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../guide/src/cluster.md")]
+struct GuideChapter;
+
 mod cluster;
 mod config;
 mod error;
@@ -121,11 +126,28 @@ impl<A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> ClusterArg
 /// [`Fenced`]. Implemented for every such worker.
 ///
 /// ```
-/// use gen_registry::doc_support::Pinger;
-/// fn clusterable<W: gen_registry_cluster::ClusterWorker>() {}
-/// // `Pinger`'s args are not `Fenced`, so it is not one:
-/// // clusterable::<Pinger>();
-/// # let _ = std::marker::PhantomData::<Pinger>;
+/// use gen_registry::{Context, Worker};
+/// use gen_registry_cluster::{ClusterWorker, Fenced};
+///
+/// struct Session;
+///
+/// impl Worker for Session {
+///     type Id = u64;
+///     type Args = Fenced<()>;
+///     type Request = String;
+///     type Reply = usize;
+///     type Message = ();
+///     type Error = std::convert::Infallible;
+///     async fn init(_: &u64, _: Fenced<()>, _: &Context<Self>) -> Result<Self, Self::Error> {
+///         Ok(Session)
+///     }
+///     async fn handle_call(&mut self, request: String, _: &mut Context<Self>) -> usize {
+///         request.len()
+///     }
+/// }
+///
+/// fn runs_in_a_cluster<W: ClusterWorker>() {}
+/// runs_in_a_cluster::<Session>();
 /// ```
 pub trait ClusterWorker:
     Worker<
@@ -149,7 +171,14 @@ impl<W> ClusterWorker for W where
 {
 }
 
-/// What callers pass as a worker's args.
+/// What callers pass as a worker's args: `A` for a worker whose args are
+/// `Fenced<A>`.
+///
+/// ```
+/// use gen_registry_cluster::{ArgsOf, doc_support::Adder};
+/// let start: ArgsOf<Adder> = 100u64;
+/// # let _ = start;
+/// ```
 pub type ArgsOf<W> = <<W as Worker>::Args as ClusterArgs>::Inner;
 
 /// Helpers for the documentation's examples: not part of the API.
