@@ -545,6 +545,19 @@ impl<W: ClusterWorker> Cluster<W> {
         }))
     }
 
+    /// Whether this node serves `shard` now.
+    ///
+    /// ```no_run
+    /// # use gen_registry_cluster::doc_support::*;
+    /// # run(|cluster| async move {
+    /// let here = (0..cluster.shards()).filter(|s| cluster.serves(*s)).count();
+    /// println!("{here} shards served here");
+    /// # });
+    /// ```
+    pub fn serves(&self, shard: u32) -> bool {
+        self.inner.local.lock().contains_key(&shard) && self.inner.live.valid()
+    }
+
     /// The workers running on this node.
     ///
     /// ```no_run

@@ -249,3 +249,43 @@ fn with_etcd_stopped_nodes_fence_and_after_its_restart_every_id_is_served_again(
     }
     assert_no_overlap(&log);
 }
+
+#[test]
+fn a_node_cut_off_from_etcd_stops_serving_and_its_ids_move_without_overlap() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let proxy = Proxy::start(5, &etcd);
+    let mut nodes = vec![
+        Node::start(&etcd, "a", 2, &log),
+        Node::start(&etcd, "b", 3, &log),
+        Node::start_via(&proxy.url, "c", 4, &log, &[]),
+    ];
+    settled(&mut nodes);
+    warm(&mut nodes[0]);
+    warm(&mut nodes[2]);
+    nodes[0].send("load 40 12000 4");
+    nodes[2].send("load 40 12000 4");
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.cut();
+    std::thread::sleep(TTL * 2);
+    // Meanwhile c has fenced itself and a and b have claimed its shards
+    // (assert_moved below); c's calls to its own shards failed in time.
+    proxy.heal();
+    let load = parse_load(&nodes[0].expect("load ", Duration::from_secs(40)));
+    assert_answered_in_time(&load);
+    let cut_off = parse_load(&nodes[2].expect("load ", Duration::from_secs(40)));
+    assert!(cut_off.max_ms <= 6_000, "{cut_off:?}");
+    wait_until(
+        Duration::from_secs(30),
+        "the cut-off node to serve again",
+        || nodes[2].ask("served", "served ", Duration::from_secs(10)) != "served 0",
+    );
+    for id in 0..IDS {
+        wait_until(Duration::from_secs(20), "every id served from c", || {
+            nodes[2].call(id, 0).is_ok()
+        });
+    }
+    assert_moved(&log);
+    assert_no_overlap(&log);
+}

@@ -8,6 +8,9 @@
 //! - `count` → `count LOCAL TOTAL`
 //! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
 //! - `shard ID` → `shard ID SHARD`
+//! - `served` → `served SHARDS` (the shards this node serves)
+//! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
+//!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
 //! - `leave` → `left`, then the process exits
 //!
 //! Every incarnation of a worker appends to the log file: `start ID INC NODE
@@ -243,6 +246,15 @@ fn main() {
                         Err(e) => format!("shard {id} err {e}"),
                     });
                 }
+                ["served"] => {
+                    let served = (0..cluster.shards()).filter(|s| cluster.serves(*s)).count();
+                    say(format!("served {served}"));
+                }
+                ["probe", ids, calls] => {
+                    let ids = ids.parse().unwrap_or(100);
+                    let calls = calls.parse().unwrap_or(1000);
+                    tokio::spawn(probe(cluster, ids, calls));
+                }
                 _ => say(format!("unknown {line}")),
             }
         }
@@ -331,5 +343,44 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
     say(format!(
         "starts ok {ok} err {err} millis {}",
         started.elapsed().as_millis()
+    ));
+}
+
+/// Latency of one call at a time, to ids served here and to ids served by
+/// other nodes.
+async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for id in 0..ids {
+        if let Ok(Some(owner)) = cluster.owner(&id).await {
+            if owner.node == cluster.name() {
+                local.push(id)
+            } else {
+                remote.push(id)
+            }
+        }
+    }
+    let mut figures = Vec::new();
+    for set in [&local, &remote] {
+        let mut latencies = Vec::with_capacity(calls);
+        for n in 0..calls {
+            let Some(id) = set.get(n % set.len().max(1)) else {
+                break;
+            };
+            let started = Instant::now();
+            let _ = cluster.call(*id, (), 1).await;
+            latencies.push(started.elapsed().as_micros());
+        }
+        latencies.sort();
+        let at = |q: f64| {
+            latencies
+                .get((latencies.len() as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        figures.push((at(0.5), at(0.99)));
+    }
+    say(format!(
+        "probe local_p50_us {} local_p99_us {} remote_p50_us {} remote_p99_us {}",
+        figures[0].0, figures[0].1, figures[1].0, figures[1].1
     ));
 }

@@ -148,8 +148,13 @@ impl Node {
     }
 
     pub fn start_with(etcd: &Etcd, name: &str, host: u8, log: &Path, extra: &[&str]) -> Node {
+        Node::start_via(&etcd.url(), name, host, log, extra)
+    }
+
+    /// Starts a node that reaches etcd at `etcd_url` (a [`Proxy`]'s).
+    pub fn start_via(etcd_url: &str, name: &str, host: u8, log: &Path, extra: &[&str]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-node"))
-            .args(["--etcd", &etcd.url(), "--name", name, "--secret", SECRET])
+            .args(["--etcd", etcd_url, "--name", name, "--secret", SECRET])
             .args(["--listen", &format!("127.0.0.{host}:0")])
             .arg("--log")
             .arg(log)
@@ -388,4 +393,69 @@ pub fn overlaps(log: &Path) -> Vec<String> {
 
 pub fn log_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("incarnations.log")
+}
+
+/// A TCP proxy on `127.0.0.x` in front of etcd for one node, which the test
+/// can cut (every byte in either direction is dropped, as in a partition:
+/// nothing is refused or reset) and heal (the stale connections are closed,
+/// new ones are forwarded again).
+pub struct Proxy {
+    pub url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(host: u8, etcd: &Etcd) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind(format!("127.0.0.{host}:0")).expect("the proxy binds");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let target = etcd.url().trim_start_matches("http://").to_string();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (cut2, open2) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    let cut = cut2.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = std::io::Read::read(&mut from, &mut buf) {
+                            if !cut.load(Ordering::Acquire) && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut open = open2.lock().unwrap_or_else(|p| p.into_inner());
+                open.push(client);
+                open.push(server);
+            }
+        });
+        Proxy { url, cut, open }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn heal(&self) {
+        for stream in self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.cut.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
