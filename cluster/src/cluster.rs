@@ -989,10 +989,15 @@ async fn reconcile<W: ClusterWorker>(inner: &Arc<Inner<W>>) -> Result<(), Cluste
             let desired = rendezvous(shard, view.members.keys().map(String::as_str));
             match view.claims.get(&shard) {
                 Some(c) if c.node == me && c.lease == lease => {
-                    if desired != Some(me) {
-                        release.push((shard, c.epoch));
-                    } else if local.get(&shard).map(|(e, _)| *e) != Some(c.epoch) {
-                        adopt.push((shard, c.epoch));
+                    match local.get(&shard).map(|(e, _)| *e) {
+                        _ if desired != Some(me) => release.push((shard, c.epoch)),
+                        // Claimed, but the answer was lost (a timeout):
+                        // the key is ours, under our current lease.
+                        None => adopt.push((shard, c.epoch)),
+                        // Served at another epoch than the key's: stop
+                        // those workers before anything else.
+                        Some(e) if e != c.epoch => release.push((shard, 0)),
+                        Some(_) => {}
                     }
                 }
                 Some(c) if c.node == me => stale.push((shard, c.epoch)),
