@@ -369,6 +369,7 @@ impl<W: ClusterWorker> Cluster<W> {
         request: W::Request,
         within: Duration,
     ) -> Result<W::Reply, ClusterError> {
+        self.inner.not_left()?;
         let id_bytes = encode(&id)?;
         let request_bytes = encode(&request)?;
         let shard = shard_of(&id_bytes, self.inner.shards);
@@ -435,6 +436,7 @@ impl<W: ClusterWorker> Cluster<W> {
         args: ArgsOf<W>,
         message: W::Message,
     ) -> Result<(), ClusterError> {
+        self.inner.not_left()?;
         let id_bytes = encode(&id)?;
         let message_bytes = encode(&message)?;
         let shard = shard_of(&id_bytes, self.inner.shards);
@@ -493,6 +495,7 @@ impl<W: ClusterWorker> Cluster<W> {
     /// # });
     /// ```
     pub async fn stop(&self, id: &W::Id) -> Result<(), ClusterError> {
+        self.inner.not_left()?;
         let id_bytes = encode(id)?;
         let shard = shard_of(&id_bytes, self.inner.shards);
         let mut pending = Pending::new(self.inner.config.call_timeout);
@@ -580,6 +583,7 @@ impl<W: ClusterWorker> Cluster<W> {
     /// # });
     /// ```
     pub async fn count(&self) -> Result<usize, ClusterError> {
+        self.inner.not_left()?;
         refresh_view(&self.inner).await?;
         let members: Vec<(String, String)> = self
             .inner
@@ -621,7 +625,10 @@ impl<W: ClusterWorker> Cluster<W> {
     /// Leaves the cluster gracefully: stops serving, stops every local worker
     /// (their `terminate` runs), then revokes the lease, which releases this
     /// node's shards and membership at once; the other nodes claim the shards.
-    /// Afterwards every operation fails with [`ClusterError::Left`].
+    /// It then answers its peers "not owner" for a moment (a third of
+    /// `TTL − margin`, plus 200 ms) so that their calls in flight are retried
+    /// elsewhere, and closes. Afterwards every operation fails with
+    /// [`ClusterError::Left`].
     ///
     /// ```no_run
     /// # use gen_registry_cluster::doc_support::*;
@@ -639,6 +646,12 @@ impl<W: ClusterWorker> Cluster<W> {
         let lease = inner.lease.load(Ordering::Acquire);
         let mut etcd = inner.etcd.clone();
         let _ = timeout(inner.config.lease_ttl, etcd.lease_revoke(lease)).await;
+        // Go on answering "not owner" until every peer has seen the keys go
+        // (a watch event, or at worst one reconciler tick): a request that
+        // reaches a closed connection instead cannot be retried, since the
+        // caller cannot tell that it was never handled.
+        let tick = (inner.config.lease_ttl - inner.config.fence_margin) / 3;
+        tokio::time::sleep(tick + MAX_BACKOFF).await;
         for task in inner.tasks.lock().drain(..) {
             task.abort();
         }
@@ -702,6 +715,13 @@ impl Pending {
 }
 
 impl<W: ClusterWorker> Inner<W> {
+    fn not_left(&self) -> Result<(), ClusterError> {
+        match self.left.load(Ordering::Acquire) {
+            true => Err(ClusterError::Left),
+            false => Ok(()),
+        }
+    }
+
     fn route(&self, shard: u32) -> Route<W> {
         if let Some((epoch, registry)) = self.local.lock().get(&shard)
             && self.live.valid()
@@ -756,9 +776,7 @@ impl<W: ClusterWorker> Inner<W> {
             let mut stream = match self.checkout(address) {
                 Some(s) => s,
                 None => {
-                    let mut s = TcpStream::connect(address)
-                        .await
-                        .map_err(|_| RpcFail::NotSent)?;
+                    let mut s = self.dial(address).await.map_err(|_| RpcFail::NotSent)?;
                     let _ = s.set_nodelay(true);
                     wire::connect(&mut s, &self.config.secret, HANDSHAKE)
                         .await
@@ -780,6 +798,26 @@ impl<W: ClusterWorker> Inner<W> {
             Ok(response)
         };
         timeout(within, run).await.unwrap_or(Err(RpcFail::Timeout))
+    }
+
+    /// A connection to `address` from this node's own listening address (if
+    /// it listens on one address), so that its peers, and firewall rules,
+    /// see it come from the node it is.
+    async fn dial(&self, address: &str) -> std::io::Result<TcpStream> {
+        let to = tokio::net::lookup_host(address)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        let socket = if to.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let own = self.config.listen.ip();
+        if !own.is_unspecified() && own.is_ipv4() == to.is_ipv4() {
+            socket.bind(std::net::SocketAddr::new(own, 0))?;
+        }
+        socket.connect(to).await
     }
 
     /// An idle connection to `address` that the peer has not closed.

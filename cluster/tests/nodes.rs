@@ -185,7 +185,9 @@ fn a_node_paused_beyond_its_lease_fences_itself_and_no_incarnations_overlap() {
     warm(&mut nodes[2]);
     // Load from the node that will be paused too: it holds requests in
     // flight across the pause.
-    nodes[2].send("load 40 12000 4");
+    // Many callers on c: while some wait out calls to shards they can no
+    // longer reach, others keep calling c's own shards.
+    nodes[2].send("load 40 12000 32");
     nodes[0].send("load 40 12000 4");
     std::thread::sleep(Duration::from_secs(1));
     nodes[2].signal("STOP");
@@ -265,7 +267,9 @@ fn a_node_cut_off_from_etcd_stops_serving_and_its_ids_move_without_overlap() {
     warm(&mut nodes[0]);
     warm(&mut nodes[2]);
     nodes[0].send("load 40 12000 4");
-    nodes[2].send("load 40 12000 4");
+    // Many callers on c: while some wait out calls to shards they can no
+    // longer reach, others keep calling c's own shards.
+    nodes[2].send("load 40 12000 32");
     std::thread::sleep(Duration::from_secs(1));
     proxy.cut();
     std::thread::sleep(TTL * 2);
@@ -285,6 +289,83 @@ fn a_node_cut_off_from_etcd_stops_serving_and_its_ids_move_without_overlap() {
         wait_until(Duration::from_secs(20), "every id served from c", || {
             nodes[2].call(id, 0).is_ok()
         });
+    }
+    assert_moved(&log);
+    assert_no_overlap(&log);
+}
+
+/// The partition test runs in a network namespace of its own (`unshare -rn`,
+/// an unprivileged user and network namespace with only a loopback
+/// interface), where nftables rules can drop traffic by address without
+/// touching the machine's network.
+#[test]
+fn a_node_partitioned_from_etcd_and_its_peers_fences_itself_and_no_incarnations_overlap() {
+    let _turn = one_at_a_time();
+    let exe = std::env::current_exe().expect("the test binary");
+    let status = std::process::Command::new("unshare")
+        .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args([
+            "partition_inside_its_own_network_namespace",
+            "--exact",
+            "--ignored",
+            "--test-threads",
+            "1",
+        ])
+        .status()
+        .expect("unshare runs (util-linux)");
+    assert!(
+        status.success(),
+        "the partition test failed inside its namespace"
+    );
+}
+
+fn nft(rules: &str) {
+    let status = std::process::Command::new("nft")
+        .arg(rules)
+        .status()
+        .expect("nft runs (nftables)");
+    assert!(status.success(), "nft {rules}");
+}
+
+#[test]
+#[ignore = "run by the test above, inside its own network namespace"]
+fn partition_inside_its_own_network_namespace() {
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes = vec![
+        Node::start(&etcd, "a", 2, &log),
+        Node::start(&etcd, "b", 3, &log),
+        Node::start_via(&etcd.url_on(6), "c", 4, &log, &[]),
+    ];
+    settled(&mut nodes);
+    warm(&mut nodes[0]);
+    warm(&mut nodes[2]);
+    nodes[0].send("load 40 12000 4");
+    // Many callers on c: while some wait out calls to shards they can no
+    // longer reach, others keep calling c's own shards.
+    nodes[2].send("load 40 12000 32");
+    std::thread::sleep(Duration::from_secs(1));
+    // c (127.0.0.4, and its way to etcd, 127.0.0.6) is cut off from
+    // everyone: every packet to or from it is dropped.
+    nft("add table inet partition");
+    nft("add chain inet partition out { type filter hook output priority 0; }");
+    for host in ["127.0.0.4", "127.0.0.6"] {
+        nft(&format!("add rule inet partition out ip saddr {host} drop"));
+        nft(&format!("add rule inet partition out ip daddr {host} drop"));
+    }
+    std::thread::sleep(TTL * 2);
+    nft("delete table inet partition");
+    let load = parse_load(&nodes[0].expect("load ", Duration::from_secs(40)));
+    assert_answered_in_time(&load);
+    let cut_off = parse_load(&nodes[2].expect("load ", Duration::from_secs(40)));
+    assert!(cut_off.max_ms <= 6_000, "{cut_off:?}");
+    for id in 0..IDS {
+        wait_until(
+            Duration::from_secs(30),
+            "every id served from c after the partition",
+            || nodes[2].call(id, 0).is_ok(),
+        );
     }
     assert_moved(&log);
     assert_no_overlap(&log);

@@ -73,18 +73,25 @@ impl Etcd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        self.url_on(1)
+    }
+
+    /// etcd also listens on 127.0.0.6: a node given that address can be cut
+    /// off from etcd by address alone.
+    pub fn url_on(&self, host: u8) -> String {
+        format!("http://127.0.0.{host}:{}", self.client_port)
     }
 
     fn run(&mut self) {
         let client = self.url();
+        let listen = format!("{client},{}", self.url_on(6));
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
                 "--listen-client-urls",
-                &client,
+                &listen,
                 "--advertise-client-urls",
                 &client,
             ])
