@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -87,6 +87,10 @@ impl Keys {
     }
 }
 
+/// A shard served here: its epoch, its registry, and the requests being
+/// delivered to it.
+type Served<W> = (i64, GenRegistry<W>, Arc<AtomicUsize>);
+
 struct Inner<W: ClusterWorker> {
     config: Config,
     options: Options<W>,
@@ -98,7 +102,7 @@ struct Inner<W: ClusterWorker> {
     /// The shards served here, with their epochs and registries. Claims and
     /// fences change it under this lock, so a claim that raced a fence is
     /// never served.
-    local: Mutex<HashMap<u32, (i64, GenRegistry<W>)>>,
+    local: Mutex<HashMap<u32, Served<W>>>,
     lease: AtomicI64,
     view: Mutex<View>,
     wake: Notify,
@@ -134,9 +138,27 @@ impl<W: ClusterWorker> Clone for Cluster<W> {
 }
 
 enum Route<W: Worker> {
-    Local(i64, GenRegistry<W>),
+    Local(i64, GenRegistry<W>, Busy),
     Remote(String, i64),
     Nobody,
+}
+
+/// A request being delivered to a local shard's registry: a graceful
+/// release waits for these to finish before it stops the shard's workers,
+/// so that a request routed just before the release is not cut off.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why an RPC failed.
@@ -378,7 +400,7 @@ impl<W: ClusterWorker> Cluster<W> {
         let mut pending = Pending::new(within);
         loop {
             match self.inner.route(shard) {
-                Route::Local(epoch, registry) => {
+                Route::Local(epoch, registry, _busy) => {
                     let fenced = W::Args::fenced(
                         args.clone(),
                         Fence::new(shard, epoch, self.inner.live.clone()),
@@ -445,7 +467,7 @@ impl<W: ClusterWorker> Cluster<W> {
         let mut pending = Pending::new(within);
         loop {
             match self.inner.route(shard) {
-                Route::Local(epoch, registry) => {
+                Route::Local(epoch, registry, _busy) => {
                     let fenced = W::Args::fenced(
                         args.clone(),
                         Fence::new(shard, epoch, self.inner.live.clone()),
@@ -501,13 +523,14 @@ impl<W: ClusterWorker> Cluster<W> {
         let mut pending = Pending::new(self.inner.config.call_timeout);
         loop {
             match self.inner.route(shard) {
-                Route::Local(_, registry) => match timeout(pending.left(), registry.stop(id)).await
-                {
-                    Ok(Ok(())) => return Ok(()),
-                    Ok(Err(Error::RegistryStopped)) => {}
-                    Ok(Err(e)) => return Err(worker_error(e)),
-                    Err(_) => return Err(ClusterError::Timeout(pending.within)),
-                },
+                Route::Local(_, registry, _busy) => {
+                    match timeout(pending.left(), registry.stop(id)).await {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(Error::RegistryStopped)) => {}
+                        Ok(Err(e)) => return Err(worker_error(e)),
+                        Err(_) => return Err(ClusterError::Timeout(pending.within)),
+                    }
+                }
                 Route::Remote(address, epoch) => {
                     let stop = Request::Stop {
                         shard,
@@ -723,10 +746,10 @@ impl<W: ClusterWorker> Inner<W> {
     }
 
     fn route(&self, shard: u32) -> Route<W> {
-        if let Some((epoch, registry)) = self.local.lock().get(&shard)
+        if let Some((epoch, registry, busy)) = self.local.lock().get(&shard)
             && self.live.valid()
         {
-            return Route::Local(*epoch, registry.clone());
+            return Route::Local(*epoch, registry.clone(), Busy::new(busy));
         }
         let view = self.view.lock();
         match view.claims.get(&shard) {
@@ -739,16 +762,18 @@ impl<W: ClusterWorker> Inner<W> {
     }
 
     /// The registry of `shard` if this node serves it at `epoch` now.
-    fn serving(&self, shard: u32, epoch: i64) -> Option<GenRegistry<W>> {
+    fn serving(&self, shard: u32, epoch: i64) -> Option<(GenRegistry<W>, Busy)> {
         let local = self.local.lock();
         match local.get(&shard) {
-            Some((e, registry)) if *e == epoch && self.live.valid() => Some(registry.clone()),
+            Some((e, registry, busy)) if *e == epoch && self.live.valid() => {
+                Some((registry.clone(), Busy::new(busy)))
+            }
             _ => None,
         }
     }
 
     fn local_count(&self) -> usize {
-        self.local.lock().values().map(|(_, r)| r.count()).sum()
+        self.local.lock().values().map(|(_, r, _)| r.count()).sum()
     }
 
     /// Stops serving every shard and stops their workers (`terminate` runs).
@@ -756,7 +781,7 @@ impl<W: ClusterWorker> Inner<W> {
         let drained: Vec<GenRegistry<W>> = {
             let mut local = self.local.lock();
             self.live.fence();
-            local.drain().map(|(_, (_, r))| r).collect()
+            local.drain().map(|(_, (_, r, _))| r).collect()
         };
         let mut stops = tokio::task::JoinSet::new();
         for registry in drained {
@@ -847,7 +872,7 @@ impl<W: ClusterWorker> Inner<W> {
                 request,
                 timeout_ms,
             } => {
-                let Some(registry) = self.serving(shard, epoch) else {
+                let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
                 let decoded = (|| {
@@ -879,7 +904,7 @@ impl<W: ClusterWorker> Inner<W> {
                 args,
                 message,
             } => {
-                let Some(registry) = self.serving(shard, epoch) else {
+                let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
                 let decoded = (|| {
@@ -903,7 +928,7 @@ impl<W: ClusterWorker> Inner<W> {
                 }
             }
             Request::Stop { shard, epoch, id } => {
-                let Some(registry) = self.serving(shard, epoch) else {
+                let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
                 let id = match self.decode_id(shard, &id) {
@@ -1027,7 +1052,7 @@ async fn reconcile<W: ClusterWorker>(inner: &Arc<Inner<W>>) -> Result<(), Cluste
             let desired = rendezvous(shard, view.members.keys().map(String::as_str));
             match view.claims.get(&shard) {
                 Some(c) if c.node == me && c.lease == lease => {
-                    match local.get(&shard).map(|(e, _)| *e) {
+                    match local.get(&shard).map(|(e, _, _)| *e) {
                         _ if desired != Some(me) => release.push((shard, c.epoch)),
                         // Claimed, but the answer was lost (a timeout):
                         // the key is ours, under our current lease.
@@ -1084,7 +1109,7 @@ impl<W: ClusterWorker> Inner<W> {
             && self.lease.load(Ordering::Acquire) == lease
             && !self.left.load(Ordering::Acquire)
         {
-            local.insert(shard, (epoch, registry));
+            local.insert(shard, (epoch, registry, Arc::new(AtomicUsize::new(0))));
             self.live.serve(shard, epoch);
         }
         Ok(())
@@ -1122,18 +1147,30 @@ async fn release_shard<W: ClusterWorker>(
     shard: u32,
     epoch: i64,
 ) -> Result<(), ClusterError> {
-    let registry = {
-        let mut local = inner.local.lock();
+    let Some((_, registry, busy)) = inner.local.lock().remove(&shard) else {
         inner.live.unserve(shard);
-        local.remove(&shard)
+        if epoch != 0 {
+            delete_claim(inner, shard, epoch).await?;
+        }
+        return Ok(());
     };
-    if let Some((_, registry)) = registry {
+    if epoch == 0 {
+        // Someone else's key: stop at once.
+        inner.live.unserve(shard);
         registry.shutdown().await;
+        return Ok(());
     }
-    if epoch != 0 {
-        delete_claim(inner, shard, epoch).await?;
+    // No request is routed here any more; while the key is still ours (so
+    // nobody else can start these ids), let those already delivered finish,
+    // within the call timeout, and stop the workers with their fence still
+    // valid for their `terminate`.
+    let drained = Instant::now() + inner.config.call_timeout;
+    while busy.load(Ordering::Acquire) > 0 && Instant::now() < drained && inner.live.valid() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(())
+    registry.shutdown().await;
+    inner.live.unserve(shard);
+    delete_claim(inner, shard, epoch).await
 }
 
 async fn delete_claim<W: ClusterWorker>(

@@ -143,10 +143,10 @@ fn a_node_joining_and_a_node_leaving_under_load_move_shards_without_overlap() {
     nodes[1].wait_exit(Duration::from_secs(10));
     let load = parse_load(&nodes[0].expect("load ", Duration::from_secs(30)));
     assert_answered_in_time(&load);
-    // A call can race its shard's move: a request queued on a worker that
-    // is being stopped fails ("the worker has ended") rather than being
-    // retried, since the local registry cannot say whether it was handled.
-    // Anything more than that is a routing failure.
+    // A move waits for the requests already delivered to its shard, but one
+    // still queued on a worker being stopped fails ("the worker has ended")
+    // rather than being retried, since the local registry cannot say whether
+    // it was handled. Anything more than that is a routing failure.
     assert!(load.err * 1000 <= load.ok, "{load:?}");
     assert_moved(&log);
     assert_no_overlap(&log);
