@@ -1,0 +1,386 @@
+//! A cluster node for the multi-process tests and the benchmarks: joins a
+//! cluster of `Probe` workers, and takes commands on standard input, one per
+//! line, answering each on standard output:
+//!
+//! - `call ID ADD` → `call ID ok TOTAL` | `call ID fenced` | `call ID err MESSAGE`
+//! - `load IDS MILLIS TASKS` → `load ok N err M max_ms X p50_us Y p99_us Z first_err E`
+//! - `starts FROM COUNT TASKS` → `starts ok N err M millis X`
+//! - `count` → `count LOCAL TOTAL`
+//! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
+//! - `shard ID` → `shard ID SHARD`
+//! - `served` → `served SHARDS` (the shards this node serves)
+//! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
+//!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
+//! - `leave` → `left`, then the process exits
+//!
+//! Every incarnation of a worker appends to the log file: `start ID INC NODE
+//! EPOCH T`, `call ID INC T` for each request it handled, and `end ID INC T`
+//! when it ended while still holding its shard (`endfenced` otherwise), with
+//! T in nanoseconds of the wall clock. Each line is one `write` to a file
+//! opened for appending, so lines of several processes never interleave.
+//!
+//! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
+//! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]`
+
+use gen_registry::{Context, ExitReason, Options, Worker};
+use gen_registry_cluster::{Cluster, Config, Fence, Fenced};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+static LOG: OnceLock<File> = OnceLock::new();
+static NODE: OnceLock<String> = OnceLock::new();
+static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn wall_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+/// One small append: a single `write` on an O_APPEND file, which does not
+/// wait on anything a worker's executor thread should not wait on.
+fn log(line: String) {
+    if let Some(mut file) = LOG.get() {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// A counter that records its incarnation's life in the log.
+struct Probe {
+    id: u64,
+    incarnation: String,
+    fence: Fence,
+    total: u64,
+}
+
+impl Worker for Probe {
+    type Id = u64;
+    type Args = Fenced<()>;
+    type Request = u64;
+    type Reply = Option<u64>;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(id: &u64, args: Fenced<()>, _: &Context<Self>) -> Result<Self, Self::Error> {
+        let node = NODE.get().map(String::as_str).unwrap_or("?");
+        let incarnation = format!(
+            "{node}:{}:{}",
+            std::process::id(),
+            INCARNATIONS.fetch_add(1, Ordering::Relaxed)
+        );
+        if args.fence.is_valid() {
+            log(format!(
+                "start {id} {incarnation} {node} {} {}\n",
+                args.fence.epoch(),
+                wall_nanos()
+            ));
+        }
+        Ok(Probe {
+            id: *id,
+            incarnation,
+            fence: args.fence,
+            total: 0,
+        })
+    }
+
+    async fn handle_call(&mut self, add: u64, _: &mut Context<Self>) -> Option<u64> {
+        if !self.fence.is_valid() {
+            return None;
+        }
+        self.total += add;
+        log(format!(
+            "call {} {} {}\n",
+            self.id,
+            self.incarnation,
+            wall_nanos()
+        ));
+        Some(self.total)
+    }
+
+    async fn terminate(&mut self, _: &ExitReason, _: &mut Context<Self>) {
+        let kind = if self.fence.is_valid() {
+            "end"
+        } else {
+            "endfenced"
+        };
+        log(format!(
+            "{kind} {} {} {}\n",
+            self.id,
+            self.incarnation,
+            wall_nanos()
+        ));
+    }
+}
+
+fn flags() -> HashMap<String, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.chunks(2)
+        .filter_map(|pair| match pair {
+            [k, v] => Some((k.trim_start_matches("--").to_string(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() {
+    let flags = flags();
+    let need = |k: &str| {
+        flags.get(k).cloned().unwrap_or_else(|| {
+            eprintln!("cluster-node: missing --{k}");
+            std::process::exit(2)
+        })
+    };
+    let name = need("name");
+    let log_path = need("log");
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap_or_else(|e| {
+            eprintln!("cluster-node: cannot open {log_path}: {e}");
+            std::process::exit(2)
+        });
+    let _ = LOG.set(file);
+    let _ = NODE.set(name.clone());
+    let number =
+        |k: &str, default: u64| flags.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let mut config = Config::new(name, [need("etcd")], need("secret"))
+        .lease_ttl(Duration::from_secs(number("ttl", 3)))
+        .fence_margin(Duration::from_millis(number("margin-ms", 1000)))
+        .shards(number("shards", 32) as u32)
+        .call_timeout(Duration::from_millis(number("timeout-ms", 5000)));
+    if let Some(listen) = flags.get("listen").and_then(|l| l.parse().ok()) {
+        config = config.listen(listen);
+    }
+    if let Some(prefix) = flags.get("prefix") {
+        config = config.prefix(prefix.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("cluster-node: no runtime: {e}");
+            std::process::exit(2)
+        });
+    runtime.block_on(async move {
+        let cluster = match Cluster::<Probe>::join(config, Options::default()).await {
+            Ok(c) => c,
+            Err(e) => {
+                say(format!("failed {e}"));
+                std::process::exit(1);
+            }
+        };
+        say(format!("ready {} {}", cluster.name(), cluster.address()));
+        let (lines, mut commands) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(line) = commands.recv().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let cluster = cluster.clone();
+            match words.as_slice() {
+                ["leave"] => {
+                    cluster.leave().await;
+                    say("left".into());
+                    std::process::exit(0);
+                }
+                ["call", id, add] => {
+                    let (id, add) = (id.parse().unwrap_or(0), add.parse().unwrap_or(0));
+                    tokio::spawn(async move {
+                        say(match cluster.call(id, (), add).await {
+                            Ok(Some(total)) => format!("call {id} ok {total}"),
+                            Ok(None) => format!("call {id} fenced"),
+                            Err(e) => format!("call {id} err {e}"),
+                        })
+                    });
+                }
+                ["load", ids, millis, tasks] => {
+                    let ids: u64 = ids.parse().unwrap_or(1).max(1);
+                    let millis = millis.parse().unwrap_or(1000);
+                    let tasks = tasks.parse().unwrap_or(4);
+                    tokio::spawn(load(cluster, ids, Duration::from_millis(millis), tasks));
+                }
+                ["starts", from, count, tasks] => {
+                    let from: u64 = from.parse().unwrap_or(0);
+                    let count: u64 = count.parse().unwrap_or(0);
+                    let tasks: u64 = tasks.parse().unwrap_or(4).max(1);
+                    tokio::spawn(starts(cluster, from, count, tasks));
+                }
+                ["count"] => {
+                    tokio::spawn(async move {
+                        say(match cluster.count().await {
+                            Ok(total) => format!("count {} {total}", cluster.local_count()),
+                            Err(e) => format!("count err {e}"),
+                        })
+                    });
+                }
+                ["owner", id] => {
+                    let id = id.parse().unwrap_or(0);
+                    say(match cluster.owner(&id).await {
+                        Ok(Some(o)) => format!("owner {id} {} {}", o.node, o.epoch),
+                        Ok(None) => format!("owner {id} none"),
+                        Err(e) => format!("owner {id} err {e}"),
+                    });
+                }
+                ["shard", id] => {
+                    let id = id.parse().unwrap_or(0);
+                    say(match cluster.shard_of(&id) {
+                        Ok(shard) => format!("shard {id} {shard}"),
+                        Err(e) => format!("shard {id} err {e}"),
+                    });
+                }
+                ["served"] => {
+                    let served = (0..cluster.shards()).filter(|s| cluster.serves(*s)).count();
+                    say(format!("served {served}"));
+                }
+                ["probe", ids, calls] => {
+                    let ids = ids.parse().unwrap_or(100);
+                    let calls = calls.parse().unwrap_or(1000);
+                    tokio::spawn(probe(cluster, ids, calls));
+                }
+                _ => say(format!("unknown {line}")),
+            }
+        }
+    });
+}
+
+/// Calls random ids from `0..ids` from `tasks` tasks for `length`.
+async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
+    let end = Instant::now() + length;
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let cluster = cluster.clone();
+        set.spawn(async move {
+            let mut seed =
+                0x9e37_79b9_7f4a_7c15_u64 ^ (task + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let (mut ok, mut err, mut first) = (0u64, 0u64, None);
+            let mut latencies = Vec::new();
+            while Instant::now() < end {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let started = Instant::now();
+                let result = cluster.call(seed % ids, (), 1).await;
+                latencies.push(started.elapsed());
+                match result {
+                    Ok(Some(_)) => ok += 1,
+                    Ok(None) => {
+                        err += 1;
+                        first.get_or_insert_with(|| "fenced".to_string());
+                    }
+                    Err(e) => {
+                        err += 1;
+                        first.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (ok, err, first, latencies)
+        });
+    }
+    let (mut ok, mut err, mut first, mut latencies) = (0, 0, None, Vec::new());
+    while let Some(Ok((o, e, f, l))) = set.join_next().await {
+        ok += o;
+        err += e;
+        first = first.or(f);
+        latencies.extend(l);
+    }
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+    };
+    let us = |d: Option<&Duration>| d.map(|d| d.as_micros()).unwrap_or(0);
+    say(format!(
+        "load ok {ok} err {err} max_ms {} p50_us {} p99_us {} first_err {}",
+        latencies.last().map(|d| d.as_millis()).unwrap_or(0),
+        us(at(0.5)),
+        us(at(0.99)),
+        first.unwrap_or_else(|| "-".into()).replace(' ', "_")
+    ));
+}
+
+/// Starts `count` new ids from `from` on, from `tasks` tasks.
+async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let cluster = cluster.clone();
+        set.spawn(async move {
+            let (mut ok, mut err) = (0u64, 0u64);
+            let mut id = from + task;
+            while id < from + count {
+                match cluster.call(id, (), 0).await {
+                    Ok(Some(_)) => ok += 1,
+                    _ => err += 1,
+                }
+                id += tasks;
+            }
+            (ok, err)
+        });
+    }
+    let (mut ok, mut err) = (0, 0);
+    while let Some(Ok((o, e))) = set.join_next().await {
+        ok += o;
+        err += e;
+    }
+    say(format!(
+        "starts ok {ok} err {err} millis {}",
+        started.elapsed().as_millis()
+    ));
+}
+
+/// Latency of one call at a time, to ids served here and to ids served by
+/// other nodes.
+async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for id in 0..ids {
+        if let Ok(Some(owner)) = cluster.owner(&id).await {
+            if owner.node == cluster.name() {
+                local.push(id)
+            } else {
+                remote.push(id)
+            }
+        }
+    }
+    let mut figures = Vec::new();
+    for set in [&local, &remote] {
+        let mut latencies = Vec::with_capacity(calls);
+        for n in 0..calls {
+            let Some(id) = set.get(n % set.len().max(1)) else {
+                break;
+            };
+            let started = Instant::now();
+            let _ = cluster.call(*id, (), 1).await;
+            latencies.push(started.elapsed().as_micros());
+        }
+        latencies.sort();
+        let at = |q: f64| {
+            latencies
+                .get((latencies.len() as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        figures.push((at(0.5), at(0.99)));
+    }
+    say(format!(
+        "probe local_p50_us {} local_p99_us {} remote_p50_us {} remote_p99_us {}",
+        figures[0].0, figures[0].1, figures[1].0, figures[1].1
+    ));
+}

@@ -1,0 +1,70 @@
+use std::time::Duration;
+
+/// Why a cluster operation failed.
+///
+/// A worker's own errors (its `init` failed, it panicked, it ended) arrive as
+/// [`ClusterError::Worker`] with the local registry's message, the same
+/// whichever node ran it.
+///
+/// ```
+/// use gen_registry_cluster::ClusterError;
+/// use std::time::Duration;
+///
+/// let e = ClusterError::Timeout(Duration::from_secs(5));
+/// assert!(e.to_string().contains("5s"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// etcd could not be reached or refused an operation.
+    #[error("etcd: {0}")]
+    Etcd(String),
+    /// The cluster was created with another shard count; the count never
+    /// changes, since every id would move to another shard.
+    #[error(
+        "the cluster was created with {stored} shards, this node is configured with {configured}; use {stored}"
+    )]
+    ShardCountMismatch {
+        /// The count stored in etcd at creation.
+        stored: u32,
+        /// The count this node was given.
+        configured: u32,
+    },
+    /// A live node is registered under this node's name.
+    #[error("a live node is already registered under the name {0:?}; give each node its own name")]
+    NameTaken(String),
+    /// Bad configuration (an empty name, a margin not below the lease TTL…).
+    #[error("invalid cluster configuration: {0}")]
+    Config(String),
+    /// No worker runs under the id.
+    #[error("no running worker is registered under this id")]
+    NotFound,
+    /// No answer within the timeout: no owner of the id's shard could be
+    /// reached, or the worker did not reply. A call may still be handled later.
+    #[error(
+        "no answer within {0:?} (no reachable owner of the id's shard, or no reply from the worker)"
+    )]
+    Timeout(Duration),
+    /// The worker's error: its `init` failed or panicked, it panicked
+    /// handling the request, it ended, or its mailbox is full.
+    #[error("worker: {0}")]
+    Worker(String),
+    /// The connection to the owner failed after the request was sent: it may
+    /// or may not have been handled, so it is not sent again.
+    #[error(
+        "the connection to the owner failed after the request was sent (it may have been handled): {0}"
+    )]
+    Rpc(String),
+    /// An id, argument, request or reply could not be (de)serialized.
+    #[error("could not encode or decode a value: {0}")]
+    Codec(String),
+    /// This node has left the cluster ([`Cluster::leave`](crate::Cluster::leave)).
+    #[error("this node has left the cluster")]
+    Left,
+}
+
+impl From<etcd_client::Error> for ClusterError {
+    fn from(e: etcd_client::Error) -> Self {
+        ClusterError::Etcd(e.to_string())
+    }
+}

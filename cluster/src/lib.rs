@@ -1,0 +1,235 @@
+//! # gen_registry_cluster
+//!
+//! Cluster mode for [`gen_registry`]: the ids of one worker type spread over
+//! several nodes, with at most one live worker per id cluster-wide, on etcd.
+//!
+//! - Ids hash to a fixed number of shards (stored in etcd when the cluster is
+//!   created, never changed).
+//! - Each node holds an etcd lease and registers under it. A shard is owned
+//!   through one etcd key bound to its owner's lease, claimed by a
+//!   create-if-absent transaction; the key's revision is the shard's epoch,
+//!   the fencing token. Owners are chosen by rendezvous hashing over the live
+//!   members, and run their shards' workers in ordinary local
+//!   [`GenRegistry`](gen_registry::GenRegistry)s on tokio.
+//! - A call for a local shard goes straight to the local registry; any other
+//!   goes to the owner over an authenticated TCP connection. An owner that no
+//!   longer holds the shard at that epoch answers "not owner", and the caller
+//!   refreshes its view and retries within its timeout.
+//! - A node that cannot renew its lease fences itself: it stops serving, and
+//!   stops its workers, before its lease could have expired at etcd
+//!   ([`Config::fence_margin`]).
+//!
+//! **The guarantee.** At most one live worker per id at any time, provided
+//! that no process pause or clock-rate drift exceeds the fence margin.
+//! Failover takes about one lease TTL. A node cut off from etcd stops
+//! serving: availability is traded for safety. On each node, the local
+//! registry's guarantees hold as they are.
+//!
+//! A worker's args are wrapped in [`Fenced`], which carries its shard's
+//! epoch: that is how a worker sees the fencing token.
+//!
+//! ```no_run
+//! use gen_registry::{Context, Options, Worker};
+//! use gen_registry_cluster::{Cluster, Config, Fenced};
+//!
+//! struct Counter(u64);
+//!
+//! impl Worker for Counter {
+//!     type Id = String;
+//!     type Args = Fenced<u64>;
+//!     type Request = u64;
+//!     type Reply = u64;
+//!     type Message = ();
+//!     type Error = std::convert::Infallible;
+//!
+//!     async fn init(_: &String, start: Fenced<u64>, _: &Context<Self>) -> Result<Self, Self::Error> {
+//!         Ok(Counter(start.args))
+//!     }
+//!
+//!     async fn handle_call(&mut self, add: u64, _: &mut Context<Self>) -> u64 {
+//!         self.0 += add;
+//!         self.0
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::new("node-a", ["http://127.0.0.1:2379"], "a long shared cluster secret");
+//! let cluster = Cluster::<Counter>::join(config, Options::default()).await?;
+//! assert_eq!(cluster.call("alice".into(), 0, 5).await?, 5);
+//! cluster.leave().await;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+/// The guide's chapter on cluster mode, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../guide/src/cluster.md")]
+struct GuideChapter;
+
+mod cluster;
+mod config;
+mod error;
+mod fence;
+mod hash;
+mod wire;
+
+pub use cluster::{Cluster, Owner};
+pub use config::Config;
+pub use error::ClusterError;
+pub use etcd_client;
+pub use fence::Fence;
+
+use gen_registry::Worker;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A worker's args in cluster mode: the caller's args, and the [`Fence`] of
+/// the shard the worker runs in (its epoch is the fencing token).
+///
+/// ```
+/// use gen_registry_cluster::{Fence, Fenced};
+/// let args = Fenced { args: 7u64, fence: Fence::local() };
+/// assert_eq!(args.args, 7);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Fenced<A> {
+    /// What the caller passed.
+    pub args: A,
+    /// The shard's fence.
+    pub fence: Fence,
+}
+
+/// Args that carry a [`Fence`]: [`Fenced`]. The cluster takes the inner
+/// args from its callers, and adds the fence where the worker starts.
+///
+/// ```
+/// use gen_registry_cluster::{ClusterArgs, Fence, Fenced};
+/// let args = <Fenced<String> as ClusterArgs>::fenced("hello".into(), Fence::local());
+/// assert_eq!(args.args, "hello");
+/// ```
+pub trait ClusterArgs: Clone + Send + 'static {
+    /// What callers pass.
+    type Inner: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// The args a worker starts with.
+    fn fenced(inner: Self::Inner, fence: Fence) -> Self;
+}
+
+impl<A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> ClusterArgs for Fenced<A> {
+    type Inner = A;
+    fn fenced(args: A, fence: Fence) -> Self {
+        Fenced { args, fence }
+    }
+}
+
+/// A [`Worker`] that can run in a cluster: its id, requests, replies and
+/// messages are serde types (they cross the network), and its args are
+/// [`Fenced`]. Implemented for every such worker.
+///
+/// ```
+/// use gen_registry::{Context, Worker};
+/// use gen_registry_cluster::{ClusterWorker, Fenced};
+///
+/// struct Session;
+///
+/// impl Worker for Session {
+///     type Id = u64;
+///     type Args = Fenced<()>;
+///     type Request = String;
+///     type Reply = usize;
+///     type Message = ();
+///     type Error = std::convert::Infallible;
+///     async fn init(_: &u64, _: Fenced<()>, _: &Context<Self>) -> Result<Self, Self::Error> {
+///         Ok(Session)
+///     }
+///     async fn handle_call(&mut self, request: String, _: &mut Context<Self>) -> usize {
+///         request.len()
+///     }
+/// }
+///
+/// fn runs_in_a_cluster<W: ClusterWorker>() {}
+/// runs_in_a_cluster::<Session>();
+/// ```
+pub trait ClusterWorker:
+    Worker<
+        Id: Serialize + DeserializeOwned,
+        Args: ClusterArgs,
+        Request: Serialize + DeserializeOwned,
+        Reply: Serialize + DeserializeOwned,
+        Message: Serialize + DeserializeOwned,
+    >
+{
+}
+
+impl<W> ClusterWorker for W where
+    W: Worker<
+            Id: Serialize + DeserializeOwned,
+            Args: ClusterArgs,
+            Request: Serialize + DeserializeOwned,
+            Reply: Serialize + DeserializeOwned,
+            Message: Serialize + DeserializeOwned,
+        >
+{
+}
+
+/// What callers pass as a worker's args: `A` for a worker whose args are
+/// `Fenced<A>`.
+///
+/// ```
+/// use gen_registry_cluster::{ArgsOf, doc_support::Adder};
+/// let start: ArgsOf<Adder> = 100u64;
+/// # let _ = start;
+/// ```
+pub type ArgsOf<W> = <<W as Worker>::Args as ClusterArgs>::Inner;
+
+/// Helpers for the documentation's examples: not part of the API.
+#[doc(hidden)]
+pub mod doc_support {
+    use crate::{Cluster, Config, Fenced};
+    use gen_registry::{Context, Options, Worker};
+
+    /// Answers `x` with `x + state`; a cast adds to the state.
+    pub struct Adder(u64);
+
+    impl Worker for Adder {
+        type Id = u64;
+        type Args = Fenced<u64>;
+        type Request = u64;
+        type Reply = u64;
+        type Message = u64;
+        type Error = std::convert::Infallible;
+
+        async fn init(_: &u64, start: Fenced<u64>, _: &Context<Self>) -> Result<Self, Self::Error> {
+            Ok(Adder(start.args))
+        }
+
+        async fn handle_call(&mut self, x: u64, _: &mut Context<Self>) -> u64 {
+            self.0 += x;
+            self.0
+        }
+
+        async fn handle_cast(&mut self, x: u64, _: &mut Context<Self>) {
+            self.0 += x;
+        }
+    }
+
+    /// Runs `f` on a one-node cluster on the etcd at 127.0.0.1:2379.
+    pub fn run<F, Fut>(f: F)
+    where
+        F: FnOnce(Cluster<Adder>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        runtime.block_on(async {
+            let config = Config::new(
+                "doc",
+                ["http://127.0.0.1:2379"],
+                "a long shared cluster secret",
+            );
+            let cluster = Cluster::join(config, Options::default())
+                .await
+                .expect("etcd on 127.0.0.1:2379");
+            f(cluster.clone()).await;
+            cluster.leave().await;
+        });
+    }
+}

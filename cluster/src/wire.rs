@@ -1,0 +1,211 @@
+//! The node-to-node protocol: length-prefixed postcard frames over TCP.
+//!
+//! A frame is a 4-byte big-endian length, then that many bytes of postcard.
+//! A connection starts with a mutual challenge-response proving that both
+//! sides hold the cluster secret (HMAC-SHA256 over both sides' fresh nonces;
+//! the secret never crosses the wire), then carries one request and its
+//! response at a time. A frame longer than the limit, or one that does not
+//! decode, gets an error frame and the connection is closed: its byte
+//! stream can no longer be trusted, and the node goes on serving others.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::Sha256;
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest handshake frame: a nonce and a MAC, with room to spare.
+const HANDSHAKE_FRAME: usize = 256;
+const CLIENT_LABEL: &[u8] = b"gen_registry_cluster client";
+const SERVER_LABEL: &[u8] = b"gen_registry_cluster server";
+
+/// A request from one node to another. Worker types travel as postcard
+/// bytes of their own, so that the frame's type does not depend on the
+/// worker type and a payload that fails to decode is told apart from a
+/// broken frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Call {
+        shard: u32,
+        epoch: i64,
+        id: Vec<u8>,
+        args: Vec<u8>,
+        request: Vec<u8>,
+        timeout_ms: u64,
+    },
+    Cast {
+        shard: u32,
+        epoch: i64,
+        id: Vec<u8>,
+        args: Vec<u8>,
+        message: Vec<u8>,
+    },
+    Stop {
+        shard: u32,
+        epoch: i64,
+        id: Vec<u8>,
+    },
+    Count,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    Reply(Vec<u8>),
+    Done,
+    Count(u64),
+    /// This node does not hold that shard at that epoch: the request reached
+    /// no worker; refresh the view and retry.
+    NotOwner,
+    NotFound,
+    /// The worker's error, or a request this node could not decode.
+    Failed(String),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Handshake {
+    Challenge([u8; 32]),
+    Prove { nonce: [u8; 32], mac: Vec<u8> },
+    Welcome { mac: Vec<u8> },
+    Refused,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub(crate) enum FrameError {
+    /// The stream ended or failed.
+    Io(io::Error),
+    /// The length prefix exceeds the limit; nothing of the body was read.
+    TooLarge(usize),
+    /// The body is not a valid frame.
+    Malformed(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Io(e) => write!(f, "connection failed: {e}"),
+            FrameError::TooLarge(n) => write!(f, "frame of {n} bytes exceeds the limit"),
+            FrameError::Malformed(e) => write!(f, "malformed frame: {e}"),
+        }
+    }
+}
+
+pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+    let body =
+        postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await
+}
+
+pub(crate) async fn read_frame<T: DeserializeOwned>(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(FrameError::Io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(FrameError::Io)?;
+    postcard::from_bytes(&body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+fn nonce() -> io::Result<[u8; 32]> {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(n)
+}
+
+fn mac(secret: &[u8], label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Hmac<Sha256> {
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    m.update(label);
+    m.update(first);
+    m.update(second);
+    m
+}
+
+fn refused(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why.to_string())
+}
+
+/// The server's side of the handshake: `Ok` once the client proved it holds
+/// `secret`. A client that does not is sent `Refused` and gets nothing else.
+pub(crate) async fn accept(
+    stream: &mut TcpStream,
+    secret: &[u8],
+    within: Duration,
+) -> io::Result<()> {
+    let run = async {
+        let ours = nonce()?;
+        write_frame(stream, &Handshake::Challenge(ours)).await?;
+        let (theirs, proof) = match read_frame(stream, HANDSHAKE_FRAME).await {
+            Ok(Handshake::Prove { nonce, mac }) => (nonce, mac),
+            Ok(_) => return Err(refused("expected a proof")),
+            Err(e) => return Err(refused(&e.to_string())),
+        };
+        if mac(secret, CLIENT_LABEL, &ours, &theirs)
+            .verify_slice(&proof)
+            .is_err()
+        {
+            let _ = write_frame(stream, &Handshake::Refused).await;
+            return Err(refused("wrong cluster secret"));
+        }
+        let answer = mac(secret, SERVER_LABEL, &theirs, &ours)
+            .finalize()
+            .into_bytes()
+            .to_vec();
+        write_frame(stream, &Handshake::Welcome { mac: answer }).await
+    };
+    tokio::time::timeout(within, run)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+}
+
+/// The client's side: proves it holds `secret`, and checks that the server
+/// does too.
+pub(crate) async fn connect(
+    stream: &mut TcpStream,
+    secret: &[u8],
+    within: Duration,
+) -> io::Result<()> {
+    let run = async {
+        let theirs = match read_frame(stream, HANDSHAKE_FRAME).await {
+            Ok(Handshake::Challenge(n)) => n,
+            Ok(_) => return Err(refused("expected a challenge")),
+            Err(e) => return Err(refused(&e.to_string())),
+        };
+        let ours = nonce()?;
+        let proof = mac(secret, CLIENT_LABEL, &theirs, &ours)
+            .finalize()
+            .into_bytes()
+            .to_vec();
+        write_frame(
+            stream,
+            &Handshake::Prove {
+                nonce: ours,
+                mac: proof,
+            },
+        )
+        .await?;
+        match read_frame(stream, HANDSHAKE_FRAME).await {
+            Ok(Handshake::Welcome { mac: answer }) => mac(secret, SERVER_LABEL, &ours, &theirs)
+                .verify_slice(&answer)
+                .map_err(|_| refused("the peer does not hold the cluster secret")),
+            Ok(_) => Err(refused("the peer refused our cluster secret")),
+            Err(e) => Err(refused(&e.to_string())),
+        }
+    };
+    tokio::time::timeout(within, run)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+}

@@ -1,0 +1,220 @@
+//! The node-to-node protocol from outside: a peer must prove the cluster
+//! secret before anything it sends reaches a worker, and broken frames get
+//! an error without harming the node. The frames are built here from the
+//! protocol's description (postcard, 4-byte big-endian length prefix), not
+//! with the crate's own code.
+
+mod common;
+
+use common::*;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize)]
+enum Handshake {
+    Challenge([u8; 32]),
+    Prove { nonce: [u8; 32], mac: Vec<u8> },
+    Welcome { mac: Vec<u8> },
+    Refused,
+}
+
+#[derive(Serialize)]
+enum Request {
+    Call {
+        shard: u32,
+        epoch: i64,
+        id: Vec<u8>,
+        args: Vec<u8>,
+        request: Vec<u8>,
+        timeout_ms: u64,
+    },
+}
+
+// Every answer of the protocol, so that any of them decodes; not all are read.
+#[allow(dead_code)]
+#[derive(Deserialize, Debug)]
+enum Response {
+    Reply(Vec<u8>),
+    Done,
+    Count(u64),
+    NotOwner,
+    NotFound,
+    Failed(String),
+}
+
+fn write_raw(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    stream.write_all(&(body.len() as u32).to_be_bytes())?;
+    stream.write_all(body)
+}
+
+fn write<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+    write_raw(stream, &postcard::to_stdvec(value).expect("encodes"))
+}
+
+fn read<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body)?;
+    postcard::from_bytes(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Connects and answers the challenge with `secret`; the server's answer.
+fn handshake(address: &str, secret: &[u8]) -> (TcpStream, Handshake) {
+    let mut stream = TcpStream::connect(address).expect("the node listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    let Handshake::Challenge(theirs) = read(&mut stream).expect("a challenge") else {
+        panic!("expected a challenge");
+    };
+    let ours = [7u8; 32];
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+    mac.update(b"gen_registry_cluster client");
+    mac.update(&theirs);
+    mac.update(&ours);
+    write(
+        &mut stream,
+        &Handshake::Prove {
+            nonce: ours,
+            mac: mac.finalize().into_bytes().to_vec(),
+        },
+    )
+    .expect("the proof is sent");
+    let answer = read(&mut stream).unwrap_or(Handshake::Refused);
+    (stream, answer)
+}
+
+/// A call of `add` to worker `id`, addressed to its owner's shard and epoch.
+fn call_frame(node: &mut Node, id: u64, add: u64) -> Request {
+    let shard = node.ask(
+        &format!("shard {id}"),
+        &format!("shard {id} "),
+        Duration::from_secs(10),
+    );
+    let owner = node.ask(
+        &format!("owner {id}"),
+        &format!("owner {id} "),
+        Duration::from_secs(10),
+    );
+    Request::Call {
+        shard: shard
+            .split_whitespace()
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .expect("a shard"),
+        epoch: owner
+            .split_whitespace()
+            .nth(3)
+            .and_then(|s| s.parse().ok())
+            .expect("an epoch"),
+        id: postcard::to_stdvec(&id).expect("encodes"),
+        args: postcard::to_stdvec(&()).expect("encodes"),
+        request: postcard::to_stdvec(&add).expect("encodes"),
+        timeout_ms: 5_000,
+    }
+}
+
+fn starts_of(log: &std::path::Path, id: u64) -> usize {
+    incarnations(log).get(&id).map_or(0, Vec::len)
+}
+
+#[test]
+fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut node = Node::start(&etcd, "a", 2, &log);
+    let address = node.address.clone();
+
+    // With the wrong secret: refused, and the request sent anyway is
+    // never answered (the connection is closed).
+    let (mut stream, answer) = handshake(&address, b"not the cluster's secret");
+    assert!(matches!(answer, Handshake::Refused));
+    let _ = write(&mut stream, &call_frame(&mut node, 5, 1000));
+    assert!(
+        read::<Response>(&mut stream).is_err(),
+        "a refused peer got an answer"
+    );
+
+    // Skipping the handshake altogether: no answer either.
+    let mut stream = TcpStream::connect(&address).expect("the node listens");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    let _ = write(&mut stream, &call_frame(&mut node, 5, 1000));
+    let _ = read::<Handshake>(&mut stream);
+    assert!(
+        read::<Response>(&mut stream).is_err(),
+        "a peer that skipped the handshake got an answer"
+    );
+
+    assert_eq!(starts_of(&log, 5), 0, "a refused request started a worker");
+    // The worker starts fresh on the first authenticated call: 1000 was
+    // never added.
+    assert_eq!(node.call(5, 1), Ok(1));
+
+    // The same frames with the secret: they do reach the worker.
+    let (mut stream, answer) = handshake(&address, SECRET.as_bytes());
+    assert!(matches!(answer, Handshake::Welcome { .. }));
+    write(&mut stream, &call_frame(&mut node, 5, 1)).expect("sent");
+    let Response::Reply(bytes) = read::<Response>(&mut stream).expect("an answer") else {
+        panic!("expected a reply");
+    };
+    assert_eq!(
+        postcard::from_bytes::<Option<u64>>(&bytes).expect("decodes"),
+        Some(2)
+    );
+}
+
+#[test]
+fn oversized_and_malformed_frames_get_an_error_and_the_node_keeps_serving() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut node = Node::start(&etcd, "a", 2, &log);
+    let address = node.address.clone();
+
+    let (mut stream, _) = handshake(&address, SECRET.as_bytes());
+    stream.write_all(&u32::MAX.to_be_bytes()).expect("sent");
+    match read::<Response>(&mut stream) {
+        Ok(Response::Failed(why)) => assert!(why.contains("exceeds"), "{why}"),
+        other => panic!("expected an error for an oversized frame, got {other:?}"),
+    }
+
+    let (mut stream, _) = handshake(&address, SECRET.as_bytes());
+    write_raw(&mut stream, &[0xff; 16]).expect("sent");
+    match read::<Response>(&mut stream) {
+        Ok(Response::Failed(why)) => assert!(why.contains("malformed"), "{why}"),
+        other => panic!("expected an error for a malformed frame, got {other:?}"),
+    }
+
+    // A well-formed frame whose id is garbage for its worker type.
+    let (mut stream, _) = handshake(&address, SECRET.as_bytes());
+    let Request::Call { shard, epoch, .. } = call_frame(&mut node, 9, 1);
+    let bad = Request::Call {
+        shard,
+        epoch,
+        id: vec![0xff; 12],
+        args: vec![],
+        request: vec![],
+        timeout_ms: 100,
+    };
+    write(&mut stream, &bad).expect("sent");
+    assert!(matches!(
+        read::<Response>(&mut stream),
+        Ok(Response::Failed(_)) | Ok(Response::NotOwner)
+    ));
+
+    assert_eq!(node.call(9, 1), Ok(1), "the node still serves");
+    let (mut stream, _) = handshake(&address, SECRET.as_bytes());
+    write(&mut stream, &call_frame(&mut node, 9, 1)).expect("sent");
+    assert!(matches!(
+        read::<Response>(&mut stream),
+        Ok(Response::Reply(_))
+    ));
+}
