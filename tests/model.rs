@@ -140,7 +140,9 @@ enum Op {
     Release(u64),
     /// A call whose handler schedules a timer to the worker itself.
     Timer(u64, Delay),
-    /// A call whose handler schedules a short timer, then panics.
+    /// Calls that schedule a long timer, then a short one in a handler that
+    /// panics; after a restart, one that schedules a timer (due after the
+    /// short one) and one that cancels every timer of the id.
     TimerThenPanic(u64),
     /// A call whose handler cancels every timer scheduled for the id.
     CancelTimers(u64),
@@ -1174,6 +1176,19 @@ async fn apply(
             let Some((h, live)) = idle_handle(r, model, id)? else {
                 return Ok(());
             };
+            // A long timer, which a restart must drop too (checked below).
+            let long = model.tag();
+            let after = Req::After {
+                ms: LONG_MS,
+                tag: long,
+            };
+            match h.call_timeout(after, CALL_DEADLINE).await {
+                Ok(v) if v == live.state => model.touch(id, now),
+                Err(Error::WorkerEnded) => return model.vanished(id),
+                got => return Err(format!("scheduling a timer gave {got:?}")),
+            }
+            model.live.get_mut(&id).unwrap().long_timers += 1;
+            let live = model.live[&id];
             // Due before anything the restarted incarnation schedules.
             let doomed = model.tag();
             let got = h
@@ -1212,6 +1227,21 @@ async fn apply(
                 got => return Err(format!("a timer after the restart gave {got:?}")),
             }
             fired_or_idled(r, log, model, id, sentinel).await?;
+            let Some(restarted) = model.live.get(&id).copied() else {
+                return Ok(());
+            };
+            let sent = Instant::now();
+            match h.call_timeout(Req::CancelTimers, CALL_DEADLINE).await {
+                Ok(n) if n == restarted.long_timers as u64 => model.touch(id, sent),
+                Err(Error::WorkerEnded) => return model.vanished(id),
+                got => {
+                    return Err(format!(
+                        "after a restart, cancelling found {got:?} timers pending; the model \
+                         has {}",
+                        restarted.long_timers
+                    ));
+                }
+            }
         }
         Op::CancelTimers(id) => {
             OPS[11].fetch_add(1, Ordering::Relaxed);
