@@ -337,6 +337,8 @@ struct Model {
     next_tag: u64,
     /// Handles of workers that ended, with the end their monitor must report.
     ending: Vec<(WorkerRef<Probe>, End)>,
+    /// Ids of workers that ended whose handle the test never held.
+    ending_ids: Vec<u64>,
 }
 
 impl Model {
@@ -356,6 +358,7 @@ impl Model {
             fired: BTreeSet::new(),
             next_tag: 0,
             ending: Vec::new(),
+            ending_ids: Vec::new(),
         }
     }
 
@@ -389,10 +392,11 @@ impl Model {
             End::Evicted => self.evicted += 1,
             _ => {}
         }
-        if let Some((h, generation)) = self.handles.get(&id) {
-            if *generation == live.generation {
+        match self.handles.get(&id) {
+            Some((h, generation)) if *generation == live.generation => {
                 self.ending.push((h.clone(), end));
             }
+            _ => self.ending_ids.push(id),
         }
     }
 
@@ -1351,6 +1355,20 @@ async fn invariants(r: &GenRegistry<Probe>, log: &Log, model: &mut Model) -> Res
         log.fired.lock(),
         model.fired
     );
+    // Until a worker has ended its id may still hold a place under the
+    // capacity; `stop` of an ending worker waits for its end.
+    for id in std::mem::take(&mut model.ending_ids) {
+        if model.live.contains_key(&id) {
+            continue;
+        }
+        let stopped = gen_registry::timeout(SETTLE, r.stop(&id))
+            .await
+            .map_err(|_| format!("stop of the ended worker {id} never returned"))?;
+        check!(
+            matches!(stopped, Err(Error::NotFound)),
+            "stop of the ended worker {id} gave {stopped:?}"
+        );
+    }
     for (h, end) in std::mem::take(&mut model.ending) {
         let reason = gen_registry::timeout(SETTLE, h.monitor())
             .await
@@ -1456,5 +1474,37 @@ fn a_worker_without_mail_outlives_its_idle_timeout() {
             "a worker without mail ended {lived:?} after its start, under an idle timeout of \
              {TIMEOUT:?}: {lives:?}"
         );
+    }
+}
+
+/// Once a call that stopped its worker has returned, `count()` no longer
+/// counts that worker; nor may the capacity: a start then finds room, and
+/// evicts nobody. Tried 100 times under each policy, because the window is
+/// the stopped worker's `terminate`.
+#[test]
+#[ignore = "bug: a worker that stopped itself keeps its place under max_workers until its terminate has run: a start is refused, or evicts another worker"]
+fn a_worker_that_stopped_itself_frees_its_place_under_the_capacity() {
+    let log = Log::new();
+    for at in [AtCapacity::Refuse, AtCapacity::Evict] {
+        for _ in 0..100 {
+            let r = registry_with(Options::default().max_workers(2).at_capacity(at));
+            let log = log.clone();
+            run(30, async move {
+                let first = r.lookup_or_start(1, Args::new(&log)).await.unwrap();
+                let second = r.lookup_or_start(2, Args::new(&log)).await.unwrap();
+                first.call(Req::StopSelf).await.unwrap();
+                assert_eq!(r.count(), 1);
+                let third = r.lookup_or_start(3, Args::new(&log)).await;
+                assert!(
+                    third.is_ok(),
+                    "{at:?}: a start with 1 of 2 places taken gave {third:?}"
+                );
+                assert!(
+                    second.is_alive(),
+                    "{at:?}: a start with a place free evicted a worker"
+                );
+                r.shutdown().await;
+            });
+        }
     }
 }
