@@ -914,6 +914,13 @@ async fn apply(
                     let generation = model.started(id, state, now);
                     model.remember(id, &h, generation)?;
                 }
+                // It idled out before its starter got it: on a busy
+                // machine, the starter may not run for longer than a short
+                // idle timeout.
+                (InitKind::Ok, Err(Error::WorkerEnded)) if idle => {
+                    model.started(id, state, now);
+                    model.vanished(id)?;
+                }
                 (InitKind::Fail, Err(Error::Init(_))) => {
                     INJECTED[0].fetch_add(1, Ordering::Relaxed);
                 }
@@ -1033,6 +1040,11 @@ async fn apply(
                         return Err(format!("call by id with init {init:?} gave {got:?}"));
                     }
                 }
+            }
+            if idle && matches!(got, Err(Error::WorkerEnded)) {
+                // The worker it called (or started) idled out before the
+                // request was queued, and its args were spent on the start.
+                return model.vanished(id);
             }
             let live = model.live[&id];
             answered(model, id, live, kind, got, now)?;

@@ -1,6 +1,7 @@
 //! The probe: a worker whose `init` and handlers can be made to succeed,
-//! fail, panic, hang or wait on a gate, and that reports every init,
-//! terminate and drop (and any two live probes of one id) to a shared [`Log`].
+//! fail, panic, hang, wait on a gate or schedule and cancel timers to
+//! itself, and that reports every init, terminate and drop (and any two live
+//! probes of one id, held handlers and fired timers) to a shared [`Log`].
 
 use futures::channel::oneshot;
 use gen_registry::{Context, Event, ExitReason, GenRegistry, Options, TimerRef, Worker};
