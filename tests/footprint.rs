@@ -3,15 +3,17 @@
 //! test binary; its measuring tests take turns).
 //!
 //! Run with `--nocapture` to see the figures:
-//! `cargo test --release --test footprint -- --nocapture`.
+//! `cargo test --release --test footprint -- --nocapture` (add
+//! `--features tokio` for the lifecycle options' costs on tokio too).
 
 mod common;
 mod counting;
 
 use counting::{Counting, settled_heap};
-use gen_registry::{Context, GenRegistry, Options, Worker};
+use gen_registry::{Context, Executor, GenRegistry, Options, Worker};
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::time::Duration;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -50,7 +52,26 @@ fn bytes_per_worker<I>(options: Options<Idle<I>>, id: fn(usize) -> I) -> f64
 where
     I: Clone + Eq + Hash + Debug + Send + Sync + 'static,
 {
+    footprint(options, id).per_worker
+}
+
+/// What a registry costs on the heap.
+struct Footprint {
+    /// Bytes the empty registry holds.
+    fixed: isize,
+    /// Bytes each idle worker adds.
+    per_worker: f64,
+}
+
+/// The [`Footprint`] of a registry with `options` and [`WORKERS`] idle
+/// workers, their ids made by `id`.
+fn footprint<I>(options: Options<Idle<I>>, id: fn(usize) -> I) -> Footprint
+where
+    I: Clone + Eq + Hash + Debug + Send + Sync + 'static,
+{
+    let empty = settled_heap();
     let registry = GenRegistry::<Idle<I>>::new(options).unwrap();
+    let fixed = settled_heap() - empty;
     let start = |ids: std::ops::Range<usize>| {
         let registry = registry.clone();
         common::run_caught(120, async move {
@@ -67,7 +88,10 @@ where
     let after = settled_heap();
     assert_eq!(registry.count(), 1_000 + WORKERS);
     common::run_caught(60, async move { registry.shutdown().await }).unwrap();
-    (after - before) as f64 / WORKERS as f64
+    Footprint {
+        fixed,
+        per_worker: (after - before) as f64 / WORKERS as f64,
+    }
 }
 
 /// A 1 KiB id, distinct for each `n`, in an allocation of exactly 1 KiB.
@@ -131,4 +155,65 @@ fn a_hit_of_lookup_or_start_with_allocates_nothing() {
          value, {borrowed} times with lookup_or_start_with"
     );
     assert_eq!(borrowed, 0);
+}
+
+/// Issue 13's budget for the lifecycle options, per idle worker: none for a
+/// registry without them (checked against BENCHMARKS.md's figure), at most
+/// 32 B more with an idle timeout. Asserted loosely here (the allocator's
+/// size classes and the build profile move these figures by tens of bytes);
+/// BENCHMARKS.md ("Lifecycle: what the options cost an idle worker") records
+/// the release figures against the budget.
+#[test]
+fn the_lifecycle_options_cost_an_idle_worker_a_few_bytes_at_most() {
+    let _measuring = MEASURING.lock();
+    for (executor, _runtime) in common::every_executor() {
+        let on = match executor {
+            Executor::Bastion => "Bastion",
+            _ => "tokio",
+        };
+        let options = || Options::<Idle<u64>>::default().executor(executor.clone());
+        let id = |n| n as u64;
+        let plain = footprint(options(), id);
+        // Long enough that none idles out while it is measured.
+        let idle = footprint(options().idle_timeout(Duration::from_secs(3600)), id);
+        // Room for every worker: none is evicted while it is measured.
+        let capped = footprint(options().max_workers(1 << 16), id);
+        let bounded = footprint(options().mailbox_capacity(64), id);
+        let all = footprint(
+            options()
+                .idle_timeout(Duration::from_secs(3600))
+                .max_workers(1 << 16)
+                .mailbox_capacity(64),
+            id,
+        );
+        let rows = [
+            ("default options", &plain),
+            ("idle_timeout(1 h)", &idle),
+            ("max_workers(65,536), evicting", &capped),
+            ("mailbox_capacity(64)", &bounded),
+            ("all three", &all),
+        ];
+        for (name, f) in rows {
+            eprintln!(
+                "footprint, {on}: {name}: {:.1} heap bytes per idle worker ({:+.1}), \
+                 {} B for the empty registry",
+                f.per_worker,
+                f.per_worker - plain.per_worker,
+                f.fixed
+            );
+        }
+        assert!(plain.per_worker < 1024.0, "{:.0} B", plain.per_worker);
+        for (name, f) in &rows[1..] {
+            let extra = f.per_worker - plain.per_worker;
+            let budget = if *name == "idle_timeout(1 h)" {
+                48.0
+            } else {
+                128.0
+            };
+            assert!(
+                extra <= budget,
+                "{name} costs an idle worker {extra:.1} B more on {on}"
+            );
+        }
+    }
 }

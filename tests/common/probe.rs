@@ -1,9 +1,10 @@
 //! The probe: a worker whose `init` and handlers can be made to succeed,
-//! fail, panic, hang or wait on a gate, and that reports every init,
-//! terminate and drop (and any two live probes of one id) to a shared [`Log`].
+//! fail, panic, hang, wait on a gate or schedule and cancel timers to
+//! itself, and that reports every init, terminate and drop (and any two live
+//! probes of one id, held handlers and fired timers) to a shared [`Log`].
 
 use futures::channel::oneshot;
-use gen_registry::{Context, Event, ExitReason, GenRegistry, Options, Worker};
+use gen_registry::{Context, Event, ExitReason, GenRegistry, Options, TimerRef, Worker};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,13 @@ pub struct Log {
     attempts: Mutex<HashMap<u64, usize>>,
     /// What the registry's observer reported, as text.
     pub events: Mutex<Vec<String>>,
+    /// Handlers of [`Req::Wait`] entered so far.
+    pub holding: AtomicUsize,
+    /// The tags of the timers that fired, in order.
+    pub fired: Mutex<Vec<u64>>,
+    /// Every timer scheduled by [`Req::After`] and not yet cancelled by
+    /// [`Req::CancelTimers`], by id, from every incarnation.
+    pub timers: Mutex<HashMap<u64, Vec<TimerRef>>>,
 }
 
 impl Log {
@@ -130,6 +138,21 @@ pub enum Req {
     CallOther(u64),
     /// Wait until the gate opens, then reply with the state.
     Wait(Gate),
+    /// Schedule a timer tagged `tag` to this worker after `ms` milliseconds
+    /// (`ctx.send_after`); reply with the state. Its message leaves the state
+    /// as it is and logs the tag in `Log::fired`.
+    After {
+        ms: u64,
+        tag: u64,
+    },
+    /// Like `After`, then panic in the same handler.
+    AfterThenPanic {
+        ms: u64,
+        tag: u64,
+    },
+    /// Cancel every timer `After` scheduled for this id, in any incarnation;
+    /// reply with how many were still pending.
+    CancelTimers,
 }
 
 /// A gate a handler waits on: open it by sending on (or dropping) its sender.
@@ -150,6 +173,9 @@ pub fn handler_gate() -> (oneshot::Sender<()>, Gate) {
 
 /// A cast the probe panics on.
 pub const PANIC_CAST: u64 = u64::MAX;
+
+/// A timer's message: this plus its tag (see [`Req::After`]).
+pub const TIMER: u64 = 1 << 62;
 
 #[derive(Debug, thiserror::Error)]
 #[error("probe init refused: {0}")]
@@ -247,11 +273,30 @@ impl Worker for Probe {
                 w.call(Req::Get).await.expect("call from handler")
             }
             Req::Wait(gate) => {
+                self.log.holding.fetch_add(1, Ordering::SeqCst);
                 let rx = gate.0.lock().take();
                 if let Some(rx) = rx {
                     let _ = rx.await;
                 }
                 self.state
+            }
+            Req::After { ms, tag } | Req::AfterThenPanic { ms, tag } => {
+                let timer = ctx.send_after(std::time::Duration::from_millis(ms), TIMER + tag);
+                self.log
+                    .timers
+                    .lock()
+                    .entry(self.id)
+                    .or_default()
+                    .push(timer);
+                if matches!(req, Req::AfterThenPanic { .. }) {
+                    panic!("handler of {} panicked after scheduling a timer", self.id);
+                }
+                self.state
+            }
+            Req::CancelTimers => {
+                let timers = self.log.timers.lock().remove(&self.id).unwrap_or_default();
+                let pending = timers.into_iter().filter(|t| ctx.cancel_timer(*t));
+                pending.count() as u64
             }
         }
     }
@@ -259,6 +304,10 @@ impl Worker for Probe {
     async fn handle_cast(&mut self, n: u64, _ctx: &mut Context<Self>) {
         if n == PANIC_CAST {
             panic!("cast handler of {} panicked", self.id);
+        }
+        if n >= TIMER {
+            self.log.fired.lock().push(n - TIMER);
+            return;
         }
         self.state += n;
     }
