@@ -6,7 +6,7 @@
 //! refers back to it only weakly, so a registry is not kept alive by its own
 //! workers.
 
-use crate::cell::{Cell, ENDED, NO_SLOT, StopRequest};
+use crate::cell::{Cell, ENDED, NO_SLOT, STOPPING, StopRequest};
 use crate::context::idle_millis;
 use crate::current;
 use crate::event::{Event, notify};
@@ -123,12 +123,22 @@ impl<W: Worker> Shared<W> {
             return Ok(());
         };
         let evict = self.options.get_at_capacity() == AtCapacity::Evict;
-        match evictor.insert(Resident(cell.clone()), |r| evict && r.0.evictable()) {
+        // A worker already on its way out (it stopped itself, or was
+        // stopped, and its `terminate` is running) leaves the evictor only
+        // when it retires: it gives up its place to a start first, under
+        // either policy, since it no longer counts as running.
+        let leaving = |r: &Resident<W>| r.0.state() >= STOPPING;
+        match evictor.insert(Resident(cell.clone()), |r| {
+            leaving(r) || (evict && r.0.evictable())
+        }) {
             Ok(inserted) => {
                 cell.set_evict_slot(inserted.slot.to_bits());
                 if let Some(victim) = inserted.evicted {
                     victim.0.set_evict_slot(NO_SLOT);
-                    self.request_stop(&victim.0, StopRequest::Evicted);
+                    // A leaving worker's state never goes back to RUNNING.
+                    if !leaving(&victim) {
+                        self.request_stop(&victim.0, StopRequest::Evicted);
+                    }
                 }
                 Ok(())
             }
