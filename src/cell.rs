@@ -123,40 +123,52 @@ impl From<StopRequest> for ExitReason {
     }
 }
 
-/// Why a worker ended, kept in its cell for monitors: a byte for the
-/// reasons without text, the text boxed (rare: panics and failed restarts).
-enum Exit {
-    Code(u8),
-    Text(Box<ExitReason>),
-}
+/// Why a worker ended, kept in its cell for monitors: a byte in the cell
+/// for the reasons without text; a reason with text (a panic's message) is
+/// kept in [`Rare::exit`], and its byte is `TEXT`.
+struct Exit;
 
 impl Exit {
+    /// The worker has not ended.
     const NONE: u8 = 0;
+    /// The reason is in [`Rare::exit`].
+    const TEXT: u8 = 7;
 
-    fn of(reason: &ExitReason) -> Exit {
-        Exit::Code(match reason {
+    /// The byte for `reason`; `TEXT` for a reason with text.
+    fn code(reason: &ExitReason) -> u8 {
+        match reason {
             ExitReason::Normal => 1,
             ExitReason::Stopped => 2,
             ExitReason::Shutdown => 3,
             ExitReason::Killed => 4,
             ExitReason::Idle => 5,
             ExitReason::Evicted => 6,
-            other => return Exit::Text(Box::new(other.clone())),
-        })
+            _ => Exit::TEXT,
+        }
     }
 
-    fn reason(&self) -> Option<ExitReason> {
-        Some(match self {
-            Exit::Text(reason) => (**reason).clone(),
-            Exit::Code(1) => ExitReason::Normal,
-            Exit::Code(2) => ExitReason::Stopped,
-            Exit::Code(3) => ExitReason::Shutdown,
-            Exit::Code(4) => ExitReason::Killed,
-            Exit::Code(5) => ExitReason::Idle,
-            Exit::Code(6) => ExitReason::Evicted,
-            Exit::Code(_) => return None,
+    fn reason(code: u8, rare: Option<&Rare<impl Worker>>) -> Option<ExitReason> {
+        Some(match code {
+            1 => ExitReason::Normal,
+            2 => ExitReason::Stopped,
+            3 => ExitReason::Shutdown,
+            4 => ExitReason::Killed,
+            5 => ExitReason::Idle,
+            6 => ExitReason::Evicted,
+            Exit::TEXT => rare?.exit.clone()?,
+            _ => return None,
         })
     }
+}
+
+/// What few workers need, boxed together so that every cell pays one
+/// pointer for all of it: a failed start's error, an exit reason with text,
+/// and an incarnation's timers.
+struct Rare<W: Worker> {
+    start_failure: Option<StartFailure<W::Error>>,
+    exit: Option<ExitReason>,
+    /// This incarnation's timers; `None` until it schedules one.
+    timers: Option<Timers<W::Message>>,
 }
 
 /// Tasks waiting for the lifecycle to move on. There is nearly always one
@@ -233,12 +245,8 @@ struct Inner<W: Worker> {
     waiters: Waiters,
     /// The worker's future on its executor, to abort it.
     task: Option<Task>,
-    /// Rare, so boxed: the cell of every worker pays one pointer for it.
-    start_failure: Option<Box<StartFailure<W::Error>>>,
-    /// Why the worker ended, once it has.
-    exit: Exit,
-    /// This incarnation's timers; `None` until it schedules one.
-    timers: Option<Box<Timers<W::Message>>>,
+    /// See [`Rare`]; `None` until one of its parts is needed.
+    rare: Option<Box<Rare<W>>>,
     /// The table's copy of "RUNNING", written with the state; `None` before
     /// the cell is in the table and from `close` on.
     mirror: Option<Mirror>,
@@ -264,6 +272,8 @@ struct Inner<W: Worker> {
     /// This worker's own idle timeout in milliseconds, set from its context:
     /// `IDLE_DEFAULT` for the registry's, `IDLE_NEVER` for none.
     idle_ms: u32,
+    /// Why the worker ended, once it has (see [`Exit`]).
+    exit: u8,
 }
 
 /// `Cell::evict_slot` of a worker no evictor tracks.
@@ -275,6 +285,27 @@ pub(crate) const IDLE_DEFAULT: u32 = 0;
 pub(crate) const IDLE_NEVER: u32 = u32::MAX;
 
 impl<W: Worker> Inner<W> {
+    /// The rare parts, made on first use.
+    fn rare(&mut self) -> &mut Rare<W> {
+        self.rare.get_or_insert_with(|| {
+            Box::new(Rare {
+                start_failure: None,
+                exit: None,
+                timers: None,
+            })
+        })
+    }
+
+    /// This incarnation's timers, if it scheduled any.
+    fn timers(&mut self) -> Option<&mut Timers<W::Message>> {
+        self.rare.as_deref_mut()?.timers.as_mut()
+    }
+
+    /// Takes this incarnation's timers away, to drop them outside the lock.
+    fn take_timers(&mut self) -> Option<Timers<W::Message>> {
+        self.rare.as_deref_mut()?.timers.take()
+    }
+
     /// Counts the worker in or out of `running` (the registry's count) and
     /// writes the table's copy, in the same step as its state enters or leaves
     /// RUNNING: the three move together, under the cell's lock.
@@ -357,9 +388,7 @@ impl<W: Worker> Cell<W> {
                 worker: None,
                 waiters: Waiters::None,
                 task: None,
-                start_failure: None,
-                exit: Exit::Code(Exit::NONE),
-                timers: None,
+                rare: None,
                 mirror: None,
                 registry: Registered(NonNull::from(registry)),
                 stop: None,
@@ -370,6 +399,7 @@ impl<W: Worker> Cell<W> {
                 idle_sweeps: 0,
                 capacity,
                 idle_ms: IDLE_DEFAULT,
+                exit: Exit::NONE,
             }),
         }
     }
@@ -428,7 +458,7 @@ impl<W: Worker> Cell<W> {
         if let Some(request) = g.stop.take() {
             return Poll::Ready(Next::Stop(request.into()));
         }
-        if let Some(timers) = g.timers.as_deref_mut() {
+        if let Some(timers) = g.timers() {
             if let Poll::Ready(message) = timers.poll_due(cx) {
                 return Poll::Ready(Next::Mail(Envelope::Cast(message)));
             }
@@ -454,7 +484,7 @@ impl<W: Worker> Cell<W> {
     ) -> u64 {
         let (key, waker) = {
             let mut g = self.inner.lock();
-            let timers = g.timers.get_or_insert_with(|| Box::new(Timers::new()));
+            let timers = g.rare().timers.get_or_insert_with(Timers::new);
             let key = timers.add(delay, repeat, message);
             // A parked worker arms the new deadline at its next poll.
             (key, g.worker.take())
@@ -468,19 +498,19 @@ impl<W: Worker> Cell<W> {
     /// Cancels a timer; whether it was still pending.
     pub(crate) fn cancel_timer(&self, key: u64) -> bool {
         let mut g = self.inner.lock();
-        let Some(timers) = g.timers.as_deref_mut() else {
+        let Some(timers) = g.timers() else {
             return false;
         };
         let cancelled = timers.cancel(key);
         if timers.is_empty() {
-            g.timers = None;
+            drop(g.take_timers());
         }
         cancelled
     }
 
     /// Drops the timers of the incarnation that ends.
     pub(crate) fn clear_timers(&self) {
-        let timers = self.inner.lock().timers.take();
+        let timers = self.inner.lock().take_timers();
         drop(timers);
     }
 
@@ -540,13 +570,18 @@ impl<W: Worker> Cell<W> {
 
     /// Records why the worker ended, for monitors.
     pub(crate) fn set_exit(&self, reason: &ExitReason) {
-        let exit = Exit::of(reason);
-        self.inner.lock().exit = exit;
+        let code = Exit::code(reason);
+        let mut g = self.inner.lock();
+        g.exit = code;
+        if code == Exit::TEXT {
+            g.rare().exit = Some(reason.clone());
+        }
     }
 
     /// Why the worker ended: `None` before it has.
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
-        self.inner.lock().exit.reason()
+        let g = self.inner.lock();
+        Exit::reason(g.exit, g.rare.as_deref())
     }
 
     /// A stop request, if one came (while the worker was restarting).
@@ -638,20 +673,20 @@ impl<W: Worker> Cell<W> {
 
     /// Records why the start failed; the starter takes it.
     pub(crate) fn set_start_failure(&self, failure: StartFailure<W::Error>) {
-        self.inner.lock().start_failure = Some(Box::new(failure));
+        self.inner.lock().rare().start_failure = Some(failure);
     }
 
     /// The worker's future was dropped before its `init` finished, and not
     /// by a kill: its executor dropped it (a tokio runtime shutting down).
     pub(crate) fn abandoned(&self) {
         let mut g = self.inner.lock();
-        if !g.kill && g.start_failure.is_none() {
-            g.start_failure = Some(Box::new(StartFailure::ExecutorShutDown));
+        if !g.kill && g.rare.as_ref().is_none_or(|r| r.start_failure.is_none()) {
+            g.rare().start_failure = Some(StartFailure::ExecutorShutDown);
         }
     }
 
     pub(crate) fn take_start_failure(&self) -> Option<StartFailure<W::Error>> {
-        self.inner.lock().start_failure.take().map(|b| *b)
+        self.inner.lock().rare.as_deref_mut()?.start_failure.take()
     }
 
     /// Keeps the worker's task so it can be aborted.
@@ -713,7 +748,7 @@ impl<W: Worker> Cell<W> {
         }
         let queue = std::mem::take(&mut g.queue);
         let task = g.task.take();
-        let timers = g.timers.take();
+        let timers = g.take_timers();
         g.stop = None;
         drop(g);
         undeliver(queue);
