@@ -135,14 +135,13 @@ pub fn run_child(system: &'static str, n: usize) {
     watch_memory();
     match system {
         "gen_registry" => {
-            let reg = GenRegistry::new(Options::default()).expect("registry");
+            let reg = GenRegistry::new(observed(Options::default())).expect("registry");
             run_gen_registry(n, &out, &Procs, reg);
         }
         "gen_registry_tokio" => {
             let rt = tokio_rt::runtime();
-            let reg =
-                GenRegistry::new(Options::default().executor(Executor::Tokio(rt.handle().clone())))
-                    .expect("registry");
+            let options = Options::default().executor(Executor::Tokio(rt.handle().clone()));
+            let reg = GenRegistry::new(observed(options)).expect("registry");
             run_gen_registry(n, &out, &rt, reg);
         }
         "floor_probe_msg" => run_floor(n, &out, &Procs, Spawner::Bastion),
@@ -155,6 +154,32 @@ pub fn run_child(system: &'static str, n: usize) {
         "kameo" => run_peer(n, &out, crate::sys_kameo::Kameo::new(n, 0)),
         other => panic!("{other} has no scale tier"),
     }
+}
+
+/// Set in the environment, the scale child counts how its workers ended
+/// (an observer on every event: off by default, so the figures are those of
+/// a registry without one).
+const EXITS_ENV: &str = "GEN_REGISTRY_SCALE_EXITS";
+
+/// Workers that ended by shutdown, and by a kill, while [`EXITS_ENV`] is set.
+static ENDED_BY_SHUTDOWN: AtomicU64 = AtomicU64::new(0);
+static ENDED_BY_KILL: AtomicU64 = AtomicU64::new(0);
+
+/// `options`, with the exit counter when [`EXITS_ENV`] is set.
+fn observed(options: Options<Pinger>) -> Options<Pinger> {
+    if std::env::var_os(EXITS_ENV).is_none() {
+        return options;
+    }
+    options.observe(|event| {
+        if let gen_registry::Event::Stopped { reason, .. } = event {
+            match reason {
+                gen_registry::ExitReason::Shutdown => &ENDED_BY_SHUTDOWN,
+                gen_registry::ExitReason::Killed => &ENDED_BY_KILL,
+                _ => return,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+        }
+    })
 }
 
 /// Set once the process's RSS passed [`MEMORY_BUDGET`]: starts stop.
@@ -470,6 +495,14 @@ fn run_gen_registry(n: usize, out: &Out, tasks: &impl Tasks, reg: GenRegistry<Pi
     finished.store(true, Ordering::Relaxed);
     let seen = seen.join().unwrap_or_default();
     out.emit("Wshutdown", t.as_secs_f64(), "s");
+    if std::env::var_os(EXITS_ENV).is_some() {
+        out.note(&format!(
+            "Wshutdown at N = {}: {} workers ran terminate (ExitReason::Shutdown), {} were killed",
+            refill.done,
+            ENDED_BY_SHUTDOWN.load(Ordering::Relaxed),
+            ENDED_BY_KILL.load(Ordering::Relaxed)
+        ));
+    }
     out.note(&format!(
         "Wshutdown at N = {}: {left} left after; workers left every 2 s: {}",
         refill.done,
