@@ -6,8 +6,11 @@
 #   peers/bench.sh > table.md             # full run (several minutes on 2 cores)
 #   peers/bench.sh --quick > table.md     # quick run (N = 20,000, one run each)
 #   PEERS_JSON=/tmp/peers.json peers/bench.sh   # keep the JSON somewhere else
+#   peers/bench.sh --scale > scale.md     # the scale tier: N = 100k, 1M, 10M (about half an hour)
 #
-# Extra arguments go to the bench binary (--quick, --system NAME, --runs K).
+# Extra arguments go to the bench binary (--quick, --scale, --system NAME, --runs K).
+# The BEAM peer (elixir_registry, peers/beam/) needs Debian's `elixir`: it is
+# installed with apt-get when missing (as root), else skipped with a note.
 # The JSON array of {system, metric, value, unit} is written to $PEERS_JSON
 # (default: target/peers.json at the workspace root, or under
 # $CARGO_TARGET_DIR when that is set).
@@ -17,6 +20,16 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 json="${PEERS_JSON:-$target/peers.json}"
 mkdir -p "$(dirname "$json")"
+
+if ! command -v elixir >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's elixir package for the BEAM peer (elixir_registry)" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq elixir; } >&2 \
+            || echo "could not install elixir: the BEAM peer (elixir_registry) is skipped" >&2
+    else
+        echo "no elixir, and no apt-get as root to install it: the BEAM peer (elixir_registry) is skipped" >&2
+    fi
+fi
 md="$(mktemp)"
 trap 'rm -f "$md"' EXIT
 

@@ -93,6 +93,23 @@ enum W6t {
     OwnRuntime,
 }
 
+/// W10: count, then reduce and to_list over every worker (median of `reps`
+/// runs each).
+pub fn w10(out: &Out, reg: &GenRegistry<Pinger>, reps: usize) {
+    out.progress("W10 count / reduce / to_list");
+    out.emit(
+        "W10count",
+        ns_per_call(1_000, Duration::from_millis(100), || reg.count()),
+        "ns",
+    );
+    out.emit(
+        "W10reduce",
+        ms_median(reps, || reg.reduce(0u64, |a, id, _| a.wrapping_add(*id))),
+        "ms",
+    );
+    out.emit("W10list", ms_median(reps, || reg.to_list().len()), "ms");
+}
+
 /// W1–W11 on `reg`, whose measuring tasks run on `tasks`.
 fn measure(cfg: &Config, out: &Out, tasks: &impl Tasks, reg: &GenRegistry<Pinger>, w6t: W6t) {
     let order = shuffled(cfg.n, ORDER_SEED);
@@ -182,19 +199,7 @@ fn measure(cfg: &Config, out: &Out, tasks: &impl Tasks, reg: &GenRegistry<Pinger
     });
     out.emit("W7", w7, "µs/op");
 
-    // W10
-    out.progress("W10 count / reduce / to_list");
-    out.emit(
-        "W10count",
-        ns_per_call(1_000, Duration::from_millis(100), || reg.count()),
-        "ns",
-    );
-    out.emit(
-        "W10reduce",
-        ms_median(3, || reg.reduce(0u64, |a, id, _| a.wrapping_add(*id))),
-        "ms",
-    );
-    out.emit("W10list", ms_median(3, || reg.to_list()), "ms");
+    w10(out, reg, 3);
 
     // W8: `stop` returns once the worker terminated and its entry is gone.
     out.progress("W8 stop all");

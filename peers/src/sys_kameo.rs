@@ -44,6 +44,15 @@ pub struct Kameo {
     names: Names,
 }
 
+impl Kameo {
+    /// The peer with the names of `n` ids and a W9 pool of `pool`.
+    pub fn new(n: usize, pool: usize) -> Kameo {
+        Kameo {
+            names: Names::new(n, pool),
+        }
+    }
+}
+
 impl Peer for Kameo {
     type Handle = ActorRef<Pinger>;
     const NAME: &'static str = "kameo";
@@ -111,7 +120,5 @@ impl Peer for Kameo {
 }
 
 pub fn run(cfg: &Config, out: &crate::common::Out) {
-    crate::tokio_rt::run_peer(cfg, out, |cfg| Kameo {
-        names: Names::new(cfg.n, cfg.pool),
-    });
+    crate::tokio_rt::run_peer(cfg, out, |cfg| Kameo::new(cfg.n, cfg.pool));
 }

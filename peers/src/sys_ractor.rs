@@ -50,6 +50,15 @@ pub struct Ractor {
     names: Names,
 }
 
+impl Ractor {
+    /// The peer with the names of `n` ids and a W9 pool of `pool`.
+    pub fn new(n: usize, pool: usize) -> Ractor {
+        Ractor {
+            names: Names::new(n, pool),
+        }
+    }
+}
+
 impl Peer for Ractor {
     type Handle = ActorRef<PingMsg>;
     const NAME: &'static str = "ractor";
@@ -100,7 +109,5 @@ impl Peer for Ractor {
 }
 
 pub fn run(cfg: &Config, out: &crate::common::Out) {
-    crate::tokio_rt::run_peer(cfg, out, |cfg| Ractor {
-        names: Names::new(cfg.n, cfg.pool),
-    });
+    crate::tokio_rt::run_peer(cfg, out, |cfg| Ractor::new(cfg.n, cfg.pool));
 }

@@ -140,6 +140,20 @@ impl Names {
     }
 }
 
+/// W10 of a peer: count, and to_list (median of `reps` runs); it has no
+/// reduce.
+pub fn w10<P: Peer>(out: &crate::common::Out, peer: &P, reps: usize) {
+    use crate::common::{ms_median, ns_per_call};
+    out.progress("W10 count / to_list");
+    out.emit(
+        "W10count",
+        ns_per_call(1, Duration::from_millis(200), || peer.count()),
+        "ns",
+    );
+    out.absent("W10reduce", "ms");
+    out.emit("W10list", ms_median(reps, || peer.to_list().len()), "ms");
+}
+
 /// Runs W1–W11 on a tokio peer, reporting through `out`.
 pub fn run_peer<P: Peer>(
     cfg: &crate::common::Config,
@@ -214,15 +228,7 @@ pub fn run_peer<P: Peer>(
     });
     out.emit("W7", w7, "µs/op");
 
-    // W10
-    out.progress("W10 count / to_list");
-    out.emit(
-        "W10count",
-        ns_per_call(1, Duration::from_millis(200), || peer.count()),
-        "ns",
-    );
-    out.absent("W10reduce", "ms");
-    out.emit("W10list", ms_median(3, || peer.to_list().len()), "ms");
+    w10(out, &*peer, 3);
 
     // W8
     out.progress("W8 stop all");
