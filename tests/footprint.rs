@@ -43,10 +43,14 @@ impl<I: Clone + Eq + Hash + Debug + Send + Sync + 'static> Worker for Idle<I> {
     }
 }
 
-/// Idle workers per measurement.
-const WORKERS: usize = 20_000;
+/// Idle workers per measurement: `GEN_REGISTRY_FOOTPRINT_WORKERS`, 5,000 by
+/// default so that a first `cargo test` stays short; CI (`.ci/run`) and the
+/// figures in BENCHMARKS.md use 20,000.
+fn workers() -> usize {
+    common::size_from_env("GEN_REGISTRY_FOOTPRINT_WORKERS", 5_000)
+}
 
-/// Heap bytes each of [`WORKERS`] idle workers costs, its id (made by `id`)
+/// Heap bytes each of [`workers()`] idle workers costs, its id (made by `id`)
 /// included, with `options`.
 fn bytes_per_worker<I>(options: Options<Idle<I>>, id: fn(usize) -> I) -> f64
 where
@@ -63,7 +67,7 @@ struct Footprint {
     per_worker: f64,
 }
 
-/// The [`Footprint`] of a registry with `options` and [`WORKERS`] idle
+/// The [`Footprint`] of a registry with `options` and [`workers()`] idle
 /// workers, their ids made by `id`.
 fn footprint<I>(options: Options<Idle<I>>, id: fn(usize) -> I) -> Footprint
 where
@@ -84,13 +88,14 @@ where
     // Warm up: the executor's threads and the table's first arrays.
     start(0..1_000);
     let before = settled_heap();
-    start(1_000..1_000 + WORKERS);
+    let workers = workers();
+    start(1_000..1_000 + workers);
     let after = settled_heap();
-    assert_eq!(registry.count(), 1_000 + WORKERS);
+    assert_eq!(registry.count(), 1_000 + workers);
     common::run_caught(60, async move { registry.shutdown().await }).unwrap();
     Footprint {
         fixed,
-        per_worker: (after - before) as f64 / WORKERS as f64,
+        per_worker: (after - before) as f64 / workers as f64,
     }
 }
 
