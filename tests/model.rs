@@ -38,7 +38,7 @@
 //!   timers' earliest-first order would deliver after it); `cancel_timer`
 //!   finds pending exactly the long timers of the current incarnation.
 //!
-//! Size: `GEN_REGISTRY_MODEL_CASES` sequences (250 by default; CI, in
+//! Size: `GEN_REGISTRY_MODEL_CASES` sequences (150 by default; CI, in
 //! `.ci/run`, runs 1000) of up to `GEN_REGISTRY_MODEL_STEPS` operations
 //! (default 64).
 
@@ -527,7 +527,7 @@ static TIMERS_FIRED: AtomicUsize = AtomicUsize::new(0);
 #[test]
 fn the_registry_behaves_like_its_model() {
     quiet_deliberate_panics();
-    let cases = size_from_env("GEN_REGISTRY_MODEL_CASES", 250) as u32;
+    let cases = size_from_env("GEN_REGISTRY_MODEL_CASES", 150) as u32;
     let steps = size_from_env("GEN_REGISTRY_MODEL_STEPS", 64);
     let mut runner = TestRunner::new(Config {
         cases,
