@@ -875,17 +875,11 @@ impl<W: ClusterWorker> Inner<W> {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
-                let decoded = (|| {
-                    let id = self.decode_id(shard, &id)?;
-                    let args: ArgsOf<W> = decode(&args)?;
-                    let request: W::Request = decode(&request)?;
-                    Ok::<_, ClusterError>((id, args, request))
-                })();
-                let (id, args, request) = match decoded {
-                    Ok(d) => d,
-                    Err(e) => return Response::Failed(e.to_string()),
-                };
-                let fenced = W::Args::fenced(args, Fence::new(shard, epoch, self.live.clone()));
+                let (id, fenced, request) =
+                    match self.decode_addressed::<W::Request>(shard, epoch, &id, &args, &request) {
+                        Ok(d) => d,
+                        Err(e) => return Response::Failed(e.to_string()),
+                    };
                 let within = Duration::from_millis(timeout_ms).min(self.config.call_timeout);
                 match timeout(within, registry.call(id, fenced, request)).await {
                     Ok(Ok(reply)) => match encode(&reply) {
@@ -907,17 +901,11 @@ impl<W: ClusterWorker> Inner<W> {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
-                let decoded = (|| {
-                    let id = self.decode_id(shard, &id)?;
-                    let args: ArgsOf<W> = decode(&args)?;
-                    let message: W::Message = decode(&message)?;
-                    Ok::<_, ClusterError>((id, args, message))
-                })();
-                let (id, args, message) = match decoded {
-                    Ok(d) => d,
-                    Err(e) => return Response::Failed(e.to_string()),
-                };
-                let fenced = W::Args::fenced(args, Fence::new(shard, epoch, self.live.clone()));
+                let (id, fenced, message) =
+                    match self.decode_addressed::<W::Message>(shard, epoch, &id, &args, &message) {
+                        Ok(d) => d,
+                        Err(e) => return Response::Failed(e.to_string()),
+                    };
                 match timeout(self.config.call_timeout, registry.cast(id, fenced, message)).await {
                     Ok(Ok(())) => Response::Done,
                     Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
@@ -947,6 +935,23 @@ impl<W: ClusterWorker> Inner<W> {
             }
             Request::Count => Response::Count(self.local_count() as u64),
         }
+    }
+
+    /// The id, the args fenced with `shard`'s `epoch`, and the payload (a
+    /// request or a message) of an operation a peer sent for one id.
+    fn decode_addressed<P: DeserializeOwned>(
+        &self,
+        shard: u32,
+        epoch: i64,
+        id: &[u8],
+        args: &[u8],
+        payload: &[u8],
+    ) -> Result<(W::Id, W::Args, P), ClusterError> {
+        let id = self.decode_id(shard, id)?;
+        let args: ArgsOf<W> = decode(args)?;
+        let payload: P = decode(payload)?;
+        let fence = Fence::new(shard, epoch, self.live.clone());
+        Ok((id, W::Args::fenced(args, fence), payload))
     }
 
     /// Decodes an id sent for `shard`, refusing one from another shard: a
