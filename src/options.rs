@@ -58,6 +58,7 @@ pub struct Options<W: Worker> {
     mailbox_capacity: Option<usize>,
     max_workers: Option<usize>,
     at_capacity: AtCapacity,
+    expected_workers: usize,
     _worker: PhantomData<fn() -> W>,
 }
 
@@ -103,6 +104,7 @@ impl<W: Worker> Clone for Options<W> {
             mailbox_capacity: self.mailbox_capacity,
             max_workers: self.max_workers,
             at_capacity: self.at_capacity,
+            expected_workers: self.expected_workers,
             _worker: PhantomData,
         }
     }
@@ -123,12 +125,17 @@ impl<W: Worker> fmt::Debug for Options<W> {
             .field("mailbox_capacity", &self.mailbox_capacity)
             .field("max_workers", &self.max_workers)
             .field("at_capacity", &self.at_capacity)
+            .field("expected_workers", &self.expected_workers)
             .finish()
     }
 }
 
 /// Copies a worker's args for a restart.
 pub(crate) type CloneArgs<W> = fn(&<W as Worker>::Args) -> <W as Worker>::Args;
+
+/// The most workers [`Options::expected_workers`] sizes the table for: a
+/// table of 2^31 slots of 9 bytes each.
+const MAX_EXPECTED_WORKERS: usize = 1 << 30;
 
 /// GenServer's default call timeout, which GenRegistry also uses for starts.
 const FIVE_SECONDS: Duration = Duration::from_secs(5);
@@ -138,8 +145,8 @@ impl<W: Worker> Default for Options<W> {
     /// 5 s (OTP's default for a worker), a call timeout of 5 s (GenServer's
     /// default), no restarts (GenRegistry's behaviour) and, for a restart
     /// policy, [`BackOff::DEFAULT`], no observer, the worker type's name,
-    /// Bastion's executor, no idle timeout, unbounded mailboxes and no
-    /// capacity limit.
+    /// Bastion's executor, no idle timeout, unbounded mailboxes, no
+    /// capacity limit and an id table that starts small.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
@@ -155,6 +162,7 @@ impl<W: Worker> Default for Options<W> {
             mailbox_capacity: None,
             max_workers: None,
             at_capacity: AtCapacity::Evict,
+            expected_workers: 0,
             _worker: PhantomData,
         }
     }
@@ -504,6 +512,39 @@ impl<W: Worker> Options<W> {
         self.at_capacity
     }
 
+    /// Sizes the id table for `n` workers when the registry is created, so
+    /// that it does not grow (by doubling and copying every entry) while the
+    /// first `n` workers start. For a registry that will hold millions of
+    /// workers: starting 10,000,000 of them ran 1.6× as fast with the table
+    /// sized for them (BENCHMARKS.md, "Scale tier"). It is not a limit (see
+    /// [`max_workers`](Self::max_workers)): the table still grows past `n`.
+    /// The price is paid up front, about 9 to 18 bytes per expected worker
+    /// whether or not they ever start, and the table never shrinks below it.
+    /// Default: 0, a table that starts small and grows as needed.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// let options = Options::<Pinger>::default().expected_workers(1_000_000);
+    /// assert_eq!(options.get_expected_workers(), 1_000_000);
+    /// ```
+    pub fn expected_workers(mut self, n: usize) -> Self {
+        self.expected_workers = n;
+        self
+    }
+
+    /// The workers the id table is sized for at creation (see
+    /// [`expected_workers`](Self::expected_workers)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().get_expected_workers(), 0);
+    /// ```
+    pub fn get_expected_workers(&self) -> usize {
+        self.expected_workers
+    }
+
     /// The restart policy.
     ///
     /// ```
@@ -600,6 +641,12 @@ impl<W: Worker> Options<W> {
                 ));
             }
             _ => {}
+        }
+        if self.expected_workers > MAX_EXPECTED_WORKERS {
+            return Err(format!(
+                "expected_workers {} is above the limit of {MAX_EXPECTED_WORKERS}: the table for it would need more than 16 GiB up front",
+                self.expected_workers
+            ));
         }
         if self.name.as_deref() == Some("") {
             return Err("the name is empty: leave it out to use the worker type's name".into());

@@ -175,9 +175,11 @@ impl Hasher for SpreadHasher {
 type Running = AtomicBool;
 
 impl<E: Entry> Table<E> {
-    pub(crate) fn new() -> Self {
+    /// A table with room for `capacity` entries before it first grows.
+    pub(crate) fn new(capacity: usize) -> Self {
         Table {
             map: papaya::HashMap::builder()
+                .capacity(capacity)
                 .hasher(Spread)
                 .collector(seize::Collector::new().batch_size(RECLAIM_BATCH))
                 .build(),
@@ -247,9 +249,17 @@ impl<E: Entry> Table<E> {
         }
     }
 
-    /// Every cell, whatever its state.
-    pub(crate) fn cells(&self) -> Vec<Arc<E>> {
-        self.map.pin().keys().map(|key| key.cell.clone()).collect()
+    /// Calls `f` on every cell, whatever its state, in no order, until it
+    /// returns false; returns whether it went through them all. Only an epoch
+    /// is held: `f` may use the registry (and end workers).
+    pub(crate) fn all(&self, mut f: impl FnMut(&Arc<E>) -> bool) -> bool {
+        self.map.pin().keys().all(|key| f(&key.cell))
+    }
+
+    /// About how many entries the table holds: a sum of counters, which
+    /// may be off while entries come and go. Exact once they stop.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -289,7 +299,7 @@ mod tests {
             Keyed::<Bare<(u32, [u8; 4])>>::INLINE,
         ];
         assert_eq!(inline, [false, true, true]);
-        let table = Table::new();
+        let table = Table::new(0);
         let cell = Arc::new(Bare("alice".to_string()));
         assert!(table.try_insert(&cell).is_ok());
         assert!(Arc::ptr_eq(&table.get("alice").unwrap(), &cell));

@@ -316,6 +316,27 @@ fn a_bad_idle_timeout_or_mailbox_capacity_is_refused() {
     }
 }
 
+#[test]
+fn a_table_sized_for_some_workers_holds_more_and_an_absurd_size_is_refused() {
+    assert!(matches!(
+        GenRegistry::<Probe>::new(Options::default().expected_workers(usize::MAX)),
+        Err(Error::InvalidOptions(text)) if text.contains("expected_workers")
+    ));
+    let log = Arc::new(Log::default());
+    let r = GenRegistry::<Probe>::new(Options::default().expected_workers(100)).unwrap();
+    run(async {
+        // Past the size it was made for, the table grows as any other.
+        for id in 0..1_000 {
+            r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+        }
+        assert_eq!(r.count(), 1_000);
+        for id in 0..1_000 {
+            assert!(r.lookup(&id).is_ok(), "worker {id} was lost");
+        }
+        r.shutdown().await;
+    });
+}
+
 // ---- bounded mailboxes ----
 
 #[test]

@@ -286,3 +286,64 @@ async fn churn(r: &GenRegistry<Probe>, log: &Arc<Log>, tally: &Tally, seed: u64,
         tally.max_count.fetch_max(r.count(), Ordering::Relaxed);
     }
 }
+
+/// Shutdowns that race with starts and stops from OS threads and tasks, many
+/// times over: each returns (a lost wake-up would hang it, since the
+/// shutdown timeout here is far longer than the test's deadline, so nothing
+/// is rescued by a kill), leaves no worker registered or alive, ran every
+/// `terminate`, and no start succeeds after it.
+#[test]
+fn shutdowns_racing_with_starts_and_stops_end_every_worker_and_return() {
+    const ROUNDS: u64 = 40;
+    run(120, async {
+        for round in 0..ROUNDS {
+            let log = Log::new();
+            let r = registry_with(
+                gen_registry::Options::default().shutdown_timeout(Duration::from_secs(3_600)),
+            );
+            let churn = |offset: u64| {
+                let (r, log) = (r.clone(), log.clone());
+                async move {
+                    let mut rng = Rng::new(round * 100 + offset);
+                    loop {
+                        let id = rng.below(500);
+                        if rng.below(4) == 0 {
+                            let _ = r.stop(&id).await;
+                        } else if let Err(Error::RegistryStopped) =
+                            r.lookup_or_start(id, Args::new(&log)).await
+                        {
+                            return;
+                        }
+                    }
+                }
+            };
+            let threads: Vec<_> = (0..THREADS as u64)
+                .map(|t| {
+                    let churn = churn(t);
+                    std::thread::spawn(move || futures::executor::block_on(churn))
+                })
+                .collect();
+            let tasks: Vec<_> = (0..16).map(|t| spawn(churn(10 + t))).collect();
+            wait_until(|| r.count() >= 100).await;
+            r.shutdown().await;
+            assert_eq!(
+                r.count(),
+                0,
+                "round {round}: workers counted after shutdown"
+            );
+            assert!(r.to_list().is_empty(), "round {round}: workers listed");
+            assert_eq!(log.live(), 0, "round {round}: a worker outlived shutdown");
+            assert_eq!(
+                log.inits(),
+                log.terminates(),
+                "round {round}: a terminate did not run"
+            );
+            futures::future::join_all(tasks).await;
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            assert!(matches!(
+                r.start(0, Args::new(&log)).await,
+                Err(Error::RegistryStopped)
+            ));
+        }
+    });
+}

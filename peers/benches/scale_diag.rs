@@ -6,6 +6,9 @@
 //! - `insert, growing`: papaya with gen_registry's key type, hasher and
 //!   reclamation batch, from empty (it resizes as it grows), a value the size
 //!   of the table's slot (a flag and a pointer);
+//! - `insert, growing, blocking`: the same with papaya's blocking resize (one
+//!   copy of the whole table when it doubles, instead of a chunk of the copy
+//!   in every write while it lasts);
 //! - `insert, pre-sized`: the same into a map built with capacity N: the
 //!   difference is the cost of the resizes;
 //! - `insert + 176 B cell`: growing, each value pointing to a fresh
@@ -23,10 +26,15 @@ use std::time::Instant;
 type Map<V> = papaya::HashMap<u64, V, fxhash::FxBuildHasher>;
 
 fn map<V>(capacity: usize) -> Map<V> {
+    map_with(capacity, papaya::ResizeMode::default())
+}
+
+fn map_with<V>(capacity: usize, resize: papaya::ResizeMode) -> Map<V> {
     papaya::HashMap::builder()
         .hasher(fxhash::FxBuildHasher::default())
         .collector(seize::Collector::new().batch_size(128))
         .capacity(capacity)
+        .resize_mode(resize)
         .build()
 }
 
@@ -73,29 +81,25 @@ fn main() {
         .unwrap_or(10_000_000);
     println!("N = {n}");
 
-    let grown: Map<Slot<usize>> = map(0);
-    by_tenth("insert, growing", n, |i| {
-        let _ = grown.pin().insert(
-            i,
-            Slot {
-                _running: AtomicBool::new(false),
-                cell: i as usize,
-            },
-        );
-    });
-    drop(grown);
-
-    let sized: Map<Slot<usize>> = map(n);
-    by_tenth("insert, pre-sized", n, |i| {
-        let _ = sized.pin().insert(
-            i,
-            Slot {
-                _running: AtomicBool::new(false),
-                cell: i as usize,
-            },
-        );
-    });
-    drop(sized);
+    for (what, table) in [
+        ("insert, growing", map(0)),
+        (
+            "insert, growing, blocking",
+            map_with(0, papaya::ResizeMode::Blocking),
+        ),
+        ("insert, pre-sized", map(n)),
+    ] {
+        let table: Map<Slot<usize>> = table;
+        by_tenth(what, n, |i| {
+            let _ = table.pin().insert(
+                i,
+                Slot {
+                    _running: AtomicBool::new(false),
+                    cell: i as usize,
+                },
+            );
+        });
+    }
 
     let cells: Map<Slot<Arc<CellSized>>> = map(0);
     by_tenth("insert + 176 B cell", n, |i| {

@@ -135,12 +135,12 @@ pub fn run_child(system: &'static str, n: usize) {
     watch_memory();
     match system {
         "gen_registry" => {
-            let reg = GenRegistry::new(observed(Options::default())).expect("registry");
+            let reg = GenRegistry::new(observed(sized(n))).expect("registry");
             run_gen_registry(n, &out, &Procs, reg);
         }
         "gen_registry_tokio" => {
             let rt = tokio_rt::runtime();
-            let options = Options::default().executor(Executor::Tokio(rt.handle().clone()));
+            let options = sized(n).executor(Executor::Tokio(rt.handle().clone()));
             let reg = GenRegistry::new(observed(options)).expect("registry");
             run_gen_registry(n, &out, &rt, reg);
         }
@@ -154,6 +154,13 @@ pub fn run_child(system: &'static str, n: usize) {
         "kameo" => run_peer(n, &out, crate::sys_kameo::Kameo::new(n, 0)),
         other => panic!("{other} has no scale tier"),
     }
+}
+
+/// The options of the scale tier's registries: the table sized for the N
+/// workers they will hold, as a registry that knows its scale is
+/// configured (the floors' maps are sized the same way).
+fn sized(n: usize) -> Options<Pinger> {
+    Options::default().expected_workers(n)
 }
 
 /// Set in the environment, the scale child counts how its workers ended
@@ -562,6 +569,7 @@ fn run_floor(n: usize, out: &Out, tasks: &impl Tasks, spawner: Spawner) {
     tasks.inside(async {});
     let map: Arc<FloorMap> = Arc::new(
         papaya::HashMap::builder()
+            .capacity(n)
             .hasher(fxhash::FxBuildHasher::default())
             .collector(seize::Collector::new().batch_size(128))
             .build(),
