@@ -249,17 +249,12 @@ impl<E: Entry> Table<E> {
         }
     }
 
-    /// Calls `f` on every cell, whatever its state, in no order, until it
-    /// returns false; returns whether it went through them all. Only an epoch
-    /// is held: `f` may use the registry (and end workers).
-    pub(crate) fn all(&self, mut f: impl FnMut(&Arc<E>) -> bool) -> bool {
-        self.map.pin().keys().all(|key| f(&key.cell))
-    }
-
-    /// About how many entries the table holds: a sum of counters, which
-    /// may be off while entries come and go. Exact once they stop.
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
+    /// Every cell, whatever its state.
+    pub(crate) fn cells(&self) -> Vec<Arc<E>> {
+        let map = self.map.pin();
+        let mut cells = Vec::with_capacity(map.len());
+        cells.extend(map.keys().map(|key| key.cell.clone()));
+        cells
     }
 
     pub(crate) fn is_empty(&self) -> bool {
