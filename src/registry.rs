@@ -694,6 +694,12 @@ impl<W: Worker> GenRegistry<W> {
     /// read-only views see an empty registry). Calling it again waits for the
     /// same end.
     ///
+    /// Workers are stopped about a thousand at a time, the next thousand
+    /// asked before the last ones have ended, and each has the whole
+    /// shutdown timeout from its own stop request. So up to two thousand
+    /// `terminate`s that wait on I/O overlap, and a million workers are
+    /// never all queued on the executor at once.
+    ///
     /// ```
     /// # use gen_registry::doc_support::*;
     /// # use gen_registry::{GenRegistry, Options};
