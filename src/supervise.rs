@@ -17,6 +17,7 @@ use crate::restart::{Permit, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
+use futures::future::OptionFuture;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -100,62 +101,189 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
         .spawn(Polling::new(address, run(guard, args)))
 }
 
-/// The whole life of a worker: its first `init`, then incarnations for as
-/// long as its restart policy allows.
+/// The whole life of a worker: its start (its first `init`), then, if it
+/// started, its incarnations for as long as its restart policy allows.
+///
+/// The start runs boxed, apart from the rest: a future is as large as its
+/// largest state, and the start's states (the worker's `init` future inside
+/// the start timeout) are larger than an idle worker's, so inline they would
+/// be paid by each idle worker for its whole life, for a step that runs once.
+/// The box is freed as soon as the worker runs. The two steps are chained
+/// with combinators rather than in an `async` block, which would keep the
+/// box's pointer and its own state beside the running worker's future.
+fn run<W: Worker>(guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
+    Box::pin(start(guard, args))
+        .map(|started| OptionFuture::from(started.map(|(g, w, r)| live(g, w, r))))
+        .flatten()
+        .map(|_| ())
+}
+
+/// Only a restarting policy keeps a clone of the args (and its counters),
+/// boxed, so the default costs one pointer and no clone.
+type MaybeRestarts<W> = Option<Box<Restarts<<W as Worker>::Args>>>;
+
+/// Starts the worker: its first `init`, then RUNNING. The worker and what
+/// it needs to live on, once it runs; `None` if it ended instead.
+async fn start<W: Worker>(
+    mut guard: Guard<W>,
+    args: W::Args,
+) -> Option<(Guard<W>, W, MaybeRestarts<W>)> {
+    let restarts = guard
+        .ctx
+        .shared
+        .options
+        .clone_args_for_restarts()
+        .map(|clone| Box::new(Restarts::new(&args, clone)));
+    let worker = match init(&guard.ctx, args).await {
+        Ok(worker) => worker,
+        Err(failure) => {
+            guard.cell().set_start_failure(failure);
+            guard.end(&ExitReason::Normal);
+            return None;
+        }
+    };
+    guard.ctx.started = true;
+    guard.notify(Event::Started { id: guard.ctx.id() });
+    match guard.ctx.shared.mark_running(guard.cell()) {
+        Ok(()) => Some((guard, worker, restarts)),
+        // Its future is being dropped: no `terminate`.
+        Err(ExitReason::Killed) => None,
+        Err(reason) => {
+            finish(&mut guard, worker, reason, None).await;
+            None
+        }
+    }
+}
+
+/// The running worker: its message loop, restarts included, until it ends.
 ///
 /// Written as a function returning an `async move` block, not an `async fn`:
 /// an `async fn` moves its parameters into fresh locals, so the future would
-/// hold the guard twice. Every byte here is paid by each idle worker.
-#[allow(clippy::manual_async_fn)] // deliberate: see `run`
-fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
+/// hold them twice. The loop is written out here rather than awaited as a
+/// future of its own, which would hold references to the guard, the worker
+/// and the restarts: every byte of this future is paid by each idle worker.
+#[allow(clippy::manual_async_fn)] // deliberate: see above
+fn live<W: Worker>(
+    mut guard: Guard<W>,
+    mut worker: W,
+    mut restarts: MaybeRestarts<W>,
+) -> impl Future<Output = ()> {
     async move {
-        // Only a policy that restarts keeps a clone of the args (and its
-        // counters), boxed, so the default costs one pointer and no clone.
-        let mut restarts = guard
-            .ctx
-            .shared
-            .options
-            .clone_args_for_restarts()
-            .map(|clone| Box::new(Restarts::new(&args, clone)));
-        let mut worker = match init(&guard.ctx, args).await {
-            Ok(worker) => worker,
-            Err(failure) => {
-                guard.cell().set_start_failure(failure);
-                guard.end(&ExitReason::Normal);
-                return;
-            }
-        };
-        guard.ctx.started = true;
-        guard.notify(Event::Started { id: guard.ctx.id() });
-        if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
-            if reason == ExitReason::Killed {
-                // Its future is being dropped: no `terminate`.
-                return;
-            }
-            // Ending paths are boxed: they run once, and inline they would
-            // double the size of every idle worker's future.
-            return Box::pin(finish(&mut guard, worker, reason, None)).await;
-        }
+        let mut budget = BUDGET;
         loop {
-            let (reason, permit) =
-                handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
-            let Some(permit) = permit else {
-                // A crash without a permit under a restarting policy: it gave up.
-                let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
-                let gave_up = gave_up.map(|r| r.count());
-                return Box::pin(finish(&mut guard, worker, reason, gave_up)).await;
+            // Made in a block of its own, so that the reason is not kept
+            // beside the box while the ending runs.
+            let ended = {
+                // The message loop; breaks with why the incarnation ends and, if
+                // it crashed and may restart, the permit. A crash that may not
+                // restart leaves the registry's view before its caller hears of it.
+                let (reason, permit) = loop {
+                    let envelope = match guard.cell().next().await {
+                        Next::Stop(reason) => break (reason, None),
+                        Next::Mail(envelope) => envelope,
+                    };
+                    match envelope {
+                        Envelope::Call(request, reply_to) => {
+                            let reply =
+                                AssertUnwindSafe(worker.handle_call(request, &mut guard.ctx))
+                                    .catch_unwind()
+                                    .await;
+                            match reply {
+                                Ok(reply) => {
+                                    if guard.ctx.stop {
+                                        // Leave the registry before the caller can act on the reply.
+                                        guard.ctx.shared.leave_running(guard.cell());
+                                    }
+                                    let _ = reply_to.send(Ok(reply));
+                                }
+                                Err(panic) => {
+                                    let message = panic_message(panic);
+                                    let ending =
+                                        crash(&guard.ctx, restarts.as_deref_mut(), message.clone());
+                                    let _ = reply_to.send(Err(CallFailure::Panicked(message)));
+                                    break ending;
+                                }
+                            }
+                        }
+                        Envelope::Cast(message) => {
+                            let done =
+                                AssertUnwindSafe(worker.handle_cast(message, &mut guard.ctx))
+                                    .catch_unwind()
+                                    .await;
+                            if let Err(panic) = done {
+                                break crash(
+                                    &guard.ctx,
+                                    restarts.as_deref_mut(),
+                                    panic_message(panic),
+                                );
+                            }
+                        }
+                    }
+                    if guard.ctx.stop {
+                        guard.ctx.shared.leave_running(guard.cell());
+                        break (ExitReason::Normal, None);
+                    }
+                    budget -= 1;
+                    if budget == 0 {
+                        budget = BUDGET;
+                        yield_now().await;
+                    }
+                };
+                // Boxed, taking the reason and the permit along: the ending and
+                // restart paths run once, and inline their states would double the
+                // size of every idle worker's future.
+                Box::pin(end_incarnation(
+                    &mut guard,
+                    worker,
+                    reason,
+                    permit,
+                    restarts.as_deref_mut(),
+                ))
             };
-            let restarts = restarts
-                .as_deref_mut()
-                .expect("a permit comes from a restart policy");
-            // Boxed, taking the reason and the permit along: the restart
-            // path's states cost the common case nothing.
-            match Box::pin(restart(&mut guard, worker, reason, restarts, permit)).await {
+            match ended.await {
                 Some(next) => worker = next,
                 None => return,
             }
         }
     }
+}
+
+/// Ends an incarnation: restarts the worker if it has a permit (the worker
+/// of the next incarnation; `None` if it ended meanwhile), or ends it for
+/// good.
+async fn end_incarnation<W: Worker>(
+    guard: &mut Guard<W>,
+    worker: W,
+    reason: ExitReason,
+    permit: Option<Permit>,
+    restarts: Option<&mut Restarts<W::Args>>,
+) -> Option<W> {
+    match (permit, restarts) {
+        (Some(permit), Some(restarts)) => restart(guard, worker, reason, restarts, permit).await,
+        (None, restarts) => {
+            // A crash without a permit under a restarting policy: it gave up.
+            let gave_up = restarts.filter(|_| reason.is_abnormal()).map(|r| r.count());
+            finish(guard, worker, reason, gave_up).await;
+            None
+        }
+        (Some(_), None) => unreachable!("a permit comes from a restart policy"),
+    }
+}
+
+/// A handler panicked with `message`: the incarnation ends, with a permit to
+/// restart if its policy grants one; without one, the worker leaves the
+/// registry's view now.
+fn crash<W: Worker>(
+    ctx: &Context<W>,
+    restarts: Option<&mut Restarts<W::Args>>,
+    message: String,
+) -> (ExitReason, Option<Permit>) {
+    let options = &ctx.shared.options;
+    let permit = restarts.and_then(|r| r.permit(options.get_restart(), options.get_back_off()));
+    if permit.is_none() {
+        ctx.shared.leave_running(&ctx.handle.cell);
+    }
+    (ExitReason::Panicked(message), permit)
 }
 
 /// Brings a crashed worker back: ends the crashed incarnation, waits out the
@@ -224,7 +352,7 @@ async fn restart<W: Worker>(
 }
 
 /// Runs `init` with the start timeout, containing a panic.
-/// (An `async move` block for the reason given at [`run`]; the timeout is
+/// (An `async move` block for the reason given at [`live`]; the timeout is
 /// read again on failure rather than kept across the wait.)
 #[allow(clippy::manual_async_fn)] // deliberate: see `run`
 fn init<W: Worker>(
@@ -291,79 +419,6 @@ async fn wait_or_stop<W: Worker>(cell: &Cell<W>, delay: Duration) -> Option<Exit
         Pin::new(&mut sleep).poll(cx).map(|()| None)
     })
     .await
-}
-
-/// The message loop; returns why the incarnation ends and, if it crashed
-/// and may restart, the permit. A crash that may not restart leaves the
-/// registry's view before its caller hears of it.
-/// (An `async move` block for the reason given at [`run`].)
-#[allow(clippy::manual_async_fn)] // deliberate: see `run`
-fn handle_mail<'a, W: Worker>(
-    ctx: &'a mut Context<W>,
-    worker: &'a mut W,
-    mut restarts: Option<&'a mut Restarts<W::Args>>,
-) -> impl Future<Output = (ExitReason, Option<Permit>)> + 'a {
-    async move {
-        let mut budget = BUDGET;
-        let mut crash = |ctx: &mut Context<W>, message: String| {
-            let (policy, back_off) = (
-                ctx.shared.options.get_restart(),
-                ctx.shared.options.get_back_off(),
-            );
-            let permit = restarts
-                .as_deref_mut()
-                .and_then(|r| r.permit(policy, back_off));
-            if permit.is_none() {
-                ctx.shared.leave_running(&ctx.handle.cell);
-            }
-            (ExitReason::Panicked(message), permit)
-        };
-        loop {
-            let envelope = match ctx.handle.cell.next().await {
-                Next::Stop(reason) => return (reason, None),
-                Next::Mail(envelope) => envelope,
-            };
-            match envelope {
-                Envelope::Call(request, reply_to) => {
-                    let reply = AssertUnwindSafe(worker.handle_call(request, ctx))
-                        .catch_unwind()
-                        .await;
-                    match reply {
-                        Ok(reply) => {
-                            if ctx.stop {
-                                // Leave the registry before the caller can act on the reply.
-                                ctx.shared.leave_running(&ctx.handle.cell);
-                            }
-                            let _ = reply_to.send(Ok(reply));
-                        }
-                        Err(panic) => {
-                            let message = panic_message(panic);
-                            let ending = crash(ctx, message.clone());
-                            let _ = reply_to.send(Err(CallFailure::Panicked(message)));
-                            return ending;
-                        }
-                    }
-                }
-                Envelope::Cast(message) => {
-                    let done = AssertUnwindSafe(worker.handle_cast(message, ctx))
-                        .catch_unwind()
-                        .await;
-                    if let Err(panic) = done {
-                        return crash(ctx, panic_message(panic));
-                    }
-                }
-            }
-            if ctx.stop {
-                ctx.shared.leave_running(&ctx.handle.cell);
-                return (ExitReason::Normal, None);
-            }
-            budget -= 1;
-            if budget == 0 {
-                budget = BUDGET;
-                yield_now().await;
-            }
-        }
-    }
 }
 
 /// Gives the executor thread to other procs once.
