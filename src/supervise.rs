@@ -113,7 +113,7 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
 /// box's pointer and its own state beside the running worker's future.
 fn run<W: Worker>(guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
     Box::pin(start(guard, args))
-        .map(|started| OptionFuture::from(started.map(|(g, w, r)| live(g, w, r))))
+        .map(|started| OptionFuture::from(started.map(live)))
         .flatten()
         .map(|_| ())
 }
@@ -122,12 +122,22 @@ fn run<W: Worker>(guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
 /// boxed, so the default costs one pointer and no clone.
 type MaybeRestarts<W> = Option<Box<Restarts<<W as Worker>::Args>>>;
 
-/// Starts the worker: its first `init`, then RUNNING. The worker and what
-/// it needs to live on, once it runs; `None` if it ended instead.
-async fn start<W: Worker>(
-    mut guard: Guard<W>,
-    args: W::Args,
-) -> Option<(Guard<W>, W, MaybeRestarts<W>)> {
+/// A running worker: its state, its restart policy's state and its guard,
+/// dropped in that order (fields drop in the order they are declared): if
+/// its future is dropped (killed, aborted), the worker's resources are
+/// released before the guard ends it, so whoever sees it ended sees them
+/// released too. (`live`'s future captures the fields one by one, and keeps
+/// their drop order; `a_killed_workers_state_is_dropped_before_it_is_seen_ended`
+/// checks it.)
+struct Life<W: Worker> {
+    worker: W,
+    restarts: MaybeRestarts<W>,
+    guard: Guard<W>,
+}
+
+/// Starts the worker: its first `init`, then RUNNING. The running worker;
+/// `None` if it ended instead.
+async fn start<W: Worker>(mut guard: Guard<W>, args: W::Args) -> Option<Life<W>> {
     let restarts = guard
         .ctx
         .shared
@@ -145,7 +155,11 @@ async fn start<W: Worker>(
     guard.ctx.started = true;
     guard.notify(Event::Started { id: guard.ctx.id() });
     match guard.ctx.shared.mark_running(guard.cell()) {
-        Ok(()) => Some((guard, worker, restarts)),
+        Ok(()) => Some(Life {
+            worker,
+            restarts,
+            guard,
+        }),
         // Its future is being dropped: no `terminate`.
         Err(ExitReason::Killed) => None,
         Err(reason) => {
@@ -163,11 +177,7 @@ async fn start<W: Worker>(
 /// future of its own, which would hold references to the guard, the worker
 /// and the restarts: every byte of this future is paid by each idle worker.
 #[allow(clippy::manual_async_fn)] // deliberate: see above
-fn live<W: Worker>(
-    mut guard: Guard<W>,
-    mut worker: W,
-    mut restarts: MaybeRestarts<W>,
-) -> impl Future<Output = ()> {
+fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
     async move {
         let mut budget = BUDGET;
         loop {
@@ -178,49 +188,54 @@ fn live<W: Worker>(
                 // it crashed and may restart, the permit. A crash that may not
                 // restart leaves the registry's view before its caller hears of it.
                 let (reason, permit) = loop {
-                    let envelope = match guard.cell().next().await {
+                    let envelope = match life.guard.cell().next().await {
                         Next::Stop(reason) => break (reason, None),
                         Next::Mail(envelope) => envelope,
                     };
                     match envelope {
                         Envelope::Call(request, reply_to) => {
-                            let reply =
-                                AssertUnwindSafe(worker.handle_call(request, &mut guard.ctx))
-                                    .catch_unwind()
-                                    .await;
+                            let reply = AssertUnwindSafe(
+                                life.worker.handle_call(request, &mut life.guard.ctx),
+                            )
+                            .catch_unwind()
+                            .await;
                             match reply {
                                 Ok(reply) => {
-                                    if guard.ctx.stop {
+                                    if life.guard.ctx.stop {
                                         // Leave the registry before the caller can act on the reply.
-                                        guard.ctx.shared.leave_running(guard.cell());
+                                        life.guard.ctx.shared.leave_running(life.guard.cell());
                                     }
                                     let _ = reply_to.send(Ok(reply));
                                 }
                                 Err(panic) => {
                                     let message = panic_message(panic);
-                                    let ending =
-                                        crash(&guard.ctx, restarts.as_deref_mut(), message.clone());
+                                    let ending = crash(
+                                        &life.guard.ctx,
+                                        life.restarts.as_deref_mut(),
+                                        message.clone(),
+                                    );
                                     let _ = reply_to.send(Err(CallFailure::Panicked(message)));
                                     break ending;
                                 }
                             }
                         }
                         Envelope::Cast(message) => {
-                            let done =
-                                AssertUnwindSafe(worker.handle_cast(message, &mut guard.ctx))
-                                    .catch_unwind()
-                                    .await;
+                            let done = AssertUnwindSafe(
+                                life.worker.handle_cast(message, &mut life.guard.ctx),
+                            )
+                            .catch_unwind()
+                            .await;
                             if let Err(panic) = done {
                                 break crash(
-                                    &guard.ctx,
-                                    restarts.as_deref_mut(),
+                                    &life.guard.ctx,
+                                    life.restarts.as_deref_mut(),
                                     panic_message(panic),
                                 );
                             }
                         }
                     }
-                    if guard.ctx.stop {
-                        guard.ctx.shared.leave_running(guard.cell());
+                    if life.guard.ctx.stop {
+                        life.guard.ctx.shared.leave_running(life.guard.cell());
                         break (ExitReason::Normal, None);
                     }
                     budget -= 1;
@@ -233,15 +248,15 @@ fn live<W: Worker>(
                 // restart paths run once, and inline their states would double the
                 // size of every idle worker's future.
                 Box::pin(end_incarnation(
-                    &mut guard,
-                    worker,
+                    &mut life.guard,
+                    life.worker,
                     reason,
                     permit,
-                    restarts.as_deref_mut(),
+                    life.restarts.as_deref_mut(),
                 ))
             };
             match ended.await {
-                Some(next) => worker = next,
+                Some(next) => life.worker = next,
                 None => return,
             }
         }
