@@ -17,7 +17,7 @@ use crate::restart::{Permit, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
-use futures::future::OptionFuture;
+use futures::future::{Either, OptionFuture};
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -163,7 +163,9 @@ async fn start<W: Worker>(mut guard: Guard<W>, args: W::Args) -> Option<Life<W>>
         // Its future is being dropped: no `terminate`.
         Err(ExitReason::Killed) => None,
         Err(reason) => {
-            finish(&mut guard, worker, reason, None).await;
+            // Boxed: a path few starts take, which would more than double
+            // the start's own box.
+            Box::pin(finish(&mut guard, worker, reason, None)).await;
             None
         }
     }
@@ -247,41 +249,30 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                 // Boxed, taking the reason and the permit along: the ending and
                 // restart paths run once, and inline their states would double the
                 // size of every idle worker's future.
-                Box::pin(end_incarnation(
-                    &mut life.guard,
-                    life.worker,
-                    reason,
-                    permit,
-                    life.restarts.as_deref_mut(),
-                ))
+                match permit {
+                    None => {
+                        // A crash without a permit under a restarting policy: it gave up.
+                        let gave_up = life.restarts.as_ref().filter(|_| reason.is_abnormal());
+                        let gave_up = gave_up.map(|r| r.count());
+                        let finish = finish(&mut life.guard, life.worker, reason, gave_up);
+                        Either::Left(Box::pin(finish.map(|()| None)))
+                    }
+                    Some(permit) => {
+                        let restarts = life
+                            .restarts
+                            .as_deref_mut()
+                            .expect("a permit comes from a restart policy");
+                        let restart =
+                            restart(&mut life.guard, life.worker, reason, restarts, permit);
+                        Either::Right(Box::pin(restart))
+                    }
+                }
             };
             match ended.await {
                 Some(next) => life.worker = next,
                 None => return,
             }
         }
-    }
-}
-
-/// Ends an incarnation: restarts the worker if it has a permit (the worker
-/// of the next incarnation; `None` if it ended meanwhile), or ends it for
-/// good.
-async fn end_incarnation<W: Worker>(
-    guard: &mut Guard<W>,
-    worker: W,
-    reason: ExitReason,
-    permit: Option<Permit>,
-    restarts: Option<&mut Restarts<W::Args>>,
-) -> Option<W> {
-    match (permit, restarts) {
-        (Some(permit), Some(restarts)) => restart(guard, worker, reason, restarts, permit).await,
-        (None, restarts) => {
-            // A crash without a permit under a restarting policy: it gave up.
-            let gave_up = restarts.filter(|_| reason.is_abnormal()).map(|r| r.count());
-            finish(guard, worker, reason, gave_up).await;
-            None
-        }
-        (Some(_), None) => unreachable!("a permit comes from a restart policy"),
     }
 }
 
