@@ -17,7 +17,7 @@ use crate::restart::{Permit, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
-use futures::future::{Either, OptionFuture};
+use futures::future::{self, Either, OptionFuture};
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -111,8 +111,16 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
 /// The box is freed as soon as the worker runs. The two steps are chained
 /// with combinators rather than in an `async` block, which would keep the
 /// box's pointer and its own state beside the running worker's future.
+///
+/// The box is made at the future's first poll, on the executor thread that
+/// also frees it, rather than here on the starter's: there the allocator
+/// hands the same block to the next start on that thread, whereas a block
+/// freed on another thread than the one that made it left holes among the
+/// running workers' memory (W2 of the peers' scale tier at N = 100,000:
+/// 442 B per worker this way, 544 B that way).
 fn run<W: Worker>(guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
-    Box::pin(start(guard, args))
+    future::lazy(|_| Box::pin(start(guard, args)))
+        .flatten()
         .map(|started| OptionFuture::from(started.map(live)))
         .flatten()
         .map(|_| ())
