@@ -116,8 +116,9 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
 /// also frees it, rather than here on the starter's: there the allocator
 /// hands the same block to the next start on that thread, whereas a block
 /// freed on another thread than the one that made it left holes among the
-/// running workers' memory (W2 of the peers' scale tier at N = 100,000:
-/// 442 B per worker this way, 544 B that way).
+/// running workers' memory (100,000 workers started one after the other:
+/// 407.5 B of RSS per worker this way, 457.6 B that way; BENCHMARKS.md,
+/// "Memory per idle worker").
 fn run<W: Worker>(guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
     future::lazy(|_| Box::pin(start(guard, args)))
         .flatten()
