@@ -27,17 +27,19 @@
 //! stop has to remove the entry again.
 
 use crate::executor::Task;
+use crate::queue::Queue;
 use crate::shared::Shared;
 use crate::table::Entry;
 use crate::timers::{Repeat, Timers};
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
-use parking_lot::Mutex;
-use std::collections::VecDeque;
+use parking_lot::lock_api::RawMutex as _;
+use std::cell::UnsafeCell;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -163,42 +165,15 @@ impl Exit {
 
 /// What few workers need, boxed together so that every cell pays one
 /// pointer for all of it: a failed start's error, an exit reason with text,
-/// and an incarnation's timers.
+/// an incarnation's timers, and the tasks waiting on the lifecycle beyond the
+/// first.
 struct Rare<W: Worker> {
     start_failure: Option<StartFailure<W::Error>>,
     exit: Option<ExitReason>,
     /// This incarnation's timers; `None` until it schedules one.
     timers: Option<Timers<W::Message>>,
-}
-
-/// Tasks waiting for the lifecycle to move on. There is nearly always one
-/// (the starter, or the stopper), so one is kept without allocating.
-#[derive(Default)]
-enum Waiters {
-    #[default]
-    None,
-    One(Waker),
-    Many(Vec<Waker>),
-}
-
-impl Waiters {
-    fn add(&mut self, waker: &Waker) {
-        match self {
-            Waiters::None => *self = Waiters::One(waker.clone()),
-            Waiters::One(w) if w.will_wake(waker) => {}
-            Waiters::One(_) => {
-                let Waiters::One(first) = std::mem::take(self) else {
-                    unreachable!("matched One just above")
-                };
-                *self = Waiters::Many(vec![first, waker.clone()]);
-            }
-            Waiters::Many(all) => {
-                if !all.iter().any(|w| w.will_wake(waker)) {
-                    all.push(waker.clone());
-                }
-            }
-        }
-    }
+    /// Tasks waiting for the lifecycle to move on, after `Inner::waiter`.
+    waiters: Vec<Waker>,
 }
 
 /// Where the id table keeps its copy of "this worker is RUNNING": a flag
@@ -239,10 +214,13 @@ impl<W: Worker> Registered<W> {
 }
 
 struct Inner<W: Worker> {
-    queue: VecDeque<Envelope<W>>,
+    queue: Queue<Envelope<W>>,
     /// The worker's process, parked waiting for mail.
     worker: Option<Waker>,
-    waiters: Waiters,
+    /// A task waiting for the lifecycle to move on. There is nearly always
+    /// at most one (the starter, or the stopper); any more wait in
+    /// [`Rare::waiters`].
+    waiter: Option<Waker>,
     /// The worker's future on its executor, to abort it.
     task: Option<Task>,
     /// See [`Rare`]; `None` until one of its parts is needed.
@@ -267,11 +245,6 @@ struct Inner<W: Worker> {
     touched: bool,
     /// Sweeps in a row that found the worker parked without mail.
     idle_sweeps: u16,
-    /// The mailbox's bound in messages; 0 for none.
-    capacity: u32,
-    /// This worker's own idle timeout in milliseconds, set from its context:
-    /// `IDLE_DEFAULT` for the registry's, `IDLE_NEVER` for none.
-    idle_ms: u32,
     /// Why the worker ended, once it has (see [`Exit`]).
     exit: u8,
 }
@@ -279,9 +252,9 @@ struct Inner<W: Worker> {
 /// `Cell::evict_slot` of a worker no evictor tracks.
 pub(crate) const NO_SLOT: u64 = u64::MAX;
 
-/// `Inner::idle_ms`: the registry's idle timeout applies.
+/// `Cell::idle_ms`: the registry's idle timeout applies.
 pub(crate) const IDLE_DEFAULT: u32 = 0;
-/// `Inner::idle_ms`: the worker never idles out.
+/// `Cell::idle_ms`: the worker never idles out.
 pub(crate) const IDLE_NEVER: u32 = u32::MAX;
 
 impl<W: Worker> Inner<W> {
@@ -292,6 +265,7 @@ impl<W: Worker> Inner<W> {
                 start_failure: None,
                 exit: None,
                 timers: None,
+                waiters: Vec::new(),
             })
         })
     }
@@ -304,6 +278,35 @@ impl<W: Worker> Inner<W> {
     /// Takes this incarnation's timers away, to drop them outside the lock.
     fn take_timers(&mut self) -> Option<Timers<W::Message>> {
         self.rare.as_deref_mut()?.timers.take()
+    }
+
+    /// Adds a task waiting for the lifecycle to move on, unless it waits
+    /// already.
+    fn add_waiter(&mut self, waker: &Waker) {
+        match &self.waiter {
+            None => self.waiter = Some(waker.clone()),
+            Some(first) if first.will_wake(waker) => {}
+            Some(_) => {
+                let more = &mut self.rare().waiters;
+                if !more.iter().any(|w| w.will_wake(waker)) {
+                    more.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    /// Takes every waiting task, to wake them once the lock is released.
+    fn take_waiters(&mut self) -> Wake {
+        let more = self
+            .rare
+            .as_deref_mut()
+            .map(|rare| std::mem::take(&mut rare.waiters))
+            .unwrap_or_default();
+        Wake {
+            first: self.waiter.take(),
+            more,
+            worker: None,
+        }
     }
 
     /// Counts the worker in or out of `running` (the registry's count) and
@@ -329,15 +332,65 @@ impl<W: Worker> Inner<W> {
 /// after the `Arc`'s reference count the handle they take increments, so
 /// they touch one cache line of the cell for it, not two (Rust's own layout
 /// puts the byte last). `lookup` reads the table's copy of the state instead.
+///
+/// The lock's byte and `idle_ms` share the state's word: a `Mutex<Inner>`
+/// would pad its one-byte lock to a word of its own, and every cell is
+/// paid by an idle worker.
 #[repr(C)]
 pub(crate) struct Cell<W: Worker> {
     state: AtomicU8,
+    /// Guards `inner` (see [`Cell::lock`]).
+    lock: parking_lot::RawMutex,
+    /// This worker's own idle timeout in milliseconds, set from its context:
+    /// `IDLE_DEFAULT` for the registry's, `IDLE_NEVER` for none. Only read
+    /// and written under the lock; atomic so that it can sit out of `inner`.
+    idle_ms: AtomicU32,
     id: W::Id,
     /// Where the registry's evictor tracks this worker (`Slot::to_bits`),
     /// read without the lock on every lookup of a registry with a capacity;
     /// `NO_SLOT` otherwise.
     evict_slot: AtomicU64,
-    inner: Mutex<Inner<W>>,
+    inner: UnsafeCell<Inner<W>>,
+}
+
+// SAFETY: `inner` is only reached through `Cell::lock`, which holds the
+// lock, as a `Mutex<Inner<W>>` would, and such a mutex is `Send` and `Sync`
+// when `Inner<W>` is `Send` (checked below); the id is `Send` and `Sync`
+// (`Worker::Id`'s bounds), and so are the other fields.
+unsafe impl<W: Worker> Send for Cell<W> {}
+unsafe impl<W: Worker> Sync for Cell<W> {}
+
+/// Fails to compile if `Inner` stops being `Send`, which the impls above rely on.
+#[allow(dead_code)]
+fn inner_is_send<W: Worker>() {
+    fn send<T: Send>() {}
+    send::<Inner<W>>();
+}
+
+/// The cell's lock, held: its `Inner`, released when dropped.
+struct Locked<'a, W: Worker>(&'a Cell<W>);
+
+impl<W: Worker> Deref for Locked<'_, W> {
+    type Target = Inner<W>;
+    fn deref(&self) -> &Inner<W> {
+        // SAFETY: the lock is held for as long as `self` lives.
+        unsafe { &*self.0.inner.get() }
+    }
+}
+
+impl<W: Worker> DerefMut for Locked<'_, W> {
+    fn deref_mut(&mut self) -> &mut Inner<W> {
+        // SAFETY: the lock is held for as long as `self` lives, and `self`
+        // is borrowed mutably.
+        unsafe { &mut *self.0.inner.get() }
+    }
+}
+
+impl<W: Worker> Drop for Locked<'_, W> {
+    fn drop(&mut self) {
+        // SAFETY: `Cell::lock` locked it, and this is its only unlock.
+        unsafe { self.0.lock.unlock() }
+    }
 }
 
 impl<W: Worker> Entry for Cell<W> {
@@ -352,24 +405,32 @@ impl<W: Worker> Entry for Cell<W> {
     /// (`flag` lives in the table's entry for this cell, which is removed
     /// only after `close`.)
     unsafe fn attach(&self, flag: &AtomicBool) {
-        self.inner.lock().mirror = Some(Mirror(NonNull::from(flag)));
+        self.lock().mirror = Some(Mirror(NonNull::from(flag)));
     }
 }
 
-/// Wakers to wake once the cell's lock is released.
+/// Wakers to wake once the cell's lock is released: the tasks waiting on
+/// the lifecycle, and the worker's.
 #[must_use]
-pub(crate) struct Wake(Waiters, Option<Waker>);
+pub(crate) struct Wake {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+    worker: Option<Waker>,
+}
 
 impl Wake {
+    /// Nobody to wake.
+    fn none() -> Self {
+        Wake {
+            first: None,
+            more: Vec::new(),
+            worker: None,
+        }
+    }
+
     fn run(self) {
-        match self.0 {
-            Waiters::None => {}
-            Waiters::One(w) => w.wake(),
-            Waiters::Many(all) => all.into_iter().for_each(Waker::wake),
-        }
-        if let Some(w) = self.1 {
-            w.wake();
-        }
+        let all = self.first.into_iter().chain(self.more).chain(self.worker);
+        all.for_each(Waker::wake);
     }
 }
 
@@ -378,15 +439,16 @@ impl<W: Worker> Cell<W> {
     /// it runs, its mailbox bounded as the registry's options say.
     /// `registry` must outlive the cell's worker (see `Registered`).
     pub(crate) fn new(id: W::Id, registry: &Shared<W>) -> Self {
-        let capacity = registry.capacity;
         Cell {
             state: AtomicU8::new(STARTING),
+            lock: parking_lot::RawMutex::INIT,
+            idle_ms: AtomicU32::new(IDLE_DEFAULT),
             id,
             evict_slot: AtomicU64::new(NO_SLOT),
-            inner: Mutex::new(Inner {
-                queue: VecDeque::new(),
+            inner: UnsafeCell::new(Inner {
+                queue: Queue::new(),
                 worker: None,
-                waiters: Waiters::None,
+                waiter: None,
                 task: None,
                 rare: None,
                 mirror: None,
@@ -397,11 +459,15 @@ impl<W: Worker> Cell<W> {
                 handed: false,
                 touched: true,
                 idle_sweeps: 0,
-                capacity,
-                idle_ms: IDLE_DEFAULT,
                 exit: Exit::NONE,
             }),
         }
+    }
+
+    /// Takes the cell's lock, for its `Inner`.
+    fn lock(&self) -> Locked<'_, W> {
+        self.lock.lock();
+        Locked(self)
     }
 
     /// The cell's address, which names its worker (see [`crate::current`]).
@@ -432,11 +498,13 @@ impl<W: Worker> Cell<W> {
         read: impl FnOnce(&Shared<W>) -> R,
     ) -> Result<R, Refused<W>> {
         let (read, waker) = {
-            let mut g = self.inner.lock();
+            let mut g = self.lock();
             if self.state() >= STOPPING {
                 return Err(Refused::Closed(envelope));
             }
-            if g.capacity != 0 && g.queue.len() >= g.capacity as usize {
+            // The registry is alive: the worker has not ended.
+            let capacity = g.registry.get().capacity;
+            if capacity != 0 && g.queue.len() >= capacity as usize {
                 return Err(Refused::Full(envelope));
             }
             g.queue.push_back(envelope);
@@ -453,7 +521,7 @@ impl<W: Worker> Cell<W> {
     /// The worker's side of the mailbox: a stop request first, then its
     /// timers that fell due, then mail in arrival order.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next<W>> {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         g.parked = false;
         if let Some(request) = g.stop.take() {
             return Poll::Ready(Next::Stop(request.into()));
@@ -467,7 +535,7 @@ impl<W: Worker> Cell<W> {
             // A mailbox that was flooded gives its memory back once drained,
             // instead of holding its peak size for the worker's whole life.
             if g.queue.is_empty() && g.queue.capacity() > KEEP_MAILBOX_CAPACITY {
-                g.queue = VecDeque::new();
+                g.queue = Queue::new();
             }
             return Poll::Ready(Next::Mail(e));
         }
@@ -483,7 +551,7 @@ impl<W: Worker> Cell<W> {
         message: W::Message,
     ) -> u64 {
         let (key, waker) = {
-            let mut g = self.inner.lock();
+            let mut g = self.lock();
             let timers = g.rare().timers.get_or_insert_with(Timers::new);
             let key = timers.add(delay, repeat, message);
             // A parked worker arms the new deadline at its next poll.
@@ -497,7 +565,7 @@ impl<W: Worker> Cell<W> {
 
     /// Cancels a timer; whether it was still pending.
     pub(crate) fn cancel_timer(&self, key: u64) -> bool {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         let Some(timers) = g.timers() else {
             return false;
         };
@@ -510,13 +578,14 @@ impl<W: Worker> Cell<W> {
 
     /// Drops the timers of the incarnation that ends.
     pub(crate) fn clear_timers(&self) {
-        let timers = self.inner.lock().take_timers();
+        let timers = self.lock().take_timers();
         drop(timers);
     }
 
-    /// Sets this worker's own idle timeout (see `Inner::idle_ms`).
+    /// Sets this worker's own idle timeout (see `Cell::idle_ms`).
     pub(crate) fn set_idle_ms(&self, idle_ms: u32) {
-        self.inner.lock().idle_ms = idle_ms;
+        let _g = self.lock();
+        self.idle_ms.store(idle_ms, Ordering::Relaxed);
     }
 
     /// One look of the idle sweep, every `sweep_ms`: a running worker parked
@@ -524,8 +593,8 @@ impl<W: Worker> Cell<W> {
     /// than its idle timeout (`default_ms` unless it set its own; 0 for
     /// none) is asked to stop. Whether it was.
     pub(crate) fn sweep_idle(&self, sweep_ms: u32, default_ms: u32) -> bool {
-        let mut g = self.inner.lock();
-        let idle_ms = match g.idle_ms {
+        let mut g = self.lock();
+        let idle_ms = match self.idle_ms.load(Ordering::Relaxed) {
             IDLE_DEFAULT => default_ms,
             own => own,
         };
@@ -559,19 +628,19 @@ impl<W: Worker> Cell<W> {
     /// starter, and parked on an empty mailbox (never in the middle of a
     /// call, nor with mail waiting).
     pub(crate) fn evictable(&self) -> bool {
-        let g = self.inner.lock();
+        let g = self.lock();
         self.state() == RUNNING && g.handed && g.parked && g.queue.is_empty() && g.stop.is_none()
     }
 
     /// Its starter has the running worker (see `Inner::handed`).
     pub(crate) fn mark_handed(&self) {
-        self.inner.lock().handed = true;
+        self.lock().handed = true;
     }
 
     /// Records why the worker ended, for monitors.
     pub(crate) fn set_exit(&self, reason: &ExitReason) {
         let code = Exit::code(reason);
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         g.exit = code;
         if code == Exit::TEXT {
             g.rare().exit = Some(reason.clone());
@@ -580,19 +649,19 @@ impl<W: Worker> Cell<W> {
 
     /// Why the worker ended: `None` before it has.
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
-        let g = self.inner.lock();
+        let g = self.lock();
         Exit::reason(g.exit, g.rare.as_deref())
     }
 
     /// A stop request, if one came (while the worker was restarting).
     pub(crate) fn take_stop(&self) -> Option<ExitReason> {
-        self.inner.lock().stop.take().map(ExitReason::from)
+        self.lock().stop.take().map(ExitReason::from)
     }
 
     /// The worker's side while it waits out a back-off: ready with a stop
     /// request; otherwise the worker is woken when one comes (or on mail).
     pub(crate) fn poll_stop(&self, cx: &mut Context<'_>) -> Poll<ExitReason> {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         if let Some(request) = g.stop.take() {
             return Poll::Ready(request.into());
         }
@@ -610,14 +679,14 @@ impl<W: Worker> Cell<W> {
 
     fn transition(&self, g: &mut Inner<W>, to: u8) -> Wake {
         self.state.store(to, Ordering::Release);
-        Wake(std::mem::take(&mut g.waiters), None)
+        g.take_waiters()
     }
 
     /// STARTING → RUNNING (counted in `running`), unless a stop was requested
     /// during `init` or the registry is shutting down: then STARTING →
     /// STOPPING and the reason is returned.
     pub(crate) fn mark_running(&self, shutting_down: bool) -> Result<(), ExitReason> {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         if g.kill {
             // Killed during `init`: already STOPPING, and about to be dropped.
             return Err(ExitReason::Killed);
@@ -641,7 +710,7 @@ impl<W: Worker> Cell<W> {
 
     /// RUNNING → STOPPING, from the worker itself.
     pub(crate) fn leave_running(&self) {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         if self.state() != RUNNING {
             return;
         }
@@ -654,7 +723,7 @@ impl<W: Worker> Cell<W> {
     /// Asks the worker to stop: at once if it is running (RUNNING → STOPPING),
     /// after `init` if it is starting. A stopping or ended worker is left alone.
     pub(crate) fn request_stop(&self, request: StopRequest) {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         let state = self.state();
         if state >= STOPPING {
             return;
@@ -664,34 +733,34 @@ impl<W: Worker> Cell<W> {
             g.count_running(false);
             self.transition(&mut g, STOPPING)
         } else {
-            Wake(Waiters::None, None)
+            Wake::none()
         };
-        wake.1 = g.worker.take();
+        wake.worker = g.worker.take();
         drop(g);
         wake.run();
     }
 
     /// Records why the start failed; the starter takes it.
     pub(crate) fn set_start_failure(&self, failure: StartFailure<W::Error>) {
-        self.inner.lock().rare().start_failure = Some(failure);
+        self.lock().rare().start_failure = Some(failure);
     }
 
     /// The worker's future was dropped before its `init` finished, and not
     /// by a kill: its executor dropped it (a tokio runtime shutting down).
     pub(crate) fn abandoned(&self) {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         if !g.kill && g.rare.as_ref().is_none_or(|r| r.start_failure.is_none()) {
             g.rare().start_failure = Some(StartFailure::ExecutorShutDown);
         }
     }
 
     pub(crate) fn take_start_failure(&self) -> Option<StartFailure<W::Error>> {
-        self.inner.lock().rare.as_deref_mut()?.start_failure.take()
+        self.lock().rare.as_deref_mut()?.start_failure.take()
     }
 
     /// Keeps the worker's task so it can be aborted.
     pub(crate) fn set_task(&self, task: Task) {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         if g.kill {
             drop(g);
             task.abort();
@@ -707,7 +776,7 @@ impl<W: Worker> Cell<W> {
     /// running `terminate`.
     pub(crate) fn kill(&self) {
         let (task, queue, wake) = {
-            let mut g = self.inner.lock();
+            let mut g = self.lock();
             let state = self.state();
             if state == ENDED || g.kill {
                 return;
@@ -719,7 +788,7 @@ impl<W: Worker> Cell<W> {
                 }
                 self.transition(&mut g, STOPPING)
             } else {
-                Wake(Waiters::None, None)
+                Wake::none()
             };
             (g.task.take(), std::mem::take(&mut g.queue), wake)
         };
@@ -736,7 +805,7 @@ impl<W: Worker> Cell<W> {
     /// yet: that waits for [`mark_ended`](Self::mark_ended), once the entry
     /// is gone.
     pub(crate) fn close(&self) {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         let state = self.state();
         if state == RUNNING {
             g.count_running(false);
@@ -758,9 +827,9 @@ impl<W: Worker> Cell<W> {
     /// The second half: → ENDED, waking everyone waiting for a change. The
     /// caller has removed the entry, so whoever sees ENDED sees the id free.
     pub(crate) fn mark_ended(&self) {
-        let mut g = self.inner.lock();
+        let mut g = self.lock();
         let mut wake = self.transition(&mut g, ENDED);
-        wake.1 = g.worker.take();
+        wake.worker = g.worker.take();
         drop(g);
         wake.run();
     }
@@ -769,7 +838,7 @@ impl<W: Worker> Cell<W> {
 /// Hands every queued call its request back, unhandled, so its caller can
 /// tell it was never delivered (call-by-id retries it). Done outside the
 /// cell's lock: answering wakes the callers.
-fn undeliver<W: Worker>(queue: VecDeque<Envelope<W>>) {
+fn undeliver<W: Worker>(queue: Queue<Envelope<W>>) {
     for envelope in queue {
         if let Envelope::Call(request, reply_to) = envelope {
             let _ = reply_to.send(Err(CallFailure::Undelivered(request)));
@@ -807,12 +876,12 @@ impl<W: Worker> Future for Changed<'_, W> {
         if s != self.from {
             return Poll::Ready(s);
         }
-        let mut g = self.cell.inner.lock();
+        let mut g = self.cell.lock();
         let s = self.cell.state();
         if s != self.from {
             return Poll::Ready(s);
         }
-        g.waiters.add(cx.waker());
+        g.add_waiter(cx.waker());
         Poll::Pending
     }
 }

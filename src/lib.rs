@@ -91,10 +91,12 @@ mod restart;
 mod shared;
 mod worker;
 // Primitives that know nothing of workers: the executor seam, the id table,
-// the eviction policy, the timers, and which worker a thread is polling.
+// the eviction policy, the timers, the mailboxes' queue, and which worker a
+// thread is polling.
 mod current;
 mod evict;
 mod executor;
+mod queue;
 mod table;
 mod timer;
 mod timers;

@@ -17,6 +17,7 @@ use crate::restart::{Permit, Restarts};
 use crate::timer::{Elapsed, Sleep, timeout};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
+use futures::future::{self, Either, OptionFuture};
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -100,62 +101,204 @@ pub(crate) fn spawn<W: Worker>(guard: Guard<W>, args: W::Args) -> Task {
         .spawn(Polling::new(address, run(guard, args)))
 }
 
-/// The whole life of a worker: its first `init`, then incarnations for as
-/// long as its restart policy allows.
+/// The whole life of a worker: its start (its first `init`), then, if it
+/// started, its incarnations for as long as its restart policy allows.
+///
+/// The start runs boxed, apart from the rest: a future is as large as its
+/// largest state, and the start's states (the worker's `init` future inside
+/// the start timeout) are larger than an idle worker's, so inline they would
+/// be paid by each idle worker for its whole life, for a step that runs once.
+/// The box is freed as soon as the worker runs. The two steps are chained
+/// with combinators rather than in an `async` block, which would keep the
+/// box's pointer and its own state beside the running worker's future.
+///
+/// The box is made at the future's first poll, on the executor thread that
+/// also frees it, rather than here on the starter's: there the allocator
+/// hands the same block to the next start on that thread, whereas a block
+/// freed on another thread than the one that made it left holes among the
+/// running workers' memory (100,000 workers started one after the other:
+/// 407.5 B of RSS per worker this way, 457.6 B that way; BENCHMARKS.md,
+/// "Memory per idle worker").
+fn run<W: Worker>(guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
+    future::lazy(|_| Box::pin(start(guard, args)))
+        .flatten()
+        .map(|started| OptionFuture::from(started.map(live)))
+        .flatten()
+        .map(|_| ())
+}
+
+/// Only a restarting policy keeps a clone of the args (and its counters),
+/// boxed, so the default costs one pointer and no clone.
+type MaybeRestarts<W> = Option<Box<Restarts<<W as Worker>::Args>>>;
+
+/// A running worker: its state, its restart policy's state and its guard,
+/// dropped in that order (fields drop in the order they are declared): if
+/// its future is dropped (killed, aborted), the worker's resources are
+/// released before the guard ends it, so whoever sees it ended sees them
+/// released too. (`live`'s future captures the fields one by one, and keeps
+/// their drop order; `a_killed_workers_state_is_dropped_before_it_is_seen_ended`
+/// checks it.)
+struct Life<W: Worker> {
+    worker: W,
+    restarts: MaybeRestarts<W>,
+    guard: Guard<W>,
+}
+
+/// Starts the worker: its first `init`, then RUNNING. The running worker;
+/// `None` if it ended instead.
+async fn start<W: Worker>(mut guard: Guard<W>, args: W::Args) -> Option<Life<W>> {
+    let restarts = guard
+        .ctx
+        .shared
+        .options
+        .clone_args_for_restarts()
+        .map(|clone| Box::new(Restarts::new(&args, clone)));
+    let worker = match init(&guard.ctx, args).await {
+        Ok(worker) => worker,
+        Err(failure) => {
+            guard.cell().set_start_failure(failure);
+            guard.end(&ExitReason::Normal);
+            return None;
+        }
+    };
+    guard.ctx.started = true;
+    guard.notify(Event::Started { id: guard.ctx.id() });
+    match guard.ctx.shared.mark_running(guard.cell()) {
+        Ok(()) => Some(Life {
+            worker,
+            restarts,
+            guard,
+        }),
+        // Its future is being dropped: no `terminate`.
+        Err(ExitReason::Killed) => None,
+        Err(reason) => {
+            // Boxed: a path few starts take, which would more than double
+            // the start's own box.
+            Box::pin(finish(&mut guard, worker, reason, None)).await;
+            None
+        }
+    }
+}
+
+/// The running worker: its message loop, restarts included, until it ends.
 ///
 /// Written as a function returning an `async move` block, not an `async fn`:
 /// an `async fn` moves its parameters into fresh locals, so the future would
-/// hold the guard twice. Every byte here is paid by each idle worker.
-#[allow(clippy::manual_async_fn)] // deliberate: see `run`
-fn run<W: Worker>(mut guard: Guard<W>, args: W::Args) -> impl Future<Output = ()> {
+/// hold them twice. The loop is written out here rather than awaited as a
+/// future of its own, which would hold references to the guard, the worker
+/// and the restarts: every byte of this future is paid by each idle worker.
+#[allow(clippy::manual_async_fn)] // deliberate: see above
+fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
     async move {
-        // Only a policy that restarts keeps a clone of the args (and its
-        // counters), boxed, so the default costs one pointer and no clone.
-        let mut restarts = guard
-            .ctx
-            .shared
-            .options
-            .clone_args_for_restarts()
-            .map(|clone| Box::new(Restarts::new(&args, clone)));
-        let mut worker = match init(&guard.ctx, args).await {
-            Ok(worker) => worker,
-            Err(failure) => {
-                guard.cell().set_start_failure(failure);
-                guard.end(&ExitReason::Normal);
-                return;
-            }
-        };
-        guard.ctx.started = true;
-        guard.notify(Event::Started { id: guard.ctx.id() });
-        if let Err(reason) = guard.ctx.shared.mark_running(guard.cell()) {
-            if reason == ExitReason::Killed {
-                // Its future is being dropped: no `terminate`.
-                return;
-            }
-            // Ending paths are boxed: they run once, and inline they would
-            // double the size of every idle worker's future.
-            return Box::pin(finish(&mut guard, worker, reason, None)).await;
-        }
+        let mut budget = BUDGET;
         loop {
-            let (reason, permit) =
-                handle_mail(&mut guard.ctx, &mut worker, restarts.as_deref_mut()).await;
-            let Some(permit) = permit else {
-                // A crash without a permit under a restarting policy: it gave up.
-                let gave_up = restarts.as_ref().filter(|_| reason.is_abnormal());
-                let gave_up = gave_up.map(|r| r.count());
-                return Box::pin(finish(&mut guard, worker, reason, gave_up)).await;
+            // Made in a block of its own, so that the reason is not kept
+            // beside the box while the ending runs.
+            let ended = {
+                // The message loop; breaks with why the incarnation ends and, if
+                // it crashed and may restart, the permit. A crash that may not
+                // restart leaves the registry's view before its caller hears of it.
+                let (reason, permit) = loop {
+                    let envelope = match life.guard.cell().next().await {
+                        Next::Stop(reason) => break (reason, None),
+                        Next::Mail(envelope) => envelope,
+                    };
+                    match envelope {
+                        Envelope::Call(request, reply_to) => {
+                            let reply = AssertUnwindSafe(
+                                life.worker.handle_call(request, &mut life.guard.ctx),
+                            )
+                            .catch_unwind()
+                            .await;
+                            match reply {
+                                Ok(reply) => {
+                                    if life.guard.ctx.stop {
+                                        // Leave the registry before the caller can act on the reply.
+                                        life.guard.ctx.shared.leave_running(life.guard.cell());
+                                    }
+                                    let _ = reply_to.send(Ok(reply));
+                                }
+                                Err(panic) => {
+                                    let message = panic_message(panic);
+                                    let ending = crash(
+                                        &life.guard.ctx,
+                                        life.restarts.as_deref_mut(),
+                                        message.clone(),
+                                    );
+                                    let _ = reply_to.send(Err(CallFailure::Panicked(message)));
+                                    break ending;
+                                }
+                            }
+                        }
+                        Envelope::Cast(message) => {
+                            let done = AssertUnwindSafe(
+                                life.worker.handle_cast(message, &mut life.guard.ctx),
+                            )
+                            .catch_unwind()
+                            .await;
+                            if let Err(panic) = done {
+                                break crash(
+                                    &life.guard.ctx,
+                                    life.restarts.as_deref_mut(),
+                                    panic_message(panic),
+                                );
+                            }
+                        }
+                    }
+                    if life.guard.ctx.stop {
+                        life.guard.ctx.shared.leave_running(life.guard.cell());
+                        break (ExitReason::Normal, None);
+                    }
+                    budget -= 1;
+                    if budget == 0 {
+                        budget = BUDGET;
+                        yield_now().await;
+                    }
+                };
+                // Boxed, taking the reason and the permit along: the ending and
+                // restart paths run once, and inline their states would double the
+                // size of every idle worker's future.
+                match permit {
+                    None => {
+                        // A crash without a permit under a restarting policy: it gave up.
+                        let gave_up = life.restarts.as_ref().filter(|_| reason.is_abnormal());
+                        let gave_up = gave_up.map(|r| r.count());
+                        let finish = finish(&mut life.guard, life.worker, reason, gave_up);
+                        Either::Left(Box::pin(finish.map(|()| None)))
+                    }
+                    Some(permit) => {
+                        let restarts = life
+                            .restarts
+                            .as_deref_mut()
+                            .expect("a permit comes from a restart policy");
+                        let restart =
+                            restart(&mut life.guard, life.worker, reason, restarts, permit);
+                        Either::Right(Box::pin(restart))
+                    }
+                }
             };
-            let restarts = restarts
-                .as_deref_mut()
-                .expect("a permit comes from a restart policy");
-            // Boxed, taking the reason and the permit along: the restart
-            // path's states cost the common case nothing.
-            match Box::pin(restart(&mut guard, worker, reason, restarts, permit)).await {
-                Some(next) => worker = next,
+            match ended.await {
+                Some(next) => life.worker = next,
                 None => return,
             }
         }
     }
+}
+
+/// A handler panicked with `message`: the incarnation ends, with a permit to
+/// restart if its policy grants one; without one, the worker leaves the
+/// registry's view now.
+fn crash<W: Worker>(
+    ctx: &Context<W>,
+    restarts: Option<&mut Restarts<W::Args>>,
+    message: String,
+) -> (ExitReason, Option<Permit>) {
+    let options = &ctx.shared.options;
+    let permit = restarts.and_then(|r| r.permit(options.get_restart(), options.get_back_off()));
+    if permit.is_none() {
+        ctx.shared.leave_running(&ctx.handle.cell);
+    }
+    (ExitReason::Panicked(message), permit)
 }
 
 /// Brings a crashed worker back: ends the crashed incarnation, waits out the
@@ -224,7 +367,7 @@ async fn restart<W: Worker>(
 }
 
 /// Runs `init` with the start timeout, containing a panic.
-/// (An `async move` block for the reason given at [`run`]; the timeout is
+/// (An `async move` block for the reason given at [`live`]; the timeout is
 /// read again on failure rather than kept across the wait.)
 #[allow(clippy::manual_async_fn)] // deliberate: see `run`
 fn init<W: Worker>(
@@ -291,79 +434,6 @@ async fn wait_or_stop<W: Worker>(cell: &Cell<W>, delay: Duration) -> Option<Exit
         Pin::new(&mut sleep).poll(cx).map(|()| None)
     })
     .await
-}
-
-/// The message loop; returns why the incarnation ends and, if it crashed
-/// and may restart, the permit. A crash that may not restart leaves the
-/// registry's view before its caller hears of it.
-/// (An `async move` block for the reason given at [`run`].)
-#[allow(clippy::manual_async_fn)] // deliberate: see `run`
-fn handle_mail<'a, W: Worker>(
-    ctx: &'a mut Context<W>,
-    worker: &'a mut W,
-    mut restarts: Option<&'a mut Restarts<W::Args>>,
-) -> impl Future<Output = (ExitReason, Option<Permit>)> + 'a {
-    async move {
-        let mut budget = BUDGET;
-        let mut crash = |ctx: &mut Context<W>, message: String| {
-            let (policy, back_off) = (
-                ctx.shared.options.get_restart(),
-                ctx.shared.options.get_back_off(),
-            );
-            let permit = restarts
-                .as_deref_mut()
-                .and_then(|r| r.permit(policy, back_off));
-            if permit.is_none() {
-                ctx.shared.leave_running(&ctx.handle.cell);
-            }
-            (ExitReason::Panicked(message), permit)
-        };
-        loop {
-            let envelope = match ctx.handle.cell.next().await {
-                Next::Stop(reason) => return (reason, None),
-                Next::Mail(envelope) => envelope,
-            };
-            match envelope {
-                Envelope::Call(request, reply_to) => {
-                    let reply = AssertUnwindSafe(worker.handle_call(request, ctx))
-                        .catch_unwind()
-                        .await;
-                    match reply {
-                        Ok(reply) => {
-                            if ctx.stop {
-                                // Leave the registry before the caller can act on the reply.
-                                ctx.shared.leave_running(&ctx.handle.cell);
-                            }
-                            let _ = reply_to.send(Ok(reply));
-                        }
-                        Err(panic) => {
-                            let message = panic_message(panic);
-                            let ending = crash(ctx, message.clone());
-                            let _ = reply_to.send(Err(CallFailure::Panicked(message)));
-                            return ending;
-                        }
-                    }
-                }
-                Envelope::Cast(message) => {
-                    let done = AssertUnwindSafe(worker.handle_cast(message, ctx))
-                        .catch_unwind()
-                        .await;
-                    if let Err(panic) = done {
-                        return crash(ctx, panic_message(panic));
-                    }
-                }
-            }
-            if ctx.stop {
-                ctx.shared.leave_running(&ctx.handle.cell);
-                return (ExitReason::Normal, None);
-            }
-            budget -= 1;
-            if budget == 0 {
-                budget = BUDGET;
-                yield_now().await;
-            }
-        }
-    }
 }
 
 /// Gives the executor thread to other procs once.

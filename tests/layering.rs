@@ -17,7 +17,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "primitives",
-        &["executor", "table", "timer", "timers", "current", "evict"],
+        &[
+            "executor", "table", "timer", "timers", "current", "evict", "queue",
+        ],
     ),
 ];
 

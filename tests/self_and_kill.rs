@@ -185,3 +185,63 @@ fn once_kill_returns_the_worker_takes_no_mail_and_no_lookup_returns_it() {
         assert!(ends.lock().is_empty(), "a killed worker ran terminate");
     }
 }
+
+/// Whether each dropped [`Witness`] was already seen ended when its state
+/// was dropped.
+type Drops = Arc<Mutex<Vec<bool>>>;
+
+/// A worker that holds its own handle, to check at its drop whether it is
+/// already seen ended.
+struct Witness {
+    me: gen_registry::WorkerRef<Witness>,
+    drops: Drops,
+}
+
+impl Worker for Witness {
+    type Id = u32;
+    type Args = Drops;
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u32, drops: Drops, ctx: &Context<Self>) -> Result<Self, Self::Error> {
+        let me = ctx.handle().clone();
+        Ok(Witness { me, drops })
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        use futures::FutureExt;
+        let ended = self.me.monitor().now_or_never().is_some();
+        self.drops.lock().push(ended);
+    }
+}
+
+#[test]
+fn a_killed_workers_state_is_dropped_before_it_is_seen_ended() {
+    for (executor, _runtime) in common::every_executor() {
+        let drops = Drops::default();
+        let registry = GenRegistry::<Witness>::new(Options::default().executor(executor)).unwrap();
+        futures::executor::block_on(async {
+            for id in 0..100 {
+                let worker = registry.start(id, drops.clone()).await.unwrap();
+                worker.call(()).await.unwrap();
+                worker.kill();
+                worker.monitor().await;
+            }
+            common::wait_until(|| drops.lock().len() == 100).await;
+            registry.shutdown().await;
+        });
+        let drops = drops.lock();
+        assert!(
+            drops.iter().all(|ended| !ended),
+            "{} of {} killed workers were seen ended before their state was dropped",
+            drops.iter().filter(|ended| **ended).count(),
+            drops.len()
+        );
+    }
+}
