@@ -239,14 +239,10 @@ struct Inner<W: Worker> {
     /// until then it is never evicted (so a start, or a call by id that
     /// started it, does not end in `WorkerEnded` for that).
     handed: bool,
-    /// Mail came, or the worker started, since the idle sweep last looked:
-    /// the sweep that sees it only starts the count, so an idle timeout is
-    /// counted from the start or the last mail, never from an earlier sweep.
-    touched: bool,
-    /// Sweeps in a row that found the worker parked without mail.
-    idle_sweeps: u16,
-    /// Why the worker ended, once it has (see [`Exit`]).
-    exit: u8,
+    /// Sweeps in a row that found the worker parked without mail: 32 bits,
+    /// as an idle timeout of up to 49 days may take billions of sweeps of a
+    /// millisecond (a 16-bit count stopped every timeout past 18 hours).
+    idle_sweeps: u32,
 }
 
 /// `Cell::evict_slot` of a worker no evictor tracks.
@@ -333,14 +329,21 @@ impl<W: Worker> Inner<W> {
 /// they touch one cache line of the cell for it, not two (Rust's own layout
 /// puts the byte last). `lookup` reads the table's copy of the state instead.
 ///
-/// The lock's byte and `idle_ms` share the state's word: a `Mutex<Inner>`
-/// would pad its one-byte lock to a word of its own, and every cell is
-/// paid by an idle worker.
+/// The lock's byte, `exit`, `touched` and `idle_ms` share the state's word:
+/// a `Mutex<Inner>` would pad its one-byte lock to a word of its own, and
+/// every cell is paid by an idle worker.
 #[repr(C)]
 pub(crate) struct Cell<W: Worker> {
     state: AtomicU8,
     /// Guards `inner` (see [`Cell::lock`]).
     lock: parking_lot::RawMutex,
+    /// Why the worker ended, once it has (see [`Exit`]). Only read and
+    /// written under the lock, as are `touched` and `idle_ms`.
+    exit: AtomicU8,
+    /// Mail came, or the worker started, since the idle sweep last looked:
+    /// the sweep that sees it only starts the count, so an idle timeout is
+    /// counted from the start or the last mail, never from an earlier sweep.
+    touched: AtomicBool,
     /// This worker's own idle timeout in milliseconds, set from its context:
     /// `IDLE_DEFAULT` for the registry's, `IDLE_NEVER` for none. Only read
     /// and written under the lock; atomic so that it can sit out of `inner`.
@@ -442,6 +445,8 @@ impl<W: Worker> Cell<W> {
         Cell {
             state: AtomicU8::new(STARTING),
             lock: parking_lot::RawMutex::INIT,
+            exit: AtomicU8::new(Exit::NONE),
+            touched: AtomicBool::new(true),
             idle_ms: AtomicU32::new(IDLE_DEFAULT),
             id,
             evict_slot: AtomicU64::new(NO_SLOT),
@@ -457,9 +462,7 @@ impl<W: Worker> Cell<W> {
                 kill: false,
                 parked: false,
                 handed: false,
-                touched: true,
                 idle_sweeps: 0,
-                exit: Exit::NONE,
             }),
         }
     }
@@ -508,7 +511,7 @@ impl<W: Worker> Cell<W> {
                 return Err(Refused::Full(envelope));
             }
             g.queue.push_back(envelope);
-            g.touched = true;
+            self.touched.store(true, Ordering::Relaxed);
             g.handed = true;
             (read(g.registry.get()), g.worker.take())
         };
@@ -601,8 +604,8 @@ impl<W: Worker> Cell<W> {
         if self.state() != RUNNING || idle_ms == IDLE_DEFAULT || idle_ms == IDLE_NEVER {
             return false;
         }
-        if g.touched || !g.parked || !g.queue.is_empty() || g.stop.is_some() {
-            g.touched = false;
+        let touched = self.touched.swap(false, Ordering::Relaxed);
+        if touched || !g.parked || !g.queue.is_empty() || g.stop.is_some() {
             g.idle_sweeps = 0;
             return false;
         }
@@ -613,6 +616,12 @@ impl<W: Worker> Cell<W> {
         drop(g);
         self.request_stop(StopRequest::Idle);
         true
+    }
+
+    /// Whether the worker waits for mail (for tests that drive the sweep).
+    #[cfg(test)]
+    pub(crate) fn is_parked(&self) -> bool {
+        self.lock().parked
     }
 
     /// Where the evictor tracks this worker (`NO_SLOT`: nowhere).
@@ -641,7 +650,7 @@ impl<W: Worker> Cell<W> {
     pub(crate) fn set_exit(&self, reason: &ExitReason) {
         let code = Exit::code(reason);
         let mut g = self.lock();
-        g.exit = code;
+        self.exit.store(code, Ordering::Relaxed);
         if code == Exit::TEXT {
             g.rare().exit = Some(reason.clone());
         }
@@ -650,7 +659,7 @@ impl<W: Worker> Cell<W> {
     /// Why the worker ended: `None` before it has.
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
         let g = self.lock();
-        Exit::reason(g.exit, g.rare.as_deref())
+        Exit::reason(self.exit.load(Ordering::Relaxed), g.rare.as_deref())
     }
 
     /// A stop request, if one came (while the worker was restarting).

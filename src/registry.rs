@@ -149,7 +149,7 @@ impl<W: Worker> GenRegistry<W> {
         GenRegistry { owner }
     }
 
-    fn shared(&self) -> &Arc<Shared<W>> {
+    pub(crate) fn shared(&self) -> &Arc<Shared<W>> {
         &self.owner.shared
     }
 
@@ -793,5 +793,42 @@ impl<W: Worker> Context<W> {
     /// ```
     pub fn registry(&self) -> Option<GenRegistry<W>> {
         self.shared.owner.upgrade().map(GenRegistry::from_owner)
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use crate::doc_support::{Pinger, run};
+    use crate::{GenRegistry, Options};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_idle_timeout_of_days_is_reached_by_the_sweep() {
+        // The sweep runs at most every second, so a timeout of 3 days takes
+        // 259,200 sweeps: more than a 16-bit count holds.
+        const SWEEP_MS: u32 = 1_000;
+        const THREE_DAYS_MS: u32 = 3 * 24 * 3_600 * 1_000;
+        let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+        run(async { registry.start(1, 0).await.unwrap() });
+        let cell = registry.shared().table.get(&1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cell.is_parked() {
+            assert!(Instant::now() < deadline, "the worker never parked");
+            std::thread::yield_now();
+        }
+        // The first sweep only starts the count (the worker just started).
+        assert!(!cell.sweep_idle(SWEEP_MS, THREE_DAYS_MS));
+        let sweeps = THREE_DAYS_MS / SWEEP_MS;
+        for n in 1..sweeps {
+            assert!(
+                !cell.sweep_idle(SWEEP_MS, THREE_DAYS_MS),
+                "idled out after {n} sweeps"
+            );
+        }
+        assert!(
+            cell.sweep_idle(SWEEP_MS, THREE_DAYS_MS),
+            "still running after {sweeps} sweeps of {SWEEP_MS} ms"
+        );
+        run(registry.shutdown());
     }
 }
