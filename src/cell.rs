@@ -233,7 +233,12 @@ struct Inner<W: Worker> {
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
-    /// The worker waits in `poll_next` for mail.
+    /// The worker is not handling mail: it waits in `poll_next`, or has not
+    /// polled its mailbox yet. True from the start, so that a worker that
+    /// has just started — RUNNING, its starter woken, its first poll of the
+    /// mailbox still to come — can be evicted like any idle one: a start
+    /// right after it at the capacity limit is not refused because the
+    /// worker's thread was preempted for a moment.
     parked: bool,
     /// Its starter has been handed the running worker, or it got mail:
     /// until then it is never evicted (so a start, or a call by id that
@@ -460,7 +465,7 @@ impl<W: Worker> Cell<W> {
                 registry: Registered(NonNull::from(registry)),
                 stop: None,
                 kill: false,
-                parked: false,
+                parked: true,
                 handed: false,
                 idle_sweeps: 0,
             }),
@@ -618,10 +623,12 @@ impl<W: Worker> Cell<W> {
         true
     }
 
-    /// Whether the worker waits for mail (for tests that drive the sweep).
+    /// Whether the worker waits in `poll_next` for mail, its waker kept
+    /// (for tests that drive the sweep).
     #[cfg(test)]
     pub(crate) fn is_parked(&self) -> bool {
-        self.lock().parked
+        let g = self.lock();
+        g.parked && g.worker.is_some()
     }
 
     /// Where the evictor tracks this worker (`NO_SLOT`: nowhere).
