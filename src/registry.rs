@@ -561,14 +561,14 @@ impl<W: Worker> GenRegistry<W> {
                 // worker is gone all the same.
                 _ => {
                     if !current::is(cell.address()) {
-                        shared.await_end(&cell).await;
+                        shared.await_end(std::slice::from_ref(&cell)).await;
                     }
                     return Err(self.not_found());
                 }
             }
             shared.request_stop(&cell, StopRequest::Stop);
             if !current::is(cell.address()) {
-                shared.await_end(&cell).await;
+                shared.await_end(std::slice::from_ref(&cell)).await;
             }
             return Ok(());
         }

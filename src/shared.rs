@@ -200,15 +200,20 @@ impl<W: Worker> Shared<W> {
         }
     }
 
-    /// Waits until `cell` has ended (and so its entry is gone), aborting it
-    /// after the shutdown timeout.
-    pub(crate) async fn await_end(&self, cell: &Arc<Cell<W>>) {
-        if timeout(self.options.get_shutdown_timeout(), ended(cell))
+    /// Waits until every worker of `cells` has ended (and so its entry is
+    /// gone), killing those left after the shutdown timeout.
+    pub(crate) async fn await_end(&self, cells: &[Arc<Cell<W>>]) {
+        let all_ended = || async {
+            for cell in cells {
+                ended(cell).await;
+            }
+        };
+        if timeout(self.options.get_shutdown_timeout(), all_ended())
             .await
             .is_err()
         {
-            cell.kill();
-            ended(cell).await;
+            cells.iter().for_each(|cell| cell.kill());
+            all_ended().await;
         }
     }
 
@@ -249,7 +254,7 @@ impl<W: Worker> Shared<W> {
             let mut next = self.ask_window(&mut cells);
             while !next.is_empty() {
                 let window = std::mem::replace(&mut next, self.ask_window(&mut cells));
-                self.await_window(&window).await;
+                self.await_end(&window).await;
             }
         }
     }
@@ -262,25 +267,6 @@ impl<W: Worker> Shared<W> {
             self.request_stop(cell, StopRequest::Shutdown);
         }
         window
-    }
-
-    /// Waits until every worker of `window` has ended, killing those left
-    /// after the shutdown timeout.
-    async fn await_window(&self, window: &[Arc<Cell<W>>]) {
-        let all = async {
-            for cell in window {
-                ended(cell).await;
-            }
-        };
-        if timeout(self.options.get_shutdown_timeout(), all)
-            .await
-            .is_err()
-        {
-            window.iter().for_each(|cell| cell.kill());
-            for cell in window {
-                ended(cell).await;
-            }
-        }
     }
 }
 
