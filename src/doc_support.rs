@@ -43,7 +43,7 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !condition() {
         assert!(Instant::now() < deadline, "condition not met within 10 s");
-        crate::timer::Sleep::new(Duration::from_millis(1)).await;
+        crate::primitives::timer::Sleep::new(Duration::from_millis(1)).await;
     }
 }
 
@@ -51,11 +51,11 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
 mod tests {
     /// The source files of the pages whose examples use [`Pinger`](super::Pinger).
     const PAGES: [(&str, &str); 6] = [
-        ("registry.rs", include_str!("registry.rs")),
-        ("handle.rs", include_str!("handle.rs")),
-        ("options.rs", include_str!("options.rs")),
-        ("event.rs", include_str!("event.rs")),
-        ("spec.rs", include_str!("spec.rs")),
+        ("registry/mod.rs", include_str!("registry/mod.rs")),
+        ("worker/handle.rs", include_str!("worker/handle.rs")),
+        ("worker/options.rs", include_str!("worker/options.rs")),
+        ("worker/event.rs", include_str!("worker/event.rs")),
+        ("registry/spec.rs", include_str!("registry/spec.rs")),
         ("executor/mod.rs", include_str!("executor/mod.rs")),
     ];
 

@@ -68,38 +68,18 @@
 
 #![deny(missing_docs)]
 
-// The modules in layers; a module imports only from its own layer or those
-// below it (tests/layering.rs checks this).
+// The modules in layers, one folder each; a module imports only from its
+// own layer or those below it (tests/layering.rs checks this).
 //
 // The facade: the registry and its Bastion embedding.
-mod directory;
 mod registry;
-mod spec;
-// The worker's loop: init, mail, restarts, terminate.
-mod supervise;
-// What a worker and its callers see, and the state they share: the trait
-// and its context, handles, errors, events, options, the cell (lifecycle and
-// mailbox) and the registry's shared state. A worker's callbacks take its
-// context, which holds its handle, so these refer to one another.
-mod cell;
-mod context;
-mod error;
-mod event;
-mod handle;
-mod options;
-mod restart;
-mod shared;
+// The worker machinery: the trait, its context and handle, options, errors
+// and events, the cell, the registry's shared state, and the worker's loop.
 mod worker;
-// Primitives that know nothing of workers: the executor seam, the id table,
-// the eviction policy, the timers, the mailboxes' queue, and which worker a
-// thread is polling.
-mod current;
-mod evict;
+// Primitives that know nothing of workers.
+mod primitives;
+// The executor seam: the one module that knows who polls a worker.
 mod executor;
-mod queue;
-mod table;
-mod timer;
-mod timers;
 
 #[doc(hidden)]
 pub mod doc_support;
@@ -137,14 +117,14 @@ mod guide {
     struct Readme;
 }
 
-pub use context::{Context, TimerRef};
-pub use error::Error;
-pub use event::{Event, trace};
 pub use executor::Executor;
-pub use handle::WorkerRef;
-pub use options::{AtCapacity, Options};
+pub use primitives::timer::{Elapsed, Timeout, timeout};
 pub use registry::GenRegistry;
-pub use restart::{BackOff, RestartPolicy};
-pub use spec::Spec;
-pub use timer::{Elapsed, Timeout, timeout};
+pub use registry::spec::Spec;
+pub use worker::context::{Context, TimerRef};
+pub use worker::error::Error;
+pub use worker::event::{Event, trace};
+pub use worker::handle::WorkerRef;
+pub use worker::options::{AtCapacity, Options};
+pub use worker::restart::{BackOff, RestartPolicy};
 pub use worker::{ExitReason, Worker};

@@ -56,7 +56,7 @@ mod common;
 mod drivers;
 /// The registry's eviction policy, compiled from the core crate's own source
 /// (it is private there) so the study measures the very code the registry runs.
-#[path = "../../src/evict/mod.rs"]
+#[path = "../../src/primitives/evict/mod.rs"]
 pub mod eviction;
 pub mod eviction_study;
 pub mod lifecycle;

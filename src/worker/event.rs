@@ -15,7 +15,7 @@ use std::time::Duration;
 /// process; events of different workers may interleave. Every `Started` is
 /// followed, sooner or later, by exactly one `Stopped`.
 ///
-#[doc = include_str!("doc_support/pinger.md")]
+#[doc = include_str!("../doc_support/pinger.md")]
 ///
 /// The events of a start, a hit and a stop, as text:
 ///

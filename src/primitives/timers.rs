@@ -8,7 +8,7 @@
 //! the earliest deadline) and a small entry each here; a worker without
 //! timers pays one empty pointer in its mailbox.
 
-use crate::timer::Sleep;
+use crate::primitives::timer::Sleep;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};

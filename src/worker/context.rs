@@ -1,9 +1,9 @@
 //! [`Context`]: what a worker's callbacks can reach.
 
-use crate::cell::IDLE_NEVER;
-use crate::handle::WorkerRef;
-use crate::shared::Shared;
 use crate::worker::Worker;
+use crate::worker::cell::IDLE_NEVER;
+use crate::worker::handle::WorkerRef;
+use crate::worker::shared::Shared;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,13 +8,13 @@
 //! callbacks are caught around each callback, so the loop itself decides what a
 //! panic means (answer the caller, end the worker) instead of losing the proc.
 
-use crate::cell::{CallFailure, Cell, ENDED, Envelope, Next, StartFailure};
-use crate::context::Context;
-use crate::current::Polling;
-use crate::event::{Event, notify};
 use crate::executor::Task;
-use crate::restart::{Permit, Restarts};
-use crate::timer::{Elapsed, Sleep, timeout};
+use crate::primitives::current::Polling;
+use crate::primitives::timer::{Elapsed, Sleep, timeout};
+use crate::worker::cell::{CallFailure, Cell, ENDED, Envelope, Next, StartFailure};
+use crate::worker::context::Context;
+use crate::worker::event::{Event, notify};
+use crate::worker::restart::{Permit, Restarts};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
 use futures::future::{self, Either, OptionFuture};

@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use crate::handle::WorkerRef;
+use crate::worker::handle::WorkerRef;
 use crate::worker::{ShownId, Worker};
 use std::any::Any;
 use std::fmt;

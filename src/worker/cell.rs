@@ -27,10 +27,10 @@
 //! stop has to remove the entry again.
 
 use crate::executor::Task;
-use crate::queue::Queue;
-use crate::shared::Shared;
-use crate::table::Entry;
-use crate::timers::{Repeat, Timers};
+use crate::primitives::queue::Queue;
+use crate::primitives::table::Entry;
+use crate::primitives::timers::{Repeat, Timers};
+use crate::worker::shared::Shared;
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
 use parking_lot::lock_api::RawMutex as _;
@@ -478,7 +478,7 @@ impl<W: Worker> Cell<W> {
         Locked(self)
     }
 
-    /// The cell's address, which names its worker (see [`crate::current`]).
+    /// The cell's address, which names its worker (see [`crate::primitives::current`]).
     pub(crate) fn address(&self) -> usize {
         self as *const Self as usize
     }
@@ -551,7 +551,7 @@ impl<W: Worker> Cell<W> {
         park(&mut g.worker, cx)
     }
 
-    /// Schedules a timer of the current incarnation (see [`crate::timers`]).
+    /// Schedules a timer of the current incarnation (see [`crate::primitives::timers`]).
     pub(crate) fn add_timer(
         &self,
         delay: Duration,

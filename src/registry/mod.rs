@@ -1,14 +1,20 @@
-//! [`GenRegistry`]: the registry and the dynamic supervision of its workers.
+//! The facade: [`GenRegistry`], the registry and the dynamic supervision of
+//! its workers (this file), the process-wide directory of named registries,
+//! and the registry's embedding in a Bastion tree ([`Spec`](spec::Spec) and
+//! the child specs).
 
-use crate::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure, StopRequest};
-use crate::context::Context;
-use crate::current;
-use crate::error::Error;
-use crate::handle::{Attempt, WorkerRef};
-use crate::options::Options;
-use crate::shared::{Owner, Shared};
-use crate::supervise::{self, Guard};
+pub(crate) mod directory;
+pub(crate) mod spec;
+
+use crate::primitives::current;
 use crate::worker::Worker;
+use crate::worker::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure, StopRequest};
+use crate::worker::context::Context;
+use crate::worker::error::Error;
+use crate::worker::handle::{Attempt, WorkerRef};
+use crate::worker::options::Options;
+use crate::worker::shared::{Owner, Shared};
+use crate::worker::supervise::{self, Guard};
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -62,7 +68,7 @@ use std::sync::atomic::{Ordering, fence};
 /// # });
 /// ```
 ///
-#[doc = include_str!("doc_support/pinger.md")]
+#[doc = include_str!("../doc_support/pinger.md")]
 pub struct GenRegistry<W: Worker> {
     owner: Arc<Owner<W>>,
 }
@@ -139,7 +145,10 @@ impl<W: Worker> GenRegistry<W> {
         let registry = GenRegistry {
             owner: Owner::new(options),
         };
-        crate::directory::publish_new(registry.options(), Arc::downgrade(&registry.owner))?;
+        crate::registry::directory::publish_new(
+            registry.options(),
+            Arc::downgrade(&registry.owner),
+        )?;
         Ok(registry)
     }
 
@@ -715,7 +724,7 @@ impl<W: Worker> GenRegistry<W> {
     /// ```
     pub async fn shutdown(&self) {
         // A named registry gives its name back as its shutdown begins.
-        crate::directory::withdraw(self.options().get_name(), self);
+        crate::registry::directory::withdraw(self.options().get_name(), self);
         self.shared().shutdown().await
     }
 

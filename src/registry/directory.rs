@@ -11,11 +11,11 @@
 //! from `new` is held weakly: once its users drop it, the name is free at
 //! once, before its background shutdown has even run.
 
-use crate::error::Error;
-use crate::options::Options;
 use crate::registry::GenRegistry;
-use crate::shared::Owner;
 use crate::worker::Worker;
+use crate::worker::error::Error;
+use crate::worker::options::Options;
+use crate::worker::shared::Owner;
 use fxhash::FxHashMap;
 use parking_lot::Mutex;
 use std::any::{Any, TypeId};

@@ -1,9 +1,9 @@
 //! Registry options.
 
-use crate::event::{Event, Observer};
 use crate::executor::Executor;
-use crate::restart::{self, BackOff, RestartPolicy};
 use crate::worker::Worker;
+use crate::worker::event::{Event, Observer};
+use crate::worker::restart::{self, BackOff, RestartPolicy};
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
@@ -19,7 +19,7 @@ use std::time::Duration;
 /// misbehaving later. The worker type is usually inferred from where the
 /// options go.
 ///
-#[doc = include_str!("doc_support/pinger.md")]
+#[doc = include_str!("../doc_support/pinger.md")]
 ///
 /// A registry of pingers with every timeout and its restarts set:
 ///
@@ -620,10 +620,10 @@ impl<W: Worker> Options<W> {
             );
         }
         if let Some(n) = self.max_workers {
-            if n == 0 || n > crate::evict::MAX_CAPACITY {
+            if n == 0 || n > crate::primitives::evict::MAX_CAPACITY {
                 return Err(format!(
                     "max_workers {n} is out of range: 1 to {}; leave it out for no limit",
-                    crate::evict::MAX_CAPACITY
+                    crate::primitives::evict::MAX_CAPACITY
                 ));
             }
         }

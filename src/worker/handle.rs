@@ -1,11 +1,11 @@
 //! [`WorkerRef`]: the handle to a worker (the counterpart of a pid).
 
-use crate::cell::{CallFailure, Cell, Envelope, Refused, STOPPING};
-use crate::current;
-use crate::error::Error;
-use crate::shared::ended;
-use crate::table::Entry;
-use crate::timer::{Elapsed, timeout};
+use crate::primitives::current;
+use crate::primitives::table::Entry;
+use crate::primitives::timer::{Elapsed, timeout};
+use crate::worker::cell::{CallFailure, Cell, Envelope, Refused, STOPPING};
+use crate::worker::error::Error;
+use crate::worker::shared::ended;
 use crate::worker::{ExitReason, ShownId, Worker};
 use futures::channel::oneshot;
 use std::fmt;
@@ -21,7 +21,7 @@ use std::time::Duration;
 /// error at once ([`Error::WorkerEnded`]) — it never hangs, and no handle ever
 /// reaches a newer worker of the same id.
 ///
-#[doc = include_str!("doc_support/pinger.md")]
+#[doc = include_str!("../doc_support/pinger.md")]
 ///
 /// A handle, from the start of its worker to its end:
 ///

@@ -18,11 +18,11 @@
 //! none is left running. A spec dropped without ever being given to a
 //! supervisor withdraws its name and shuts its registry down.
 
-use crate::directory;
-use crate::error::Error;
-use crate::options::Options;
 use crate::registry::GenRegistry;
+use crate::registry::directory;
 use crate::worker::Worker;
+use crate::worker::error::Error;
+use crate::worker::options::Options;
 use bastion::Bastion;
 use bastion::children::Children;
 use bastion::context::BastionContext;
@@ -276,7 +276,7 @@ async fn restart<W: Worker>(published: &Published<W>) -> Result<GenRegistry<W>, 
 /// assert!(GenRegistry::<Pinger>::whereis_named("doc-legacy").is_ok());
 /// ```
 ///
-#[doc = include_str!("doc_support/pinger.md")]
+#[doc = include_str!("../doc_support/pinger.md")]
 #[derive(Debug, Clone, Copy)]
 pub struct Spec;
 

@@ -1,6 +1,31 @@
-//! The [`Worker`] trait: what a per-id worker is (a GenServer's counterpart).
+//! The worker machinery: everything typed by a worker type.
+//!
+//! - The [`Worker`] trait (this file): what a per-id worker is, a
+//!   GenServer's counterpart, and [`ExitReason`].
+//! - What a worker and its callers see: its [`Context`](context::Context),
+//!   its handle ([`WorkerRef`](handle::WorkerRef)), the registry's
+//!   [`Options`](options::Options), [`Error`](error::Error)s and
+//!   [`Event`](event::Event)s, the restart policies.
+//! - What they share: the cell (one worker's lifecycle and mailbox), and
+//!   the registry's shared state (the id table, the running count, the ways
+//!   a worker leaves).
+//! - The worker's loop ([`supervise`]): `init`, mail, restarts, `terminate`.
+//!
+//! A worker's callbacks take its context, which holds its handle and reaches
+//! its registry, so these modules refer to one another; none of them refers
+//! to the facade above (`crate::registry`).
 
-use crate::context::Context;
+pub(crate) mod cell;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod event;
+pub(crate) mod handle;
+pub(crate) mod options;
+pub(crate) mod restart;
+pub(crate) mod shared;
+pub(crate) mod supervise;
+
+use crate::worker::context::Context;
 use std::fmt::{self, Debug};
 use std::future::Future;
 use std::hash::Hash;

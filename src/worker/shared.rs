@@ -6,14 +6,14 @@
 //! refers back to it only weakly, so a registry is not kept alive by its own
 //! workers.
 
-use crate::cell::{Cell, ENDED, NO_SLOT, STOPPING, StopRequest};
-use crate::context::idle_millis;
-use crate::current;
-use crate::event::{Event, notify};
-use crate::evict::{Evictor, Slot};
-use crate::options::{AtCapacity, Options};
-use crate::table::Table;
-use crate::timer::{Sleep, timeout};
+use crate::primitives::current;
+use crate::primitives::evict::{Evictor, Slot};
+use crate::primitives::table::Table;
+use crate::primitives::timer::{Sleep, timeout};
+use crate::worker::cell::{Cell, ENDED, NO_SLOT, STOPPING, StopRequest};
+use crate::worker::context::idle_millis;
+use crate::worker::event::{Event, notify};
+use crate::worker::options::{AtCapacity, Options};
 use crate::worker::{ExitReason, Worker};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Weak};
@@ -178,7 +178,7 @@ impl<W: Worker> Shared<W> {
     /// The first call starts it; a registry that never uses an idle timeout
     /// runs none.
     pub(crate) fn watch_idle(self: &Arc<Self>, idle_ms: u32) {
-        if idle_ms == crate::cell::IDLE_NEVER {
+        if idle_ms == crate::worker::cell::IDLE_NEVER {
             return;
         }
         let period = (idle_ms / 4).clamp(1, MAX_SWEEP_MS);
@@ -308,6 +308,6 @@ struct Resident<W: Worker>(Arc<Cell<W>>);
 
 impl<W: Worker> std::hash::Hash for Resident<W> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        crate::table::Entry::id(&*self.0).hash(state);
+        crate::primitives::table::Entry::id(&*self.0).hash(state);
     }
 }
