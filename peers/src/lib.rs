@@ -54,8 +54,7 @@ mod bastion_rt;
 mod beam;
 mod common;
 mod drivers;
-/// The registry's eviction policy, compiled from the core crate's own source
-/// (it is private there) so the study measures the very code the registry runs.
+#[doc = include_str!("eviction.md")]
 #[path = "../../src/primitives/evict/mod.rs"]
 pub mod eviction;
 pub mod eviction_study;

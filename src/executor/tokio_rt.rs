@@ -1,5 +1,6 @@
 //! The tokio side of the seam.
 
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,11 +16,14 @@ pub(super) fn current() -> Result<Handle, String> {
     })
 }
 
-/// A future polled inside a tokio runtime's context, wherever it runs: what
-/// it awaits can register with that runtime's reactor and timer.
-pub(super) struct Entered<F> {
-    handle: Handle,
-    future: F,
+pin_project! {
+    /// A future polled inside a tokio runtime's context, wherever it runs:
+    /// what it awaits can register with that runtime's reactor and timer.
+    pub(super) struct Entered<F> {
+        handle: Handle,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F> Entered<F> {
@@ -32,10 +36,8 @@ impl<F: Future> Future for Entered<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned and never moved out;
-        // `handle` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let _context = this.handle.enter();
-        unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+        this.future.poll(cx)
     }
 }

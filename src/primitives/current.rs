@@ -7,6 +7,7 @@
 //! shared write. A task spawned by a worker is not the worker, so a call
 //! from it still reaches the worker as any other call does.
 
+use pin_project_lite::pin_project;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,11 +24,14 @@ pub(crate) fn is(address: usize) -> bool {
         .is_ok_and(|polling| polling == address)
 }
 
-/// A worker's future, with its worker's address set as current while it is
-/// polled.
-pub(crate) struct Polling<F> {
-    address: usize,
-    future: F,
+pin_project! {
+    /// A worker's future, with its worker's address set as current while it
+    /// is polled.
+    pub(crate) struct Polling<F> {
+        address: usize,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F> Polling<F> {
@@ -40,12 +44,10 @@ impl<F: Future> Future for Polling<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned and never moved out;
-        // `address` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        let outer = POLLING.replace(this.address);
+        let this = self.project();
+        let outer = POLLING.replace(*this.address);
         // Put back even if the poll panics (a panic outside the callbacks,
-        // which the worker's loop catches, ends the proc).
+        // which the worker's loop catches, ends the worker's future).
         struct Restore(usize);
         impl Drop for Restore {
             fn drop(&mut self) {
@@ -53,6 +55,6 @@ impl<F: Future> Future for Polling<F> {
             }
         }
         let _restore = Restore(outer);
-        unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+        this.future.poll(cx)
     }
 }

@@ -14,6 +14,7 @@
 //! per expiry instant, not once per entry.
 
 use parking_lot::{Condvar, Mutex};
+use pin_project_lite::pin_project;
 use slab::Slab;
 use std::cell::Cell;
 use std::future::Future;
@@ -236,20 +237,23 @@ impl std::fmt::Display for Elapsed {
 
 impl std::error::Error for Elapsed {}
 
-/// The future returned by [`timeout`]: the inner future's output, or
-/// [`Elapsed`].
-///
-/// ```
-/// use gen_registry::{Timeout, timeout};
-/// use std::time::Duration;
-/// let bounded: Timeout<_> = timeout(Duration::from_secs(1), async { "done" });
-/// assert_eq!(futures::executor::block_on(bounded), Ok("done"));
-/// ```
-#[must_use = "futures do nothing unless awaited"]
-pub struct Timeout<F> {
-    future: F,
-    after: Duration,
-    sleep: Option<Sleep>,
+pin_project! {
+    /// The future returned by [`timeout`]: the inner future's output, or
+    /// [`Elapsed`].
+    ///
+    /// ```
+    /// use gen_registry::{Timeout, timeout};
+    /// use std::time::Duration;
+    /// let bounded: Timeout<_> = timeout(Duration::from_secs(1), async { "done" });
+    /// assert_eq!(futures::executor::block_on(bounded), Ok("done"));
+    /// ```
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        after: Duration,
+        sleep: Option<Sleep>,
+    }
 }
 
 /// Runs `future` until it completes or `after` has passed, on the crate's
@@ -278,14 +282,11 @@ impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `future` is structurally pinned and never moved out; `sleep`
-        // and `after` are not pinned (Sleep is Unpin).
-        let this = unsafe { self.get_unchecked_mut() };
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        if let Poll::Ready(v) = future.poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(v) = this.future.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        let after = this.after;
+        let after = *this.after;
         let sleep = this.sleep.get_or_insert_with(|| Sleep::new(after));
         match Pin::new(sleep).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),

@@ -11,7 +11,6 @@
 //! from `new` is held weakly: once its users drop it, the name is free at
 //! once, before its background shutdown has even run.
 
-use crate::registry::GenRegistry;
 use crate::worker::Worker;
 use crate::worker::error::Error;
 use crate::worker::options::Options;
@@ -19,7 +18,7 @@ use crate::worker::shared::Owner;
 use fxhash::FxHashMap;
 use parking_lot::Mutex;
 use std::any::{Any, TypeId};
-use std::sync::{LazyLock, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 
 type Names = FxHashMap<String, Box<dyn Any + Send + Sync>>;
 
@@ -32,15 +31,15 @@ enum Entry<W: Worker> {
     Named(Weak<Owner<W>>),
     /// A spec's registry under the worker type's name (which `new` does not
     /// publish). Its spec holds it anyway, and withdraws it when it lets go.
-    Spec(GenRegistry<W>),
+    Spec(Arc<Owner<W>>),
 }
 
 impl<W: Worker> Entry<W> {
-    /// The registry, if it is still alive.
-    fn registry(&self) -> Option<GenRegistry<W>> {
+    /// The registry (what its users' handles hold), if it is still alive.
+    fn registry(&self) -> Option<Arc<Owner<W>>> {
         match self {
-            Entry::Named(owner) => owner.upgrade().map(GenRegistry::from_owner),
-            Entry::Spec(registry) => Some(registry.clone()),
+            Entry::Named(owner) => owner.upgrade(),
+            Entry::Spec(owner) => Some(owner.clone()),
         }
     }
 }
@@ -65,16 +64,14 @@ pub(crate) fn publish_new<W: Worker>(
     publish(name, |_| false, Entry::Named(owner))
 }
 
-/// Publishes a spec's `registry` under `name`: done already if `new`
-/// published it, otherwise the name must be free ([`Error::NameTaken`]).
-pub(crate) fn publish_spec<W: Worker>(
-    name: &str,
-    registry: &GenRegistry<W>,
-) -> Result<(), Error<W>> {
+/// Publishes a spec's registry (`owner`) under `name`: done already if
+/// `new` published it, otherwise the name must be free
+/// ([`Error::NameTaken`]).
+pub(crate) fn publish_spec<W: Worker>(name: &str, owner: &Arc<Owner<W>>) -> Result<(), Error<W>> {
     publish(
         name,
-        |current| current == registry,
-        Entry::Spec(registry.clone()),
+        |current| Arc::ptr_eq(current, owner),
+        Entry::Spec(owner.clone()),
     )
 }
 
@@ -82,7 +79,7 @@ pub(crate) fn publish_spec<W: Worker>(
 /// says whether that registry is the one being published.
 fn publish<W: Worker>(
     name: &str,
-    ours: impl FnOnce(&GenRegistry<W>) -> bool,
+    ours: impl FnOnce(&Arc<Owner<W>>) -> bool,
     entry: Entry<W>,
 ) -> Result<(), Error<W>> {
     let mut entry = Some(entry);
@@ -108,19 +105,22 @@ fn publish<W: Worker>(
 }
 
 /// The registry published under `name` for `W`.
-pub(crate) fn find<W: Worker>(name: &str) -> Option<GenRegistry<W>> {
+pub(crate) fn find<W: Worker>(name: &str) -> Option<Arc<Owner<W>>> {
     let directory = DIRECTORY.lock();
     entry_of::<W>(directory.get(&TypeId::of::<W>())?, name)?.registry()
 }
 
-/// Withdraws `registry` from `name`, if it is still the one published there.
-pub(crate) fn withdraw<W: Worker>(name: &str, registry: &GenRegistry<W>) {
-    remove(name, |current| current == Some(registry));
+/// Withdraws the registry of `owner` from `name`, if it is still the one
+/// published there.
+pub(crate) fn withdraw<W: Worker>(name: &str, owner: &Arc<Owner<W>>) {
+    remove(name, |current| {
+        current.is_some_and(|c| Arc::ptr_eq(c, owner))
+    });
 }
 
 /// Removes the entry under `name` if `ours` says it holds that registry
 /// (`None`: a registry its users dropped).
-fn remove<W: Worker>(name: &str, ours: impl FnOnce(Option<&GenRegistry<W>>) -> bool) {
+fn remove<W: Worker>(name: &str, ours: impl FnOnce(Option<&Arc<Owner<W>>>) -> bool) {
     let (current, removed) = {
         let mut directory = DIRECTORY.lock();
         let Some(names) = directory.get_mut(&TypeId::of::<W>()) else {

@@ -8,7 +8,7 @@ pub(crate) mod spec;
 
 use crate::primitives::current;
 use crate::worker::Worker;
-use crate::worker::cell::{Cell, ENDED, RUNNING, STARTING, StartFailure, StopRequest};
+use crate::worker::cell::{Cell, StartFailure, State, StopRequest};
 use crate::worker::context::Context;
 use crate::worker::error::Error;
 use crate::worker::handle::{Attempt, WorkerRef};
@@ -152,10 +152,14 @@ impl<W: Worker> GenRegistry<W> {
         Ok(registry)
     }
 
-    /// The registry of `owner` (for the directory, which holds registries
-    /// made by `new` weakly).
+    /// The registry whose handles share `owner` (what the directory holds).
     pub(crate) fn from_owner(owner: Arc<Owner<W>>) -> Self {
         GenRegistry { owner }
+    }
+
+    /// What this registry's handles share (for the directory).
+    pub(crate) fn owner(&self) -> &Arc<Owner<W>> {
+        &self.owner
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared<W>> {
@@ -240,7 +244,7 @@ impl<W: Worker> GenRegistry<W> {
         id: W::Id,
         args: W::Args,
     ) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(&id, W::Id::clone, || args, false, true)
+        self.start_or_find(&id, W::Id::clone, || args, IfRunning::Return, For::Caller)
             .await
     }
 
@@ -270,7 +274,8 @@ impl<W: Worker> GenRegistry<W> {
         W::Id: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = W::Id> + ?Sized,
     {
-        self.start_or_find(id, Q::to_owned, args, false, true).await
+        self.start_or_find(id, Q::to_owned, args, IfRunning::Return, For::Caller)
+            .await
     }
 
     /// Starts a worker under `id` with `args`, or fails with
@@ -293,21 +298,19 @@ impl<W: Worker> GenRegistry<W> {
     /// # });
     /// ```
     pub async fn start(&self, id: W::Id, args: W::Args) -> Result<WorkerRef<W>, Error<W>> {
-        self.start_or_find(&id, W::Id::clone, || args, true, true)
+        self.start_or_find(&id, W::Id::clone, || args, IfRunning::Refuse, For::Caller)
             .await
     }
 
     /// The worker under `id`, found or started: `owned` makes the id and
-    /// `args` the args for this caller's start, if it runs one. `handed`:
-    /// the caller gets the worker as a handle (which makes it evictable); a
-    /// call by id sends it its request first instead.
+    /// `args` the args for this caller's start, if it runs one.
     async fn start_or_find<Q>(
         &self,
         id: &Q,
         owned: impl Fn(&Q) -> W::Id,
         args: impl FnOnce() -> W::Args,
-        exclusive: bool,
-        handed: bool,
+        if_running: IfRunning,
+        starter: For,
     ) -> Result<WorkerRef<W>, Error<W>>
     where
         W::Id: Borrow<Q>,
@@ -316,7 +319,7 @@ impl<W: Worker> GenRegistry<W> {
         let shared = self.shared();
         let found = |cell| {
             let found = WorkerRef::new(cell);
-            if exclusive {
+            if if_running == IfRunning::Refuse {
                 Err(Error::AlreadyStarted(found))
             } else {
                 Ok(found)
@@ -335,7 +338,7 @@ impl<W: Worker> GenRegistry<W> {
             let cell = match shared.table.get(id) {
                 Some(cell) => cell,
                 None => {
-                    let cell = Arc::new(Cell::new(owned(id), shared));
+                    let cell = Arc::new(Cell::new(owned(id), &shared.view));
                     match shared.table.try_insert(&cell) {
                         Ok(()) => {
                             // Made only now, by the caller that starts the
@@ -346,16 +349,16 @@ impl<W: Worker> GenRegistry<W> {
                             };
                             let args = args.take().expect("args are used by one start only")();
                             std::mem::forget(claim);
-                            return self.spawn(cell, args, handed).await;
+                            return self.spawn(cell, args, starter).await;
                         }
                         Err(existing) => existing,
                     }
                 }
             };
             match cell.state() {
-                RUNNING => return found(cell),
+                State::Running => return found(cell),
                 // Its entry is gone already: try again.
-                ENDED => {}
+                State::Ended => {}
                 state => {
                     cell.changed(state).await;
                 }
@@ -369,7 +372,7 @@ impl<W: Worker> GenRegistry<W> {
         &self,
         cell: Arc<Cell<W>>,
         args: W::Args,
-        handed: bool,
+        starter: For,
     ) -> Result<WorkerRef<W>, Error<W>> {
         let shared = self.shared();
         if let Err(capacity) = shared.admit(&cell) {
@@ -391,15 +394,15 @@ impl<W: Worker> GenRegistry<W> {
             restarts: 0,
         });
         cell.set_task(supervise::spawn(guard, args));
-        let state = cell.changed(STARTING).await;
+        let state = cell.changed(State::Starting).await;
         match cell.take_start_failure() {
             Some(StartFailure::Init(e)) => Err(Error::Init(e)),
             Some(StartFailure::Panicked(m)) => Err(Error::InitPanicked(m)),
             Some(StartFailure::Timeout(d)) => Err(Error::StartTimeout(d)),
             Some(StartFailure::ExecutorShutDown) => Err(Error::ExecutorShutDown),
             None if shared.stopped.load(Ordering::Acquire) => Err(Error::RegistryStopped),
-            None if state == RUNNING => {
-                if handed && shared.options.get_max_workers().is_some() {
+            None if state == State::Running => {
+                if starter == For::Caller && shared.options.get_max_workers().is_some() {
                     cell.mark_handed();
                 }
                 Ok(WorkerRef::new(cell))
@@ -506,7 +509,7 @@ impl<W: Worker> GenRegistry<W> {
                     return Err(Error::WorkerEnded);
                 };
                 match self
-                    .start_or_find(id, W::Id::clone, || args, false, false)
+                    .start_or_find(id, W::Id::clone, || args, IfRunning::Return, For::CallById)
                     .await
                 {
                     Ok(worker) => Ok(Some(worker)),
@@ -560,11 +563,11 @@ impl<W: Worker> GenRegistry<W> {
                 return Err(self.not_found());
             };
             match cell.state() {
-                STARTING => {
-                    cell.changed(STARTING).await;
+                State::Starting => {
+                    cell.changed(State::Starting).await;
                     continue;
                 }
-                RUNNING => {}
+                State::Running => {}
                 // Ending already (it stopped itself, or another stop came
                 // first): not this call's to stop, but once it returns the
                 // worker is gone all the same.
@@ -597,7 +600,7 @@ impl<W: Worker> GenRegistry<W> {
     /// # });
     /// ```
     pub fn count(&self) -> usize {
-        self.shared().count.load(Ordering::Acquire)
+        self.shared().view.running.load(Ordering::Acquire)
     }
 
     /// Folds `f` over every running worker, in no particular order (Elixir's
@@ -724,7 +727,7 @@ impl<W: Worker> GenRegistry<W> {
     /// ```
     pub async fn shutdown(&self) {
         // A named registry gives its name back as its shutdown begins.
-        crate::registry::directory::withdraw(self.options().get_name(), self);
+        crate::registry::directory::withdraw(self.options().get_name(), &self.owner);
         self.shared().shutdown().await
     }
 
@@ -756,6 +759,26 @@ impl<W: Worker> GenRegistry<W> {
     pub fn options(&self) -> &Options<W> {
         &self.shared().options
     }
+}
+
+/// What a start does when the id's worker already runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfRunning {
+    /// Return it (`lookup_or_start`, a call by id).
+    Return,
+    /// Fail with [`Error::AlreadyStarted`] (`start`).
+    Refuse,
+}
+
+/// Whom a start is for, which decides when the new worker may be evicted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum For {
+    /// A caller that gets the worker as a handle: from then on it may be
+    /// evicted.
+    Caller,
+    /// A call by id, which sends the worker its request first: it becomes
+    /// evictable once the request is in its mailbox.
+    CallById,
 }
 
 /// A cell its caller has just inserted and has yet to spawn a worker for:

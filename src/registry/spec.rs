@@ -103,7 +103,7 @@ impl Drop for InFlight {
 /// Withdraws `registry` from its name (if it still holds it) and shuts it
 /// down in the background.
 fn let_go<W: Worker>(registry: GenRegistry<W>) -> RecoverableHandle<()> {
-    directory::withdraw(registry.options().get_name(), &registry);
+    directory::withdraw(registry.options().get_name(), registry.owner());
     shut_down_in_background(registry)
 }
 
@@ -167,7 +167,7 @@ impl<W: Worker> GenRegistry<W> {
         options: Options<W>,
     ) -> Result<impl FnOnce(Children) -> Children + Send + 'static, Error<W>> {
         let registry = GenRegistry::new(options.clone())?;
-        directory::publish_spec(options.get_name(), &registry)?;
+        directory::publish_spec(options.get_name(), registry.owner())?;
         let published = Arc::new(Published {
             options,
             current: Mutex::new(registry),
@@ -213,7 +213,9 @@ impl<W: Worker> GenRegistry<W> {
     /// assert_ne!(a, b);
     /// ```
     pub fn whereis_named(name: &str) -> Result<GenRegistry<W>, Error<W>> {
-        directory::find(name).ok_or_else(|| Error::NotPublished(name.to_owned()))
+        directory::find(name)
+            .map(GenRegistry::from_owner)
+            .ok_or_else(|| Error::NotPublished(name.to_owned()))
     }
 }
 
@@ -241,7 +243,7 @@ async fn restart<W: Worker>(published: &Published<W>) -> Result<GenRegistry<W>, 
     // The name is freed first: `new` publishes a named registry itself.
     let old_stopped = let_go(old);
     let registry = GenRegistry::new(published.options.clone())
-        .and_then(|registry| directory::publish_spec(name, &registry).map(|()| registry));
+        .and_then(|registry| directory::publish_spec(name, registry.owner()).map(|()| registry));
     let registry = match registry {
         Ok(registry) => registry,
         Err(e) => {

@@ -7,30 +7,37 @@
 //! a transition are woken after the lock is released.
 //!
 //! ```text
-//!   STARTING ──init ok──▶ RUNNING ──stop / self-stop / panic──▶ STOPPING ──▶ ENDED
+//!   Starting ──init ok──▶ Running ──stop / self-stop / panic──▶ Stopping ──▶ Ended
 //!       │                                                              ▲
 //!       └──────────── init failed, timed out, or stop before running ──┘
 //! ```
 //!
-//! A worker that crashed and may restart stays RUNNING while it waits out its
+//! This drawing is the one place the diagram lives. [`State`] only moves
+//! forward along it: every transition goes through [`Cell::advance`], which
+//! checks that.
+//!
+//! A worker that crashed and may restart stays Running while it waits out its
 //! back-off and runs `init` again: it keeps its place, its mail and its
-//! handles. A stop request in that time moves it to STOPPING, and the worker
+//! handles. A stop request in that time moves it to Stopping, and the worker
 //! sees the request when it wakes.
 //!
-//! Only RUNNING workers are visible to lookups and counted; a worker leaves
-//! RUNNING *before* it answers the request that ends it, so nobody who got that
+//! Only Running workers are visible to lookups and counted; a worker leaves
+//! Running *before* it answers the request that ends it, so nobody who got that
 //! answer can be handed the dying worker again.
 //!
+//! The cell sees its registry only through a [`RegistryView`]: the running
+//! count it keeps, its mailbox bound and the call timeout, nothing typed by
+//! the worker.
+//!
 //! A worker's end takes two steps: [`Cell::close`] closes the mailbox, then,
-//! once the entry has left the table, [`Cell::mark_ended`] publishes ENDED and
-//! wakes the waiters. So ENDED implies the id is free, and nobody waiting on a
+//! once the entry has left the table, [`Cell::mark_ended`] publishes Ended and
+//! wakes the waiters. So Ended implies the id is free, and nobody waiting on a
 //! stop has to remove the entry again.
 
 use crate::executor::Task;
 use crate::primitives::queue::Queue;
 use crate::primitives::table::Entry;
 use crate::primitives::timers::{Repeat, Timers};
-use crate::worker::shared::Shared;
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
 use parking_lot::lock_api::RawMutex as _;
@@ -39,14 +46,50 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-pub(crate) const STARTING: u8 = 0;
-pub(crate) const RUNNING: u8 = 1;
-pub(crate) const STOPPING: u8 = 2;
-pub(crate) const ENDED: u8 = 3;
+/// Where a worker is in its lifecycle (drawn in this module's doc). Kept in
+/// one atomic byte that lookups read without locking; it only moves forward.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum State {
+    /// `init` runs (the first one: a restart stays `Running`).
+    Starting = 0,
+    /// Visible to lookups, counted, taking mail.
+    Running = 1,
+    /// Asked to stop, stopping by itself, or killed: no new mail; its
+    /// `terminate` may be running.
+    Stopping = 2,
+    /// Gone, and its id is free.
+    Ended = 3,
+}
+
+impl State {
+    fn from_byte(byte: u8) -> State {
+        match byte {
+            0 => State::Starting,
+            1 => State::Running,
+            2 => State::Stopping,
+            _ => State::Ended,
+        }
+    }
+}
+
+/// The part of a registry its workers' cells read and write: the count of
+/// running workers, which a cell keeps in step with its state, the mailbox
+/// bound, and the call timeout a handle's call waits. Not generic over the
+/// worker type; the registry's shared state holds one.
+pub(crate) struct RegistryView {
+    /// Workers in the Running state, updated under each worker's lock in the
+    /// same step as its state, so a caller who saw a state also sees its count.
+    pub(crate) running: AtomicUsize,
+    /// Each mailbox's bound in messages; 0 for none.
+    pub(crate) mailbox_bound: u32,
+    /// How long a call on a handle waits for its reply.
+    pub(crate) call_timeout: Duration,
+}
 
 /// The largest mailbox capacity (in messages) kept once the mailbox is empty.
 const KEEP_MAILBOX_CAPACITY: usize = 1024;
@@ -176,7 +219,7 @@ struct Rare<W: Worker> {
     waiters: Vec<Waker>,
 }
 
-/// Where the id table keeps its copy of "this worker is RUNNING": a flag
+/// Where the id table keeps its copy of "this worker is Running": a flag
 /// inside the table's entry for this cell.
 #[derive(Clone, Copy)]
 struct Mirror(NonNull<AtomicBool>);
@@ -186,28 +229,26 @@ struct Mirror(NonNull<AtomicBool>);
 unsafe impl Send for Mirror {}
 unsafe impl Sync for Mirror {}
 
-/// The registry's shared state: its count of running workers, which a cell
-/// keeps up to date in the same step as its state, and its options, which a
-/// call reads for its timeout.
+/// The cell's [`RegistryView`].
 ///
 /// A pointer, not an `Arc`, so that starts and stops write no reference
 /// count on the registry's shared line. It is valid whenever the cell is not
-/// ENDED: the registry's shared state is kept alive by the worker's own
-/// process until after its cell is ENDED, and by whoever is starting the
-/// worker before that; every use is under the cell's lock, after a check
-/// that the cell is not ENDED.
-struct Registered<W: Worker>(NonNull<Shared<W>>);
+/// Ended: the registry's shared state, which holds the view, is kept alive
+/// by the worker's own process until after its cell is Ended, and by whoever
+/// is starting the worker before that; every use is under the cell's lock,
+/// after a check that the cell is not Ended.
+struct Registered(NonNull<RegistryView>);
 
-// SAFETY: it points to the registry's shared state, which any thread may
-// read and whose count any thread may update; the type's doc states for how
-// long it stays valid.
-unsafe impl<W: Worker> Send for Registered<W> {}
-unsafe impl<W: Worker> Sync for Registered<W> {}
+// SAFETY: it points to a `RegistryView`, which any thread may read and whose
+// count any thread may update; the type's doc states for how long it stays
+// valid.
+unsafe impl Send for Registered {}
+unsafe impl Sync for Registered {}
 
-impl<W: Worker> Registered<W> {
-    /// The registry's shared state. Only under the cell's lock, with the
-    /// cell not ENDED.
-    fn get(&self) -> &Shared<W> {
+impl Registered {
+    /// The registry's view. Only under the cell's lock, with the cell not
+    /// Ended.
+    fn get(&self) -> &RegistryView {
         // SAFETY: see the type's doc.
         unsafe { self.0.as_ref() }
     }
@@ -225,17 +266,17 @@ struct Inner<W: Worker> {
     task: Option<Task>,
     /// See [`Rare`]; `None` until one of its parts is needed.
     rare: Option<Box<Rare<W>>>,
-    /// The table's copy of "RUNNING", written with the state; `None` before
+    /// The table's copy of "Running", written with the state; `None` before
     /// the cell is in the table and from `close` on.
     mirror: Option<Mirror>,
-    /// The registry's running count and options.
-    registry: Registered<W>,
+    /// The registry's running count, mailbox bound and call timeout.
+    registry: Registered,
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
     /// The worker is not handling mail: it waits in `poll_next`, or has not
     /// polled its mailbox yet. True from the start, so that a worker that
-    /// has just started — RUNNING, its starter woken, its first poll of the
+    /// has just started — Running, its starter woken, its first poll of the
     /// mailbox still to come — can be evicted like any idle one: a start
     /// right after it at the capacity limit is not refused because the
     /// worker's thread was preempted for a moment.
@@ -257,6 +298,13 @@ pub(crate) const NO_SLOT: u64 = u64::MAX;
 pub(crate) const IDLE_DEFAULT: u32 = 0;
 /// `Cell::idle_ms`: the worker never idles out.
 pub(crate) const IDLE_NEVER: u32 = u32::MAX;
+
+/// An idle timeout in the cells' milliseconds: at least 1 (0 is
+/// `IDLE_DEFAULT`), below `IDLE_NEVER`.
+pub(crate) fn idle_millis(timeout: Duration) -> u32 {
+    let ms = timeout.as_millis().clamp(1, u128::from(IDLE_NEVER - 1));
+    ms as u32
+}
 
 impl<W: Worker> Inner<W> {
     /// The rare parts, made on first use.
@@ -312,9 +360,9 @@ impl<W: Worker> Inner<W> {
 
     /// Counts the worker in or out of `running` (the registry's count) and
     /// writes the table's copy, in the same step as its state enters or leaves
-    /// RUNNING: the three move together, under the cell's lock.
+    /// Running: the three move together, under the cell's lock.
     fn count_running(&self, now: bool) {
-        let running = &self.registry.get().count;
+        let running = &self.registry.get().running;
         if now {
             running.fetch_add(1, Ordering::AcqRel);
         } else {
@@ -408,7 +456,7 @@ impl<W: Worker> Entry for Cell<W> {
         &self.id
     }
 
-    /// The cell writes the table's copy of its RUNNING state in the same
+    /// The cell writes the table's copy of its Running state in the same
     /// step as the state itself from now until [`close`](Cell::close).
     /// (`flag` lives in the table's entry for this cell, which is removed
     /// only after `close`.)
@@ -443,12 +491,13 @@ impl Wake {
 }
 
 impl<W: Worker> Cell<W> {
-    /// A cell for a worker of `id` in `registry`, counted in its count while
-    /// it runs, its mailbox bounded as the registry's options say.
-    /// `registry` must outlive the cell's worker (see `Registered`).
-    pub(crate) fn new(id: W::Id, registry: &Shared<W>) -> Self {
+    /// A cell for a worker of `id` in the registry whose view is
+    /// `registry`, counted in its running count while it runs, its mailbox
+    /// bounded by its bound. `registry` must outlive the cell's worker (see
+    /// `Registered`).
+    pub(crate) fn new(id: W::Id, registry: &RegistryView) -> Self {
         Cell {
-            state: AtomicU8::new(STARTING),
+            state: AtomicU8::new(State::Starting as u8),
             lock: parking_lot::RawMutex::INIT,
             exit: AtomicU8::new(Exit::NONE),
             touched: AtomicBool::new(true),
@@ -483,47 +532,54 @@ impl<W: Worker> Cell<W> {
         self as *const Self as usize
     }
 
-    pub(crate) fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
+    pub(crate) fn state(&self) -> State {
+        State::from_byte(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves the lifecycle forward to `to`; only under the cell's lock, so a
+    /// plain store suffices. Moving back, or staying, is a bug: checked in
+    /// debug builds (every test).
+    fn advance(&self, to: State) {
+        let from = self.state();
+        debug_assert!(
+            from < to,
+            "a worker's lifecycle moved from {from:?} to {to:?}"
+        );
+        self.state.store(to as u8, Ordering::Release);
+    }
+
+    /// [`advance`](Self::advance), then takes the tasks waiting for the
+    /// lifecycle to move, to wake once the lock is released.
+    fn transition(&self, g: &mut Inner<W>, to: State) -> Wake {
+        self.advance(to);
+        g.take_waiters()
     }
 
     /// Queues a message unless the worker is stopping or has ended, or its
     /// mailbox is full; gives the message back if it cannot be queued.
-    pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<(), Refused<W>> {
-        self.deliver(envelope, |_| ())
-    }
-
-    /// [`push`](Self::push), for a call that waits the registry's call
-    /// timeout: returns it, read while the registry is sure to be alive.
-    pub(crate) fn push_call(&self, envelope: Envelope<W>) -> Result<Duration, Refused<W>> {
-        self.deliver(envelope, |registry| registry.options.get_call_timeout())
-    }
-
-    /// Queues `envelope` and returns what `read` reads of the registry.
-    fn deliver<R>(
-        &self,
-        envelope: Envelope<W>,
-        read: impl FnOnce(&Shared<W>) -> R,
-    ) -> Result<R, Refused<W>> {
-        let (read, waker) = {
+    /// Returns the registry's call timeout, read while the registry is sure
+    /// to be alive, for a call to wait.
+    pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<Duration, Refused<W>> {
+        let (call_timeout, waker) = {
             let mut g = self.lock();
-            if self.state() >= STOPPING {
+            if self.state() >= State::Stopping {
                 return Err(Refused::Closed(envelope));
             }
             // The registry is alive: the worker has not ended.
-            let capacity = g.registry.get().capacity;
-            if capacity != 0 && g.queue.len() >= capacity as usize {
+            let registry = g.registry.get();
+            let (bound, call_timeout) = (registry.mailbox_bound, registry.call_timeout);
+            if bound != 0 && g.queue.len() >= bound as usize {
                 return Err(Refused::Full(envelope));
             }
             g.queue.push_back(envelope);
             self.touched.store(true, Ordering::Relaxed);
             g.handed = true;
-            (read(g.registry.get()), g.worker.take())
+            (call_timeout, g.worker.take())
         };
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(read)
+        Ok(call_timeout)
     }
 
     /// The worker's side of the mailbox: a stop request first, then its
@@ -606,7 +662,7 @@ impl<W: Worker> Cell<W> {
             IDLE_DEFAULT => default_ms,
             own => own,
         };
-        if self.state() != RUNNING || idle_ms == IDLE_DEFAULT || idle_ms == IDLE_NEVER {
+        if self.state() != State::Running || idle_ms == IDLE_DEFAULT || idle_ms == IDLE_NEVER {
             return false;
         }
         let touched = self.touched.swap(false, Ordering::Relaxed);
@@ -645,7 +701,11 @@ impl<W: Worker> Cell<W> {
     /// call, nor with mail waiting).
     pub(crate) fn evictable(&self) -> bool {
         let g = self.lock();
-        self.state() == RUNNING && g.handed && g.parked && g.queue.is_empty() && g.stop.is_none()
+        self.state() == State::Running
+            && g.handed
+            && g.parked
+            && g.queue.is_empty()
+            && g.stop.is_none()
     }
 
     /// Its starter has the running worker (see `Inner::handed`).
@@ -689,22 +749,28 @@ impl<W: Worker> Cell<W> {
     }
 
     /// Resolves with the new state once the state is no longer `from`.
-    pub(crate) fn changed(&self, from: u8) -> Changed<'_, W> {
+    pub(crate) fn changed(&self, from: State) -> Changed<'_, W> {
         Changed { cell: self, from }
     }
 
-    fn transition(&self, g: &mut Inner<W>, to: u8) -> Wake {
-        self.state.store(to, Ordering::Release);
-        g.take_waiters()
+    /// Resolves once the worker has ended and its entry is gone.
+    pub(crate) async fn ended(&self) {
+        loop {
+            let state = self.state();
+            if state == State::Ended {
+                return;
+            }
+            self.changed(state).await;
+        }
     }
 
-    /// STARTING → RUNNING (counted in `running`), unless a stop was requested
-    /// during `init` or the registry is shutting down: then STARTING →
-    /// STOPPING and the reason is returned.
+    /// Starting → Running (counted in `running`), unless a stop was requested
+    /// during `init` or the registry is shutting down: then Starting →
+    /// Stopping and the reason is returned.
     pub(crate) fn mark_running(&self, shutting_down: bool) -> Result<(), ExitReason> {
         let mut g = self.lock();
         if g.kill {
-            // Killed during `init`: already STOPPING, and about to be dropped.
+            // Killed during `init`: already Stopping, and about to be dropped.
             return Err(ExitReason::Killed);
         }
         let reason = match g.stop.take() {
@@ -713,10 +779,10 @@ impl<W: Worker> Cell<W> {
             None => None,
         };
         let (result, wake) = match reason {
-            Some(r) => (Err(r), self.transition(&mut g, STOPPING)),
+            Some(r) => (Err(r), self.transition(&mut g, State::Stopping)),
             None => {
                 g.count_running(true);
-                (Ok(()), self.transition(&mut g, RUNNING))
+                (Ok(()), self.transition(&mut g, State::Running))
             }
         };
         drop(g);
@@ -724,30 +790,30 @@ impl<W: Worker> Cell<W> {
         result
     }
 
-    /// RUNNING → STOPPING, from the worker itself.
+    /// Running → Stopping, from the worker itself.
     pub(crate) fn leave_running(&self) {
         let mut g = self.lock();
-        if self.state() != RUNNING {
+        if self.state() != State::Running {
             return;
         }
         g.count_running(false);
-        let wake = self.transition(&mut g, STOPPING);
+        let wake = self.transition(&mut g, State::Stopping);
         drop(g);
         wake.run();
     }
 
-    /// Asks the worker to stop: at once if it is running (RUNNING → STOPPING),
+    /// Asks the worker to stop: at once if it is running (Running → Stopping),
     /// after `init` if it is starting. A stopping or ended worker is left alone.
     pub(crate) fn request_stop(&self, request: StopRequest) {
         let mut g = self.lock();
         let state = self.state();
-        if state >= STOPPING {
+        if state >= State::Stopping {
             return;
         }
         g.stop = Some(request);
-        let mut wake = if state == RUNNING {
+        let mut wake = if state == State::Running {
             g.count_running(false);
-            self.transition(&mut g, STOPPING)
+            self.transition(&mut g, State::Stopping)
         } else {
             Wake::none()
         };
@@ -780,7 +846,7 @@ impl<W: Worker> Cell<W> {
         if g.kill {
             drop(g);
             task.abort();
-        } else if self.state() != ENDED {
+        } else if self.state() != State::Ended {
             g.task = Some(task);
         }
     }
@@ -794,15 +860,15 @@ impl<W: Worker> Cell<W> {
         let (task, queue, wake) = {
             let mut g = self.lock();
             let state = self.state();
-            if state == ENDED || g.kill {
+            if state == State::Ended || g.kill {
                 return;
             }
             g.kill = true;
-            let wake = if state < STOPPING {
-                if state == RUNNING {
+            let wake = if state < State::Stopping {
+                if state == State::Running {
                     g.count_running(false);
                 }
-                self.transition(&mut g, STOPPING)
+                self.transition(&mut g, State::Stopping)
             } else {
                 Wake::none()
             };
@@ -816,20 +882,21 @@ impl<W: Worker> Cell<W> {
     }
 
     /// The first half of the end: closes the mailbox (any state → at least
-    /// STOPPING) and fails what it still held (their callers get
+    /// Stopping) and fails what it still held (their callers get
     /// [`Error::WorkerEnded`](crate::Error::WorkerEnded)). Nobody is woken
     /// yet: that waits for [`mark_ended`](Self::mark_ended), once the entry
     /// is gone.
     pub(crate) fn close(&self) {
         let mut g = self.lock();
         let state = self.state();
-        if state == RUNNING {
+        if state == State::Running {
             g.count_running(false);
         }
         // The table's entry goes once this returns: stop writing to it.
         g.mirror = None;
-        if state < STOPPING {
-            self.state.store(STOPPING, Ordering::Release);
+        if state < State::Stopping {
+            // Those waiting are woken at `mark_ended`, once the entry is gone.
+            self.advance(State::Stopping);
         }
         let queue = std::mem::take(&mut g.queue);
         let task = g.task.take();
@@ -840,11 +907,11 @@ impl<W: Worker> Cell<W> {
         drop((task, timers));
     }
 
-    /// The second half: → ENDED, waking everyone waiting for a change. The
-    /// caller has removed the entry, so whoever sees ENDED sees the id free.
+    /// The second half: → Ended, waking everyone waiting for a change. The
+    /// caller has removed the entry, so whoever sees Ended sees the id free.
     pub(crate) fn mark_ended(&self) {
         let mut g = self.lock();
-        let mut wake = self.transition(&mut g, ENDED);
+        let mut wake = self.transition(&mut g, State::Ended);
         wake.worker = g.worker.take();
         drop(g);
         wake.run();
@@ -882,12 +949,12 @@ impl<W: Worker> Future for NextMail<'_, W> {
 
 pub(crate) struct Changed<'a, W: Worker> {
     cell: &'a Cell<W>,
-    from: u8,
+    from: State,
 }
 
 impl<W: Worker> Future for Changed<'_, W> {
-    type Output = u8;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+    type Output = State;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<State> {
         let s = self.cell.state();
         if s != self.from {
             return Poll::Ready(s);

@@ -1,7 +1,7 @@
 //! [`Context`]: what a worker's callbacks can reach.
 
 use crate::worker::Worker;
-use crate::worker::cell::IDLE_NEVER;
+use crate::worker::cell::{IDLE_NEVER, idle_millis};
 use crate::worker::handle::WorkerRef;
 use crate::worker::shared::Shared;
 use std::future::Future;
@@ -314,10 +314,3 @@ impl<W: Worker> Context<W> {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerRef(u64);
-
-/// An idle timeout in the cell's milliseconds: at least 1, below the
-/// sentinels.
-pub(crate) fn idle_millis(timeout: Duration) -> u32 {
-    let ms = timeout.as_millis().clamp(1, u128::from(IDLE_NEVER - 1));
-    ms as u32
-}

@@ -3,9 +3,8 @@
 use crate::primitives::current;
 use crate::primitives::table::Entry;
 use crate::primitives::timer::{Elapsed, timeout};
-use crate::worker::cell::{CallFailure, Cell, Envelope, Refused, STOPPING};
+use crate::worker::cell::{CallFailure, Cell, Envelope, Refused, State};
 use crate::worker::error::Error;
-use crate::worker::shared::ended;
 use crate::worker::{ExitReason, ShownId, Worker};
 use futures::channel::oneshot;
 use std::fmt;
@@ -87,7 +86,7 @@ impl<W: Worker> WorkerRef<W> {
     /// # });
     /// ```
     pub fn is_alive(&self) -> bool {
-        self.cell.state() < STOPPING
+        self.cell.state() < State::Stopping
     }
 
     /// Sends a request and waits for the reply up to the registry's
@@ -154,8 +153,8 @@ impl<W: Worker> WorkerRef<W> {
         let (reply_to, reply) = oneshot::channel();
         let envelope = Envelope::Call(request, reply_to);
         let delivered = match timeout {
-            Some(timeout) => self.cell.push(envelope).map(|()| timeout),
-            None => self.cell.push_call(envelope),
+            Some(timeout) => self.cell.push(envelope).map(|_| timeout),
+            None => self.cell.push(envelope),
         };
         let timeout = match delivered {
             Ok(timeout) => timeout,
@@ -179,7 +178,7 @@ impl<W: Worker> WorkerRef<W> {
     /// A cast that gives the message back if the worker had ended.
     pub(crate) fn offer(&self, message: W::Message) -> Result<(), Attempt<W, W::Message>> {
         match self.cell.push(Envelope::Cast(message)) {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(Refused::Closed(Envelope::Cast(message))) => Err(Attempt::Undelivered(message)),
             Err(Refused::Closed(_)) => Err(Attempt::Failed(Error::WorkerEnded)),
             Err(Refused::Full(_)) => Err(Attempt::Failed(Error::MailboxFull)),
@@ -229,7 +228,7 @@ impl<W: Worker> WorkerRef<W> {
     pub fn monitor(&self) -> impl Future<Output = ExitReason> + Send + 'static {
         let cell = self.cell.clone();
         async move {
-            ended(&cell).await;
+            cell.ended().await;
             // Every end records its reason before ENDED; a cell never run
             // (refused at its start) is never handed out.
             cell.exit_reason().unwrap_or(ExitReason::Killed)

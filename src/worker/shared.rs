@@ -10,8 +10,9 @@ use crate::primitives::current;
 use crate::primitives::evict::{Evictor, Slot};
 use crate::primitives::table::Table;
 use crate::primitives::timer::{Sleep, timeout};
-use crate::worker::cell::{Cell, ENDED, NO_SLOT, STOPPING, StopRequest};
-use crate::worker::context::idle_millis;
+use crate::worker::cell::{
+    Cell, IDLE_NEVER, NO_SLOT, RegistryView, State, StopRequest, idle_millis,
+};
 use crate::worker::event::{Event, notify};
 use crate::worker::options::{AtCapacity, Options};
 use crate::worker::{ExitReason, Worker};
@@ -32,16 +33,14 @@ pub(crate) struct Shared<W: Worker> {
     /// to a shared line).
     pub(crate) owner: Weak<Owner<W>>,
     pub(crate) table: Table<Cell<W>>,
-    /// Workers in the RUNNING state, updated under each worker's lock in the
-    /// same step as its state, so a caller who saw a state also sees its count.
-    pub(crate) count: AtomicUsize,
+    /// What its workers' cells read and write: the running count, the
+    /// mailbox bound and the call timeout.
+    pub(crate) view: RegistryView,
     pub(crate) stopped: AtomicBool,
     /// Whether `RegistryStopped` was reported.
     announced: AtomicBool,
     /// The idle sweep's period in milliseconds; `NO_SWEEP` while none runs.
     sweep_ms: AtomicU32,
-    /// Each mailbox's bound, 0 for none (from the options).
-    pub(crate) capacity: u32,
     /// With `Options::max_workers`: who is resident, and who goes first.
     evictor: Option<Evictor<Resident<W>>>,
     pub(crate) options: Options<W>,
@@ -71,11 +70,14 @@ impl<W: Worker> Owner<W> {
             shared: Arc::new(Shared {
                 owner: owner.clone(),
                 table: Table::new(options.get_expected_workers()),
-                count: AtomicUsize::new(0),
+                view: RegistryView {
+                    running: AtomicUsize::new(0),
+                    mailbox_bound: options.get_mailbox_capacity().map_or(0, |n| n as u32),
+                    call_timeout: options.get_call_timeout(),
+                },
                 stopped: AtomicBool::new(false),
                 announced: AtomicBool::new(false),
                 sweep_ms: AtomicU32::new(NO_SWEEP),
-                capacity: options.get_mailbox_capacity().map_or(0, |n| n as u32),
                 evictor: options
                     .get_max_workers()
                     .map(|n| Evictor::new(n).expect("max_workers is checked by the options")),
@@ -130,7 +132,7 @@ impl<W: Worker> Shared<W> {
         // stopped, and its `terminate` is running) leaves the evictor only
         // when it retires: it gives up its place to a start first, under
         // either policy, since it no longer counts as running.
-        let leaving = |r: &Resident<W>| r.0.state() >= STOPPING;
+        let leaving = |r: &Resident<W>| r.0.state() >= State::Stopping;
         match evictor.insert(Resident(cell.clone()), |r| {
             leaving(r) || (evict && r.0.evictable())
         }) {
@@ -178,7 +180,7 @@ impl<W: Worker> Shared<W> {
     /// The first call starts it; a registry that never uses an idle timeout
     /// runs none.
     pub(crate) fn watch_idle(self: &Arc<Self>, idle_ms: u32) {
-        if idle_ms == crate::worker::cell::IDLE_NEVER {
+        if idle_ms == IDLE_NEVER {
             return;
         }
         let period = (idle_ms / 4).clamp(1, MAX_SWEEP_MS);
@@ -205,7 +207,7 @@ impl<W: Worker> Shared<W> {
     pub(crate) async fn await_end(&self, cells: &[Arc<Cell<W>>]) {
         let all_ended = || async {
             for cell in cells {
-                ended(cell).await;
+                cell.ended().await;
             }
         };
         if timeout(self.options.get_shutdown_timeout(), all_ended())
@@ -267,17 +269,6 @@ impl<W: Worker> Shared<W> {
             self.request_stop(cell, StopRequest::Shutdown);
         }
         window
-    }
-}
-
-/// Resolves once the worker of `cell` has ended and its entry is gone.
-pub(crate) async fn ended<W: Worker>(cell: &Cell<W>) {
-    loop {
-        let state = cell.state();
-        if state == ENDED {
-            return;
-        }
-        cell.changed(state).await;
     }
 }
 

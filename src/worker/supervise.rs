@@ -1,17 +1,19 @@
 //! The life of one worker: `init`, the message loop, `terminate`, and the
 //! bookkeeping when it ends, whatever way it ends.
 //!
-//! Each worker is one future on Bastion's executor (a `lightproc` proc). It owns
-//! a [`Guard`] from before its first poll, so even a proc cancelled before it
-//! ever ran, or dropped mid-`init`, leaves the registry consistent: the guard's
-//! drop marks the cell ended and removes its entry. Panics in the worker's
-//! callbacks are caught around each callback, so the loop itself decides what a
-//! panic means (answer the caller, end the worker) instead of losing the proc.
+//! Each worker is one future on its registry's executor (see
+//! [`crate::executor`]): a `lightproc` proc on Bastion's, a task on tokio's.
+//! It owns a [`Guard`] from before its first poll, so even a future
+//! cancelled before it ever ran, or dropped mid-`init`, leaves the registry
+//! consistent: the guard's drop marks the cell ended and removes its entry.
+//! Panics in the worker's callbacks are caught around each callback, so the
+//! loop itself decides what a panic means (answer the caller, end the
+//! worker) instead of losing the worker's future.
 
 use crate::executor::Task;
 use crate::primitives::current::Polling;
 use crate::primitives::timer::{Elapsed, Sleep, timeout};
-use crate::worker::cell::{CallFailure, Cell, ENDED, Envelope, Next, StartFailure};
+use crate::worker::cell::{CallFailure, Cell, Envelope, Next, StartFailure, State};
 use crate::worker::context::Context;
 use crate::worker::event::{Event, notify};
 use crate::worker::restart::{Permit, Restarts};
@@ -64,7 +66,7 @@ impl<W: Worker> Guard<W> {
 
 impl<W: Worker> Drop for Guard<W> {
     fn drop(&mut self) {
-        if self.cell().state() != ENDED {
+        if self.cell().state() != State::Ended {
             // Aborted (killed, cancelled) or unwinding: nothing else will clean up.
             if !self.ctx.started {
                 // Not killed, so its executor dropped it: tell the starter why.
@@ -436,7 +438,7 @@ async fn wait_or_stop<W: Worker>(cell: &Cell<W>, delay: Duration) -> Option<Exit
     .await
 }
 
-/// Gives the executor thread to other procs once.
+/// Gives the executor thread to other workers once.
 fn yield_now() -> impl Future<Output = ()> {
     let mut yielded = false;
     futures::future::poll_fn(move |cx| {

@@ -1,7 +1,7 @@
 //! The eviction policy of a registry with a capacity limit: S3-FIFO, as a
 //! concurrent structure whose access path writes nothing shared.
 //!
-//! Chosen by the study in `BENCHMARKS.md` ("Eviction policy (issue 13)"): on
+//! Chosen by the study in `BENCHMARKS.md` ("Eviction policy"): on
 //! Zipf-skewed traces (s = 0.8–1.2, ten times more ids than capacity) its
 //! hit ratio is within a point of W-TinyLFU's and 4–9 points above LRU's
 //! and CLOCK's at s ≤ 1, while an access costs one load of the resident's
@@ -85,17 +85,26 @@
 //!
 //! # Example
 //!
-//! ```text
-//! use gen_registry_peers::eviction::Evictor;
+//! As a user sees it: a registry with room for two workers, where the one
+//! looked up twice since its start keeps its place and the other gives it
+//! to a third. (The peers crate compiles this file as
+//! `gen_registry_peers::eviction`, public there; its page shows each call of
+//! this module's interface in an example, run as that crate's doctests.)
 //!
-//! let evictor = Evictor::new(2).unwrap();
-//! let a = evictor.insert("a", |_| true).unwrap().slot;
-//! let _b = evictor.insert("b", |_| true).unwrap().slot;
-//! evictor.touch(a);
-//! evictor.touch(a); // "a" was called twice since it started: kept over "b"
-//! let c = evictor.insert("c", |_| true).unwrap();
-//! assert_eq!(c.evicted, Some("b"));
-//! assert_eq!(evictor.len(), 2);
+//! ```
+//! # use gen_registry::doc_support::*;
+//! use gen_registry::{ExitReason, GenRegistry, Options};
+//! # run(async {
+//! let registry = GenRegistry::<Pinger>::new(Options::default().max_workers(2)).unwrap();
+//! registry.lookup_or_start(1, 0).await.unwrap();
+//! let two = registry.lookup_or_start(2, 0).await.unwrap();
+//! registry.lookup(&1).unwrap();
+//! registry.lookup(&1).unwrap(); // 1 was used twice since it started: kept over 2
+//! registry.lookup_or_start(3, 0).await.unwrap();
+//! assert_eq!(two.monitor().await, ExitReason::Evicted);
+//! assert!(registry.lookup(&1).is_ok());
+//! assert_eq!(registry.count(), 2);
+//! # });
 //! ```
 
 mod ghost;
@@ -139,15 +148,6 @@ const NIL: u32 = u32::MAX;
 /// Returned by [`Evictor::insert`]; kept in the worker's entry and passed to
 /// [`Evictor::touch`] and [`Evictor::remove`]. Using a slot whose resident
 /// is gone does nothing.
-///
-/// ```text
-/// use gen_registry_peers::eviction::Evictor;
-///
-/// let evictor = Evictor::new(4).unwrap();
-/// let slot = evictor.insert(7u64, |_| true).unwrap().slot;
-/// assert_eq!(evictor.remove(slot), Some(7));
-/// assert_eq!(evictor.remove(slot), None); // already gone: a no-op
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slot {
     index: u32,
@@ -157,28 +157,12 @@ pub struct Slot {
 impl Slot {
     /// The slot as one `u64`, to keep in an `AtomicU64` of the worker's
     /// entry when the entry is shared before the slot is known.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::{Evictor, Slot};
-    ///
-    /// let evictor = Evictor::new(4).unwrap();
-    /// let slot = evictor.insert('x', |_| true).unwrap().slot;
-    /// assert_eq!(Slot::from_bits(slot.to_bits()), slot);
-    /// ```
     pub fn to_bits(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
     /// The slot [`Slot::to_bits`] made. Any `u64` is accepted: a value that
     /// was never a slot names no resident, and using it does nothing.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::{Evictor, Slot};
-    ///
-    /// let evictor: Evictor<u32> = Evictor::new(4).unwrap();
-    /// evictor.touch(Slot::from_bits(12345)); // names nobody: ignored
-    /// assert_eq!(evictor.remove(Slot::from_bits(0)), None);
-    /// ```
     pub fn from_bits(bits: u64) -> Slot {
         Slot {
             index: bits as u32,
@@ -189,16 +173,6 @@ impl Slot {
 
 /// What [`Evictor::insert`] did: where the new resident is, and which
 /// resident it displaced, if the evictor was full.
-///
-/// ```text
-/// use gen_registry_peers::eviction::Evictor;
-///
-/// let evictor = Evictor::new(1).unwrap();
-/// let first = evictor.insert("a", |_| true).unwrap();
-/// assert_eq!(first.evicted, None);
-/// let second = evictor.insert("b", |_| true).unwrap();
-/// assert_eq!(second.evicted, Some("a"));
-/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct Inserted<K> {
     /// The new resident's slot, to keep in its entry.
@@ -209,19 +183,6 @@ pub struct Inserted<K> {
 
 /// [`Evictor::insert`] found the evictor full and every resident rejected
 /// by `accept` (all busy): nothing was inserted. Holds the key back.
-///
-/// ```text
-/// use gen_registry_peers::eviction::{Evictor, Full};
-///
-/// let evictor = Evictor::new(1).unwrap();
-/// evictor.insert("busy", |_| true).unwrap();
-/// let refused = evictor.insert("new", |_| false).unwrap_err();
-/// assert_eq!(refused, Full("new"));
-/// assert_eq!(
-///     refused.to_string(),
-///     "the capacity is reached and every resident is busy: none could be evicted"
-/// );
-/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct Full<K>(pub K);
 
@@ -234,17 +195,6 @@ impl<K> fmt::Display for Full<K> {
 impl<K: fmt::Debug> std::error::Error for Full<K> {}
 
 /// [`Evictor::new`] was given a capacity it cannot hold.
-///
-/// ```text
-/// use gen_registry_peers::eviction::{CapacityError, Evictor};
-///
-/// let err = Evictor::<u64>::new(0).unwrap_err();
-/// assert_eq!(err, CapacityError(0));
-/// assert_eq!(
-///     err.to_string(),
-///     "capacity 0 is out of range: it must be between 1 and 2147483648"
-/// );
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CapacityError(pub usize);
 
@@ -306,16 +256,6 @@ struct Inner<K> {
 /// when a new one needs room, by the S3-FIFO policy (see the module doc).
 ///
 /// `Evictor<K>` is `Sync` when `K` is `Send`: every method takes `&self`.
-///
-/// ```text
-/// use gen_registry_peers::eviction::Evictor;
-///
-/// let evictor = Evictor::new(100).unwrap();
-/// let slot = evictor.insert(String::from("phone:+33600000000"), |_| true).unwrap().slot;
-/// evictor.touch(slot);
-/// assert_eq!(evictor.len(), 1);
-/// assert_eq!(evictor.capacity(), 100);
-/// ```
 pub struct Evictor<K> {
     /// Per slot: the generation's low 30 bits << 2 | use count. Chunks are
     /// allocated (under the lock) the first time a slot in them is handed
@@ -345,13 +285,6 @@ impl<K> fmt::Debug for Evictor<K> {
 impl<K> Evictor<K> {
     /// An empty evictor for at most `capacity` residents (1 to
     /// [`MAX_CAPACITY`]). Memory grows with the residents actually held.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// assert!(Evictor::<u64>::new(10_000).is_ok());
-    /// assert!(Evictor::<u64>::new(0).is_err());
-    /// ```
     pub fn new(capacity: usize) -> Result<Evictor<K>, CapacityError> {
         Evictor::tuned(capacity, SMALL_PERCENT, PROMOTE_AT)
     }
@@ -385,37 +318,17 @@ impl<K> Evictor<K> {
     }
 
     /// The most residents this evictor holds.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// assert_eq!(Evictor::<u8>::new(3).unwrap().capacity(), 3);
-    /// ```
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The residents held now.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// let evictor = Evictor::new(3).unwrap();
-    /// evictor.insert(1, |_| true).unwrap();
-    /// assert_eq!(evictor.len(), 1);
-    /// ```
     pub fn len(&self) -> usize {
         let inner = self.inner.lock();
         inner.small.len + inner.main.len
     }
 
     /// Whether nothing is resident.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// assert!(Evictor::<u8>::new(3).unwrap().is_empty());
-    /// ```
     #[allow(dead_code)] // for the tests and the peer study, which share this file
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -428,14 +341,6 @@ impl<K> Evictor<K> {
     /// own word, and a compare-and-swap only while the resident's use count
     /// is below 3 (so a busy worker's word is read, not written). Does
     /// nothing if the slot's resident is gone.
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// let evictor = Evictor::new(1).unwrap();
-    /// let slot = evictor.insert("a", |_| true).unwrap().slot;
-    /// evictor.touch(slot);
-    /// ```
     #[inline]
     pub fn touch(&self, slot: Slot) {
         let Some(word) = self.word(slot.index) else {
@@ -462,15 +367,6 @@ impl<K> Evictor<K> {
 
     /// Removes the resident in `slot` (it stopped, crashed or timed out)
     /// and returns its key; `None` if it is already gone. O(1).
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// let evictor = Evictor::new(2).unwrap();
-    /// let slot = evictor.insert("a", |_| true).unwrap().slot;
-    /// assert_eq!(evictor.remove(slot), Some("a"));
-    /// assert!(evictor.is_empty());
-    /// ```
     pub fn remove(&self, slot: Slot) -> Option<K> {
         let mut inner = self.inner.lock();
         let node = inner.nodes.get(slot.index as usize)?;
@@ -496,17 +392,6 @@ impl<K: Hash> Evictor<K> {
     ///
     /// The evictor never looks keys up: each worker is inserted once, when
     /// it starts (inserting a resident key again makes a second resident).
-    ///
-    /// ```text
-    /// use gen_registry_peers::eviction::Evictor;
-    ///
-    /// let evictor = Evictor::new(2).unwrap();
-    /// evictor.insert("a", |_| true).unwrap();
-    /// evictor.insert("b", |_| true).unwrap();
-    /// // "a" is in the middle of a call: it must not be evicted.
-    /// let c = evictor.insert("c", |k| *k != "a").unwrap();
-    /// assert_eq!(c.evicted, Some("b"));
-    /// ```
     pub fn insert(
         &self,
         key: K,
