@@ -6,7 +6,7 @@
 //! anyone and scale across threads; writes are lock-free too. The keys are
 //! the workers' shared cells, hashed and compared by the id each cell holds
 //! (an id that owns memory is stored once, in its cell; see [`Keyed`]), and
-//! each value is a copy of its cell's RUNNING flag; removal compares cells
+//! each value is a copy of its cell's Running flag; removal compares cells
 //! by address, so an entry is only ever removed by (or on behalf of) the
 //! worker it belongs to, never a newer worker of the same id.
 
@@ -25,14 +25,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const RECLAIM_BATCH: usize = 128;
 
 /// What the table holds: something with an id that keeps the table's copy
-/// of its RUNNING flag up to date (a worker's cell).
+/// of its Running flag up to date (a worker's cell).
 pub(crate) trait Entry: Send + Sync + 'static {
     /// The key the entry is stored under.
     type Id: Clone + Eq + Hash + Send + Sync + 'static;
 
     fn id(&self) -> &Self::Id;
 
-    /// Hands the entry the table's copy of its RUNNING flag, to write in the
+    /// Hands the entry the table's copy of its Running flag, to write in the
     /// same step as its own state until it is removed.
     ///
     /// # Safety
@@ -167,7 +167,7 @@ impl Hasher for SpreadHasher {
     }
 }
 
-/// A table value: a copy of whether the key's worker is RUNNING. It lets
+/// A table value: a copy of whether the key's worker is Running. It lets
 /// [`Table::for_each_running`] skip stopped and starting workers without
 /// reading each cell — one scattered memory access per worker fewer. The
 /// cell writes it, under its lock, in the same step as its state (see

@@ -229,7 +229,7 @@ impl<W: Worker> WorkerRef<W> {
         let cell = self.cell.clone();
         async move {
             cell.ended().await;
-            // Every end records its reason before ENDED; a cell never run
+            // Every end records its reason before Ended; a cell never run
             // (refused at its start) is never handed out.
             cell.exit_reason().unwrap_or(ExitReason::Killed)
         }

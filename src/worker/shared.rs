@@ -105,7 +105,7 @@ impl<W: Worker> Drop for Owner<W> {
 }
 
 impl<W: Worker> Shared<W> {
-    /// STARTING → RUNNING for a worker whose `init` succeeded.
+    /// Starting → Running for a worker whose `init` succeeded.
     pub(crate) fn mark_running(&self, cell: &Cell<W>) -> Result<(), ExitReason> {
         cell.mark_running(self.stopped.load(Ordering::SeqCst))
     }
@@ -140,7 +140,7 @@ impl<W: Worker> Shared<W> {
                 cell.set_evict_slot(inserted.slot.to_bits());
                 if let Some(victim) = inserted.evicted {
                     victim.0.set_evict_slot(NO_SLOT);
-                    // A leaving worker's state never goes back to RUNNING.
+                    // A leaving worker's state never goes back to Running.
                     if !leaving(&victim) {
                         self.request_stop(&victim.0, StopRequest::Evicted);
                     }
@@ -160,7 +160,7 @@ impl<W: Worker> Shared<W> {
     }
 
     /// The worker has ended: close its mailbox (failing what it held), drop
-    /// its entry, and only then mark it ENDED and wake those waiting — so
+    /// its entry, and only then mark it Ended and wake those waiting — so
     /// whoever sees a worker ended also sees its id free.
     pub(crate) fn retire(&self, cell: &Arc<Cell<W>>) {
         cell.close();

@@ -31,7 +31,7 @@ use std::time::Duration;
 const BUDGET: u32 = 64;
 
 /// Owns the worker's context; ending the worker goes through it exactly once
-/// (once it has, the cell is ENDED). Whether `Started` was reported, so
+/// (once it has, the cell is Ended). Whether `Started` was reported, so
 /// `Stopped` must be, is `ctx.started`: a flag of its own here would cost
 /// each idle worker 8 bytes of padding.
 pub(crate) struct Guard<W: Worker> {
@@ -146,7 +146,7 @@ struct Life<W: Worker> {
     guard: Guard<W>,
 }
 
-/// Starts the worker: its first `init`, then RUNNING. The running worker;
+/// Starts the worker: its first `init`, then Running. The running worker;
 /// `None` if it ended instead.
 async fn start<W: Worker>(mut guard: Guard<W>, args: W::Args) -> Option<Life<W>> {
     let restarts = guard
@@ -305,7 +305,7 @@ fn crash<W: Worker>(
 
 /// Brings a crashed worker back: ends the crashed incarnation, waits out the
 /// back-off and runs `init` again, for as long as the policy permits. The worker keeps its place
-/// (RUNNING) meanwhile: lookups find it, mail queues up for the next
+/// (Running) meanwhile: lookups find it, mail queues up for the next
 /// incarnation. `None` once the worker has ended (stopped, or given up).
 async fn restart<W: Worker>(
     guard: &mut Guard<W>,
