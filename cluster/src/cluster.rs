@@ -6,17 +6,15 @@
 //! the lease keeper and the fence timer, the watcher and the reconciler.
 
 use crate::client::RpcFail;
-use crate::fence::Fence;
 use crate::fence::Liveness;
 use crate::hash::shard_of;
 use crate::node::Node;
-use crate::routing::{MAX_BACKOFF, Pending, Route, worker_error};
+use crate::routing::{MAX_BACKOFF, done, encode_once, take_or_decode};
 use crate::view::Keys;
 use crate::wire::{Request, Response, decode, encode};
 use crate::{ArgsOf, ClusterArgs, ClusterError, ClusterWorker, Config};
 use crate::{membership, ownership, server};
 use etcd_client::Client;
-use gen_registry::Error;
 use gen_registry::{Executor, Options};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -229,55 +227,35 @@ impl<W: ClusterWorker> Cluster<W> {
         request: W::Request,
         within: Duration,
     ) -> Result<W::Reply, ClusterError> {
-        self.node.not_left()?;
-        let id_bytes = encode(&id)?;
+        let (shard, id_bytes) = self.node.address(&id)?;
         let request_bytes = encode(&request)?;
-        let shard = shard_of(&id_bytes, self.node.shards);
-        let mut args_bytes = None;
         let mut request = Some(request);
-        let mut pending = Pending::new(within);
-        loop {
-            match self.node.route(shard) {
-                Route::Local(epoch, registry, _busy) => {
-                    let fenced = W::Args::fenced(
-                        args.clone(),
-                        Fence::new(shard, epoch, self.node.live.clone()),
-                    );
-                    let request = match request.take() {
-                        Some(r) => r,
-                        None => decode(&request_bytes)?,
-                    };
-                    match timeout(pending.left(), registry.call(id.clone(), fenced, request)).await
-                    {
-                        Ok(Ok(reply)) => return Ok(reply),
-                        Ok(Err(Error::RegistryStopped)) => {}
-                        Ok(Err(e)) => return Err(worker_error(e)),
-                        Err(_) => return Err(ClusterError::Timeout(within)),
-                    }
-                }
-                Route::Remote(address, epoch) => {
-                    let args = match &args_bytes {
-                        Some(a) => a,
-                        None => args_bytes.insert(encode(&args)?),
-                    };
-                    let call = Request::Call {
+        let mut args_bytes = None;
+        self.node
+            .routed(
+                shard,
+                within,
+                |fence, registry| {
+                    let request = take_or_decode(&mut request, &request_bytes)?;
+                    let (id, fenced) = (id.clone(), W::Args::fenced(args.clone(), fence));
+                    Ok(async move { registry.call(id, fenced, request).await })
+                },
+                |epoch, left| {
+                    Ok(Request::Call {
                         shard,
                         epoch,
                         id: id_bytes.clone(),
-                        args: args.clone(),
+                        args: encode_once(&mut args_bytes, &args)?,
                         request: request_bytes.clone(),
-                        timeout_ms: pending.left().as_millis() as u64,
-                    };
-                    match self.node.peers.rpc(&address, &call, pending.left()).await {
-                        Ok(Response::Reply(bytes)) => return decode(&bytes),
-                        Ok(response) => pending.answer(response)?,
-                        Err(fail) => pending.fail(fail)?,
-                    }
-                }
-                Route::Nobody => {}
-            }
-            pending.wait(&self.node).await?;
-        }
+                        timeout_ms: left.as_millis() as u64,
+                    })
+                },
+                |response| match response {
+                    Response::Reply(bytes) => Ok(decode(&bytes)),
+                    other => Err(other),
+                },
+            )
+            .await
     }
 
     /// Casts `message` to the worker of `id` wherever it runs, starting it
@@ -296,50 +274,31 @@ impl<W: ClusterWorker> Cluster<W> {
         args: ArgsOf<W>,
         message: W::Message,
     ) -> Result<(), ClusterError> {
-        self.node.not_left()?;
-        let id_bytes = encode(&id)?;
+        let (shard, id_bytes) = self.node.address(&id)?;
         let message_bytes = encode(&message)?;
-        let shard = shard_of(&id_bytes, self.node.shards);
         let mut message = Some(message);
-        let within = self.node.config.call_timeout;
-        let mut pending = Pending::new(within);
-        loop {
-            match self.node.route(shard) {
-                Route::Local(epoch, registry, _busy) => {
-                    let fenced = W::Args::fenced(
-                        args.clone(),
-                        Fence::new(shard, epoch, self.node.live.clone()),
-                    );
-                    let message = match message.take() {
-                        Some(m) => m,
-                        None => decode(&message_bytes)?,
-                    };
-                    match timeout(pending.left(), registry.cast(id.clone(), fenced, message)).await
-                    {
-                        Ok(Ok(())) => return Ok(()),
-                        Ok(Err(Error::RegistryStopped)) => {}
-                        Ok(Err(e)) => return Err(worker_error(e)),
-                        Err(_) => return Err(ClusterError::Timeout(within)),
-                    }
-                }
-                Route::Remote(address, epoch) => {
-                    let cast = Request::Cast {
+        let mut args_bytes = None;
+        self.node
+            .routed(
+                shard,
+                self.node.config.call_timeout,
+                |fence, registry| {
+                    let message = take_or_decode(&mut message, &message_bytes)?;
+                    let (id, fenced) = (id.clone(), W::Args::fenced(args.clone(), fence));
+                    Ok(async move { registry.cast(id, fenced, message).await })
+                },
+                |epoch, _| {
+                    Ok(Request::Cast {
                         shard,
                         epoch,
                         id: id_bytes.clone(),
-                        args: encode(&args)?,
+                        args: encode_once(&mut args_bytes, &args)?,
                         message: message_bytes.clone(),
-                    };
-                    match self.node.peers.rpc(&address, &cast, pending.left()).await {
-                        Ok(Response::Done) => return Ok(()),
-                        Ok(response) => pending.answer(response)?,
-                        Err(fail) => pending.fail(fail)?,
-                    }
-                }
-                Route::Nobody => {}
-            }
-            pending.wait(&self.node).await?;
-        }
+                    })
+                },
+                done,
+            )
+            .await
     }
 
     /// Stops the worker of `id` wherever it runs; returns once its
@@ -355,36 +314,22 @@ impl<W: ClusterWorker> Cluster<W> {
     /// # });
     /// ```
     pub async fn stop(&self, id: &W::Id) -> Result<(), ClusterError> {
-        self.node.not_left()?;
-        let id_bytes = encode(id)?;
-        let shard = shard_of(&id_bytes, self.node.shards);
-        let mut pending = Pending::new(self.node.config.call_timeout);
-        loop {
-            match self.node.route(shard) {
-                Route::Local(_, registry, _busy) => {
-                    match timeout(pending.left(), registry.stop(id)).await {
-                        Ok(Ok(())) => return Ok(()),
-                        Ok(Err(Error::RegistryStopped)) => {}
-                        Ok(Err(e)) => return Err(worker_error(e)),
-                        Err(_) => return Err(ClusterError::Timeout(pending.within)),
-                    }
-                }
-                Route::Remote(address, epoch) => {
-                    let stop = Request::Stop {
+        let (shard, id_bytes) = self.node.address(id)?;
+        self.node
+            .routed(
+                shard,
+                self.node.config.call_timeout,
+                |_, registry| Ok(async move { registry.stop(id).await }),
+                |epoch, _| {
+                    Ok(Request::Stop {
                         shard,
                         epoch,
                         id: id_bytes.clone(),
-                    };
-                    match self.node.peers.rpc(&address, &stop, pending.left()).await {
-                        Ok(Response::Done) => return Ok(()),
-                        Ok(response) => pending.answer(response)?,
-                        Err(fail) => pending.fail(fail)?,
-                    }
-                }
-                Route::Nobody => {}
-            }
-            pending.wait(&self.node).await?;
-        }
+                    })
+                },
+                done,
+            )
+            .await
     }
 
     /// The owner of `id`'s shard, read from etcd now; `None` while nobody
@@ -518,5 +463,30 @@ impl<W: ClusterWorker> Cluster<W> {
             task.abort();
         }
         node.peers.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    /// Callers spawn these on tokio: their futures must be `Send` for every
+    /// cluster worker. Built, never run.
+    #[allow(dead_code)]
+    fn every_operation_is_a_send_future<W: ClusterWorker>(
+        cluster: Cluster<W>,
+        id: W::Id,
+        args: ArgsOf<W>,
+        request: W::Request,
+        message: W::Message,
+    ) {
+        send(cluster.stop(&id));
+        send(cluster.owner(&id));
+        send(cluster.count());
+        send(cluster.leave());
+        send(cluster.cast(id.clone(), args.clone(), message));
+        send(cluster.call(id, args, request));
     }
 }
