@@ -54,9 +54,9 @@ pub(crate) fn encode_once<T: Serialize>(
     }
 }
 
-/// The value itself the first time; on a retry, a copy decoded from its
-/// bytes (a registry that stopped before its worker got the value dropped
-/// it).
+/// The value itself on the first attempt; on a later one, a copy decoded
+/// from its bytes, since the first attempt gave the value to a registry
+/// that stopped before its worker took it.
 pub(crate) fn take_or_decode<T: DeserializeOwned>(
     value: &mut Option<T>,
     bytes: &[u8],
