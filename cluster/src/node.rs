@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 /// delivered to it.
 pub(crate) type Served<W> = (i64, GenRegistry<W>, Arc<AtomicUsize>);
 
+/// One node, shared by its handles (`Cluster`) and its tasks.
 pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) config: Config,
     pub(crate) options: Options<W>,
@@ -42,7 +43,9 @@ pub(crate) struct Node<W: ClusterWorker> {
     /// Wakes the reconciler.
     pub(crate) wake: Notify,
     pub(crate) peers: Peers,
+    /// The node's tasks, aborted when it leaves.
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once by `leave`: from then on every operation fails with `Left`.
     pub(crate) left: AtomicBool,
 }
 
