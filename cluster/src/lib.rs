@@ -67,11 +67,18 @@
 #[doc = include_str!("../../guide/src/cluster.md")]
 struct GuideChapter;
 
+mod client;
 mod cluster;
 mod config;
 mod error;
 mod fence;
 mod hash;
+mod membership;
+mod node;
+mod ownership;
+mod routing;
+mod server;
+mod view;
 mod wire;
 
 pub use cluster::{Cluster, Owner};

@@ -8,6 +8,7 @@
 //! decode, gets an error frame and the connection is closed: its byte
 //! stream can no longer be trusted, and the node goes on serving others.
 
+use crate::ClusterError;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::Sha256;
@@ -16,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long a handshake may take before the connection is dropped.
+pub(crate) const HANDSHAKE: Duration = Duration::from_secs(2);
 /// The largest handshake frame: a nonce and a MAC, with room to spare.
 const HANDSHAKE_FRAME: usize = 256;
 const CLIENT_LABEL: &[u8] = b"gen_registry_cluster client";
@@ -62,6 +65,17 @@ pub(crate) enum Response {
     NotFound,
     /// The worker's error, or a request this node could not decode.
     Failed(String),
+}
+
+/// A worker's value (an id, args, a request, a reply, a message) as the
+/// bytes it travels in.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ClusterError> {
+    postcard::to_stdvec(value).map_err(|e| ClusterError::Codec(e.to_string()))
+}
+
+/// A worker's value from the bytes it travelled in.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ClusterError> {
+    postcard::from_bytes(bytes).map_err(|e| ClusterError::Codec(e.to_string()))
 }
 
 #[derive(Serialize, Deserialize)]

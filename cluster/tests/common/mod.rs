@@ -236,11 +236,19 @@ impl Node {
 
     /// `call ID ADD`: `Ok(total)` or `Err(line)`.
     pub fn call(&mut self, id: u64, add: u64) -> Result<u64, String> {
-        let line = self.ask(
-            &format!("call {id} {add}"),
-            &format!("call {id} "),
-            Duration::from_secs(15),
-        );
+        self.send_call(id, add);
+        self.call_answer(id)
+    }
+
+    /// Sends `call ID ADD` without waiting: several nodes can be called at
+    /// once, and their answers read with [`Node::call_answer`].
+    pub fn send_call(&mut self, id: u64, add: u64) {
+        self.send(&format!("call {id} {add}"));
+    }
+
+    /// The answer to the call of `id` sent last: `Ok(total)` or `Err(line)`.
+    pub fn call_answer(&mut self, id: u64) -> Result<u64, String> {
+        let line = self.expect(&format!("call {id} "), Duration::from_secs(15));
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["call", _, "ok", total] => Ok(total.parse().expect("a number")),

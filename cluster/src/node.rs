@@ -1,0 +1,162 @@
+//! The state a node's tasks share, and the shards it serves here.
+//!
+//! Tasks of a node: the lease keeper (renews, and after a fence takes a new
+//! lease) and the fence timer (stops the workers when the deadline passes),
+//! in `membership`; the watcher (wakes the reconciler on any change under
+//! the prefix) and the reconciler (releases the shards this node should no
+//! longer own and claims those it should), in `ownership`; and the RPC
+//! server, in `server`. Callers reach workers through `routing`.
+
+use crate::client::Peers;
+use crate::fence::Liveness;
+use crate::view::{Keys, View};
+use crate::{ClusterError, ClusterWorker, Config};
+use etcd_client::Client;
+use gen_registry::{GenRegistry, Options};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// A shard served here: its epoch, its registry, and the requests being
+/// delivered to it.
+pub(crate) type Served<W> = (i64, GenRegistry<W>, Arc<AtomicUsize>);
+
+/// One node, shared by its handles (`Cluster`) and its tasks.
+pub(crate) struct Node<W: ClusterWorker> {
+    pub(crate) config: Config,
+    pub(crate) options: Options<W>,
+    pub(crate) etcd: Client,
+    pub(crate) shards: u32,
+    pub(crate) keys: Keys,
+    pub(crate) address: String,
+    pub(crate) live: Arc<Liveness>,
+    /// The shards served here, with their epochs and registries. Claims and
+    /// fences change it under this lock, so a claim that raced a fence is
+    /// never served.
+    pub(crate) local: Mutex<HashMap<u32, Served<W>>>,
+    /// The lease this node holds now: a new one after each fence.
+    pub(crate) lease: AtomicI64,
+    pub(crate) view: Mutex<View>,
+    /// Wakes the reconciler.
+    pub(crate) wake: Notify,
+    pub(crate) peers: Peers,
+    /// The node's tasks, aborted when it leaves.
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once by `leave`: from then on every operation fails with `Left`.
+    pub(crate) left: AtomicBool,
+}
+
+/// A request being delivered to a local shard's registry: a graceful
+/// release waits for these to finish before it stops the shard's workers,
+/// so that a request routed just before the release is not cut off.
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<W: ClusterWorker> Node<W> {
+    /// A node that has registered under `lease` and serves nothing yet.
+    pub(crate) fn new(
+        config: Config,
+        options: Options<W>,
+        etcd: Client,
+        shards: u32,
+        address: String,
+        live: Arc<Liveness>,
+        lease: i64,
+    ) -> Self {
+        Node {
+            keys: Keys::new(&config.prefix),
+            peers: Peers::new(&config),
+            config,
+            options,
+            etcd,
+            shards,
+            address,
+            live,
+            local: Mutex::new(HashMap::new()),
+            lease: AtomicI64::new(lease),
+            view: Mutex::new(View::default()),
+            wake: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+            left: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn not_left(&self) -> Result<(), ClusterError> {
+        match self.left.load(Ordering::Acquire) {
+            true => Err(ClusterError::Left),
+            false => Ok(()),
+        }
+    }
+
+    /// Reads members and shard claims from etcd into the view.
+    pub(crate) async fn refresh_view(&self) -> Result<(), ClusterError> {
+        let view = View::read(&self.etcd, &self.keys, self.config.call_timeout).await?;
+        *self.view.lock() = view;
+        Ok(())
+    }
+
+    /// Serves `shard` at `epoch`, if the lease it was claimed under is still
+    /// this node's and still safe (checked under the lock a fence takes).
+    pub(crate) fn start_serving(
+        &self,
+        shard: u32,
+        epoch: i64,
+        lease: i64,
+    ) -> Result<(), ClusterError> {
+        let registry = GenRegistry::new(self.options.clone())
+            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let mut local = self.local.lock();
+        if self.live.valid()
+            && self.lease.load(Ordering::Acquire) == lease
+            && !self.left.load(Ordering::Acquire)
+        {
+            local.insert(shard, (epoch, registry, Arc::new(AtomicUsize::new(0))));
+            self.live.serve(shard, epoch);
+        }
+        Ok(())
+    }
+
+    /// The registry of `shard` if this node serves it at `epoch` now.
+    pub(crate) fn serving(&self, shard: u32, epoch: i64) -> Option<(GenRegistry<W>, Busy)> {
+        let local = self.local.lock();
+        match local.get(&shard) {
+            Some((e, registry, busy)) if *e == epoch && self.live.valid() => {
+                Some((registry.clone(), Busy::new(busy)))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn local_count(&self) -> usize {
+        self.local.lock().values().map(|(_, r, _)| r.count()).sum()
+    }
+
+    /// Stops serving every shard and stops their workers (`terminate` runs).
+    pub(crate) async fn fence_local(&self) {
+        let drained: Vec<GenRegistry<W>> = {
+            let mut local = self.local.lock();
+            self.live.fence();
+            local.drain().map(|(_, (_, r, _))| r).collect()
+        };
+        let mut stops = tokio::task::JoinSet::new();
+        for registry in drained {
+            stops.spawn(async move { registry.shutdown().await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}

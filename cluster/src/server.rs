@@ -1,0 +1,162 @@
+//! The RPC server: answers peers' requests for the shards this node serves.
+//!
+//! A peer proves the cluster secret before anything it sends is read, then
+//! sends requests one at a time on its connection. A request reaches a
+//! worker only if this node serves the shard at the epoch the peer named,
+//! and only for an id that hashes to that shard; otherwise the answer is
+//! "not owner", and the peer refreshes its view and retries elsewhere.
+
+use crate::fence::Fence;
+use crate::hash::shard_of;
+use crate::node::Node;
+use crate::wire::{self, FrameError, HANDSHAKE, Request, Response, decode, encode};
+use crate::{ArgsOf, ClusterArgs, ClusterError, ClusterWorker};
+use gen_registry::Error;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+/// Accepts peers' connections: each one proves the cluster secret, then
+/// sends requests one at a time.
+pub(crate) async fn serve<W: ClusterWorker>(node: Arc<Node<W>>, listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            if wire::accept(&mut stream, &node.config.secret, HANDSHAKE)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let response = match wire::read_frame::<Request>(&mut stream, node.config.max_frame)
+                    .await
+                {
+                    Ok(request) => node.answer(request).await,
+                    Err(FrameError::Io(_)) => return,
+                    Err(e) => {
+                        let _ =
+                            wire::write_frame(&mut stream, &Response::Failed(e.to_string())).await;
+                        return;
+                    }
+                };
+                if wire::write_frame(&mut stream, &response).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl<W: ClusterWorker> Node<W> {
+    /// Answers one request from a peer.
+    async fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::Call {
+                shard,
+                epoch,
+                id,
+                args,
+                request,
+                timeout_ms,
+            } => {
+                let Some((registry, _busy)) = self.serving(shard, epoch) else {
+                    return Response::NotOwner;
+                };
+                let (id, fenced, request) =
+                    match self.decode_addressed::<W::Request>(shard, epoch, &id, &args, &request) {
+                        Ok(d) => d,
+                        Err(e) => return Response::Failed(e.to_string()),
+                    };
+                let within = Duration::from_millis(timeout_ms).min(self.config.call_timeout);
+                match timeout(within, registry.call(id, fenced, request)).await {
+                    Ok(Ok(reply)) => match encode(&reply) {
+                        Ok(bytes) => Response::Reply(bytes),
+                        Err(e) => Response::Failed(e.to_string()),
+                    },
+                    Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
+                    Ok(Err(e)) => Response::Failed(e.to_string()),
+                    Err(_) => Response::Failed(ClusterError::Timeout(within).to_string()),
+                }
+            }
+            Request::Cast {
+                shard,
+                epoch,
+                id,
+                args,
+                message,
+            } => {
+                let Some((registry, _busy)) = self.serving(shard, epoch) else {
+                    return Response::NotOwner;
+                };
+                let (id, fenced, message) =
+                    match self.decode_addressed::<W::Message>(shard, epoch, &id, &args, &message) {
+                        Ok(d) => d,
+                        Err(e) => return Response::Failed(e.to_string()),
+                    };
+                match timeout(self.config.call_timeout, registry.cast(id, fenced, message)).await {
+                    Ok(Ok(())) => Response::Done,
+                    Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
+                    Ok(Err(e)) => Response::Failed(e.to_string()),
+                    Err(_) => Response::Failed(
+                        ClusterError::Timeout(self.config.call_timeout).to_string(),
+                    ),
+                }
+            }
+            Request::Stop { shard, epoch, id } => {
+                let Some((registry, _busy)) = self.serving(shard, epoch) else {
+                    return Response::NotOwner;
+                };
+                let id = match self.decode_id(shard, &id) {
+                    Ok(id) => id,
+                    Err(e) => return Response::Failed(e.to_string()),
+                };
+                match timeout(self.config.call_timeout, registry.stop(&id)).await {
+                    Ok(Ok(())) => Response::Done,
+                    Ok(Err(Error::NotFound)) => Response::NotFound,
+                    Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
+                    Ok(Err(e)) => Response::Failed(e.to_string()),
+                    Err(_) => Response::Failed(
+                        ClusterError::Timeout(self.config.call_timeout).to_string(),
+                    ),
+                }
+            }
+            Request::Count => Response::Count(self.local_count() as u64),
+        }
+    }
+
+    /// The id, the args fenced with `shard`'s `epoch`, and the payload (a
+    /// request or a message) of an operation a peer sent for one id.
+    fn decode_addressed<P: DeserializeOwned>(
+        &self,
+        shard: u32,
+        epoch: i64,
+        id: &[u8],
+        args: &[u8],
+        payload: &[u8],
+    ) -> Result<(W::Id, W::Args, P), ClusterError> {
+        let id = self.decode_id(shard, id)?;
+        let args: ArgsOf<W> = decode(args)?;
+        let payload: P = decode(payload)?;
+        let fence = Fence::new(shard, epoch, self.live.clone());
+        Ok((id, W::Args::fenced(args, fence), payload))
+    }
+
+    /// Decodes an id sent for `shard`, refusing one from another shard: a
+    /// peer must not start a worker in a shard its id does not hash to.
+    fn decode_id(&self, shard: u32, bytes: &[u8]) -> Result<W::Id, ClusterError> {
+        if shard_of(bytes, self.shards) != shard {
+            return Err(ClusterError::Codec(format!(
+                "the id does not hash to shard {shard}"
+            )));
+        }
+        decode(bytes)
+    }
+}
