@@ -6,9 +6,9 @@
 //! answers each writer only once that transaction has committed. While it
 //! commits, new writes queue behind it and go together in the next
 //! transaction, so the batch grows with the load and a lone write waits for
-//! nothing: no timer, no linger. Measured against a linger of 1 ms in the
-//! guide's chapter on state (it bought nothing on SQLite in WAL mode, where
-//! the commit itself is the wait).
+//! nothing: no timer, no linger. The guide's chapter on state has the
+//! measurement against a commit per write (`examples/state_group_commit.rs`):
+//! 17–38× the writes per second at 64 writers on SQLite.
 
 use crate::executor::Executor;
 use crate::state::error::Refusal;
