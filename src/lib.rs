@@ -73,6 +73,8 @@
 //
 // The facade: the registry and its Bastion embedding.
 mod registry;
+// Persisted state, beside the facade: workers keep a `Stored` of their own.
+pub mod state;
 // The worker machinery: the trait, its context and handle, options, errors
 // and events, the cell, the registry's shared state, and the worker's loop.
 mod worker;
@@ -113,6 +115,8 @@ mod guide {
     struct Elixir;
     #[doc = include_str!("../guide/src/design.md")]
     struct Design;
+    #[doc = include_str!("../guide/src/state.md")]
+    struct State;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

@@ -16,6 +16,8 @@ use std::path::Path;
 /// path that is listed.
 const LAYERS: &[(&str, &[&str])] = &[
     ("facade", &["registry"]),
+    // Persisted state: built on the worker machinery, used by no layer below.
+    ("persisted state", &["state"]),
     // A worker for the API docs' examples, and the tests inside src/.
     ("documentation helpers", &["doc_support"]),
     ("worker loop", &["worker::supervise"]),

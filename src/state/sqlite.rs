@@ -1,0 +1,197 @@
+//! The SQLite store, the embedded default: one file in WAL mode, every
+//! statement run on the executor's blocking pool.
+
+use crate::executor::Executor;
+use crate::state::error::{Refusal, Stamp, check};
+use crate::state::store::{Backend, BoxFuture, Key, Record, Store, Write};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The table every kind of record shares; a cleared record keeps its row
+/// with a NULL state, so its version and epoch keep fencing late writers.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gen_registry_state (
+    kind TEXT NOT NULL,
+    id BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    state BLOB,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID";
+
+/// A [`Backend`] in one SQLite file, in WAL mode with `synchronous=FULL`:
+/// a commit returns once the write-ahead log is on disk, so an acknowledged
+/// write survives a crash of the process or of the machine. Loads go
+/// through their own connection and never wait for a commit (WAL lets
+/// readers and the writer run together). Clones share the connections.
+///
+/// ```
+/// use gen_registry::Executor;
+/// use gen_registry::state::{Sqlite, Store};
+/// let dir = std::env::temp_dir().join(format!("gen_registry_doc_{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let sqlite = Sqlite::open(dir.join("state.db"), Executor::Bastion).unwrap();
+/// let store = Store::new(sqlite, Executor::Bastion); // what Store::sqlite does
+/// # let _ = store;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// ```
+#[derive(Clone)]
+pub struct Sqlite {
+    connections: Arc<Connections>,
+    executor: Executor,
+}
+
+struct Connections {
+    // Locked only on the blocking pool, for one statement or one
+    // transaction, never across an await.
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl Sqlite {
+    /// Opens (creating it if needed) the SQLite file at `path`, puts it in
+    /// WAL mode and creates the state table. It runs its statements on
+    /// `executor`'s blocking pool. Opening is itself blocking file I/O:
+    /// call it at start-up, not from a worker's callback.
+    ///
+    /// ```
+    /// # use gen_registry::Executor;
+    /// # use gen_registry::state::Sqlite;
+    /// let not_a_dir = std::env::temp_dir().join("gen_registry_no_such_dir/x/state.db");
+    /// assert!(Sqlite::open(not_a_dir, Executor::Bastion).is_err());
+    /// ```
+    pub fn open(path: impl AsRef<Path>, executor: Executor) -> std::io::Result<Sqlite> {
+        let path = path.as_ref();
+        let open = |path: &Path| -> rusqlite::Result<Connection> {
+            let connection = Connection::open(path)?;
+            connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            Ok(connection)
+        };
+        let wrap = |e: rusqlite::Error| {
+            std::io::Error::other(format!("SQLite store {}: {e}", path.display()))
+        };
+        let writer = open(path).map_err(wrap)?;
+        writer.execute_batch(SCHEMA).map_err(wrap)?;
+        let reader = open(path).map_err(wrap)?;
+        Ok(Sqlite {
+            connections: Arc::new(Connections {
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+            }),
+            executor,
+        })
+    }
+}
+
+impl Store {
+    /// A store in the SQLite file at `path` (see [`Sqlite`]), its
+    /// statements and its batches run from `executor`.
+    ///
+    /// ```
+    /// use gen_registry::Executor;
+    /// use gen_registry::state::{Store, Stored};
+    /// # gen_registry::doc_support::run(async {
+    /// let dir = std::env::temp_dir().join(format!("gen_registry_doc2_{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::sqlite(dir.join("state.db"), Executor::Bastion).unwrap();
+    /// let mut seen = Stored::<u32>::load(&store, "seen", "x").await.unwrap();
+    /// *seen += 1;
+    /// seen.write().await.unwrap();
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # });
+    /// ```
+    pub fn sqlite(path: impl AsRef<Path>, executor: Executor) -> std::io::Result<Store> {
+        let sqlite = Sqlite::open(path, executor.clone())?;
+        Ok(Store::new(sqlite, executor))
+    }
+}
+
+// Versions and epochs are u64 in Rust and INTEGER (i64) in SQLite: stored
+// bit for bit, compared only in Rust.
+fn to_sql(n: u64) -> i64 {
+    n as i64
+}
+fn from_sql(n: i64) -> u64 {
+    n as u64
+}
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic inside a statement cannot leave the connection half-changed
+    // (a dropped transaction rolls back), so a poisoned lock is still good.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn commit_blocking(
+    connection: &mut Connection,
+    writes: Vec<Write>,
+) -> rusqlite::Result<Vec<Result<(), Refusal>>> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    {
+        let mut read = transaction.prepare_cached(
+            "SELECT version, epoch FROM gen_registry_state WHERE kind = ?1 AND id = ?2",
+        )?;
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO gen_registry_state (kind, id, version, epoch, state)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kind, id) DO UPDATE
+             SET version = excluded.version, epoch = excluded.epoch, state = excluded.state",
+        )?;
+        for write in writes {
+            let held = read
+                .query_row(params![write.key.kind, write.key.id], |row| {
+                    Ok(Stamp {
+                        version: from_sql(row.get(0)?),
+                        epoch: from_sql(row.get(1)?),
+                    })
+                })
+                .optional()?;
+            let outcome = check(held, write.expected, write.epoch);
+            if outcome.is_ok() {
+                upsert.execute(params![
+                    write.key.kind,
+                    write.key.id,
+                    to_sql(write.expected + 1),
+                    to_sql(write.epoch),
+                    write.state
+                ])?;
+            }
+            outcomes.push(outcome);
+        }
+    }
+    transaction.commit()?;
+    Ok(outcomes)
+}
+
+impl Backend for Sqlite {
+    fn load(&self, key: Key) -> BoxFuture<Result<Option<Record>, String>> {
+        let connections = Arc::clone(&self.connections);
+        let work = self.executor.blocking(move || {
+            let connection = lock(&connections.reader);
+            let mut read = connection.prepare_cached(
+                "SELECT version, epoch, state FROM gen_registry_state WHERE kind = ?1 AND id = ?2",
+            )?;
+            read.query_row(params![key.kind, key.id], |row| {
+                Ok(Record {
+                    stamp: Stamp {
+                        version: from_sql(row.get(0)?),
+                        epoch: from_sql(row.get(1)?),
+                    },
+                    state: row.get(2)?,
+                })
+            })
+            .optional()
+        });
+        Box::pin(async move { work.await.map_err(|e| format!("SQLite: {e}")) })
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<Result<Vec<Result<(), Refusal>>, String>> {
+        let connections = Arc::clone(&self.connections);
+        let work = self
+            .executor
+            .blocking(move || commit_blocking(&mut lock(&connections.writer), writes));
+        Box::pin(async move { work.await.map_err(|e| format!("SQLite: {e}")) })
+    }
+}
