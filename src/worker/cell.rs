@@ -102,8 +102,10 @@ pub(crate) enum CallFailure<R> {
     Undelivered(R),
 }
 
-pub(crate) type ReplyTo<W> =
-    oneshot::Sender<Result<<W as Worker>::Reply, CallFailure<<W as Worker>::Request>>>;
+/// What a caller gets back from the worker: the reply, or why none came.
+pub(crate) type Outcome<W> = Result<<W as Worker>::Reply, CallFailure<<W as Worker>::Request>>;
+
+pub(crate) type ReplyTo<W> = oneshot::Sender<Outcome<W>>;
 
 /// Why a message was not queued; the message comes back.
 pub(crate) enum Refused<W: Worker> {
@@ -879,6 +881,28 @@ impl<W: Worker> Cell<W> {
         if let Some(task) = task {
             task.abort();
         }
+    }
+
+    /// Answers a call of this worker, unless the worker was killed: then the
+    /// answer is dropped, and so is `reply_to`, and its caller gets
+    /// [`Error::WorkerEnded`](crate::Error::WorkerEnded). Whether it was sent.
+    ///
+    /// The send happens under the cell's lock, the one [`kill`](Self::kill)
+    /// takes to mark the worker killed: a reply sent after `kill` returned
+    /// would be seen by a caller who was promised `WorkerEnded`. (A handler
+    /// running when the kill comes finishes its current step, and the
+    /// worker's loop reaches this send before its future is dropped.) The
+    /// send wakes the caller under the lock; a waker only schedules a task.
+    pub(crate) fn answer(&self, reply_to: ReplyTo<W>, outcome: Outcome<W>) -> bool {
+        let g = self.lock();
+        if g.kill {
+            drop(g);
+            drop((reply_to, outcome));
+            return false;
+        }
+        let sent = reply_to.send(outcome).is_ok();
+        drop(g);
+        sent
     }
 
     /// The first half of the end: closes the mailbox (any state → at least

@@ -239,8 +239,10 @@ impl<W: Worker> WorkerRef<W> {
     /// `exit(Pid, kill)`). When `kill` returns, the worker takes no new
     /// mail, its queued and pending callers get [`Error::WorkerEnded`],
     /// `is_alive` is false and no lookup returns it. Its future is dropped at
-    /// its next turn on the executor (a handler running at this instant may
-    /// still finish its current step); then its id is free. A killed worker
+    /// its next turn on the executor; a handler running at this instant may
+    /// still finish its current step, even return, but its reply is dropped:
+    /// the caller gets `WorkerEnded`, never the reply of a killed worker.
+    /// Then its id is free. A killed worker
     /// is never restarted. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
     ///
     /// ```

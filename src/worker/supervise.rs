@@ -218,7 +218,7 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                                         // Leave the registry before the caller can act on the reply.
                                         life.guard.ctx.shared.leave_running(life.guard.cell());
                                     }
-                                    let _ = reply_to.send(Ok(reply));
+                                    life.guard.cell().answer(reply_to, Ok(reply));
                                 }
                                 Err(panic) => {
                                     let message = panic_message(panic);
@@ -227,7 +227,8 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                                         life.restarts.as_deref_mut(),
                                         message.clone(),
                                     );
-                                    let _ = reply_to.send(Err(CallFailure::Panicked(message)));
+                                    let panicked = Err(CallFailure::Panicked(message));
+                                    life.guard.cell().answer(reply_to, panicked);
                                     break ending;
                                 }
                             }
