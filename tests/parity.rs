@@ -129,3 +129,122 @@ fn a_busy_handler_killed_from_outside_never_answers_its_caller() {
     }
     assert_eq!(DOOMED_TERMINATES.load(Ordering::SeqCst), 0);
 }
+
+// ---------------------------------------------------------------------------
+// A back-off that forgives progress.
+
+/// One hot id: answers with the number of requests so far, and panics on
+/// every 100th.
+struct Hot {
+    requests: Arc<AtomicUsize>,
+}
+
+impl Worker for Hot {
+    type Id = u32;
+    type Args = Arc<AtomicUsize>;
+    type Request = ();
+    type Reply = usize;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(
+        _: &u32,
+        requests: Arc<AtomicUsize>,
+        _: &Context<Self>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Hot { requests })
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) -> usize {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if n % 100 == 0 {
+            panic!("deliberate: request {n}");
+        }
+        n
+    }
+}
+
+#[test]
+fn a_hot_id_that_crashes_now_and_then_answers_every_caller_in_time() {
+    common::quiet_deliberate_panics();
+    // 10,000 in the full run: GEN_REGISTRY_PARITY_HOT_CALLERS=10000.
+    let callers = common::size_from_env("GEN_REGISTRY_PARITY_HOT_CALLERS", 2_000);
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let options = Options::default()
+            .executor(executor)
+            .restart(gen_registry::RestartPolicy::Always);
+        let registry = GenRegistry::<Hot>::new(options).unwrap();
+        let (answered, panicked, other) = common::run(120, async move {
+            let worker = registry.start(1, Arc::default()).await.unwrap();
+            let calls = (0..callers).map(|_| {
+                let worker = worker.clone();
+                common::spawn(async move { worker.call(()).await })
+            });
+            let replies = futures::future::join_all(calls).await;
+            registry.shutdown().await;
+            let mut counts = (0, 0, Vec::new());
+            for reply in replies {
+                match reply {
+                    Ok(_) => counts.0 += 1,
+                    Err(Error::HandlerPanicked(m)) if m.contains("deliberate") => counts.1 += 1,
+                    Err(e) => counts.2.push(e.to_string()),
+                }
+            }
+            counts
+        });
+        assert!(
+            other.is_empty(),
+            "{name}: {} of {callers} calls failed otherwise, first: {}",
+            other.len(),
+            other[0]
+        );
+        assert_eq!(answered + panicked, callers, "{name}");
+        assert_eq!(panicked, callers / 100, "{name}");
+    }
+}
+
+/// A worker that crashes before it handles anything: its `init` sends it a
+/// message whose handler panics.
+struct Brittle;
+
+impl Worker for Brittle {
+    type Id = u32;
+    type Args = ();
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u32, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+        ctx.handle().cast(()).unwrap();
+        Ok(Brittle)
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+
+    async fn handle_cast(&mut self, _: (), _: &mut Context<Self>) {
+        panic!("deliberate: crash before any progress");
+    }
+}
+
+#[test]
+fn a_worker_that_crashes_before_any_progress_still_backs_off_to_the_max() {
+    common::quiet_deliberate_panics();
+    let delays = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = delays.clone();
+    let options = Options::default()
+        .restart(gen_registry::RestartPolicy::Always)
+        .observe(move |event: &gen_registry::Event<'_, Brittle>| {
+            if let gen_registry::Event::Restarting { delay, .. } = event {
+                seen.lock().push(delay.as_millis());
+            }
+        });
+    let registry = GenRegistry::<Brittle>::new(options).unwrap();
+    common::run(30, async move {
+        registry.start(1, ()).await.unwrap();
+        common::wait_until(|| delays.lock().len() >= 5).await;
+        registry.shutdown().await;
+        assert_eq!(delays.lock()[..5], [10, 20, 40, 80, 160]);
+    });
+}

@@ -248,6 +248,11 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                             }
                         }
                     }
+                    // Handled without a panic: this incarnation made progress,
+                    // so its next crash is not part of a crash loop.
+                    if let Some(restarts) = life.restarts.as_deref_mut() {
+                        restarts.progress();
+                    }
                     if life.guard.ctx.stop {
                         life.guard.ctx.shared.leave_running(life.guard.cell());
                         break (ExitReason::Normal, None);
