@@ -248,3 +248,53 @@ fn a_worker_that_crashes_before_any_progress_still_backs_off_to_the_max() {
         assert_eq!(delays.lock()[..5], [10, 20, 40, 80, 160]);
     });
 }
+
+// ---------------------------------------------------------------------------
+// A worker's own shorter idle timeout, honoured on time.
+
+/// A worker that sets its own idle timeout of 50 ms in `init`.
+struct Brief;
+
+impl Worker for Brief {
+    type Id = u32;
+    type Args = ();
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u32, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+        ctx.set_idle_timeout(Some(Duration::from_millis(50)));
+        Ok(Brief)
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+#[test]
+fn a_workers_own_shorter_idle_timeout_is_honoured_on_time() {
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let options = Options::default()
+            .executor(executor)
+            .idle_timeout(Duration::from_secs(10));
+        let registry = GenRegistry::<Brief>::new(options).unwrap();
+        common::run(30, async move {
+            // The registry's sweep already runs, at the 10 s timeout's period.
+            for id in 0..2 {
+                let began = Instant::now();
+                let worker = registry.start(id, ()).await.unwrap();
+                assert_eq!(worker.monitor().await, ExitReason::Idle);
+                let took = began.elapsed();
+                // The promise is 50 ms plus a quarter of it; the bound is
+                // generous for a loaded machine, and far below the 1 s period
+                // of the registry's own timeout.
+                assert!(
+                    took < Duration::from_millis(500),
+                    "{name}: worker {id} idled out after {took:?}"
+                );
+            }
+            registry.shutdown().await;
+        });
+    }
+}

@@ -258,7 +258,9 @@ impl<W: Worker> Context<W> {
     /// `None` keeps it however long it idles. It lasts for the worker's
     /// life, across restarts. The idle check runs at a granularity of a
     /// quarter of the shortest idle timeout in use (at most 1 s), so an
-    /// idle worker ends between `d` and `d` plus that granularity. Timeouts
+    /// idle worker ends between `d` and `d` plus that granularity. A timeout
+    /// shorter than any in use so far takes effect at once: the sweep,
+    /// sleeping out the longer period, is woken to the shorter one. Timeouts
     /// are kept in milliseconds, at most about 49 days.
     ///
     /// ```

@@ -16,8 +16,12 @@ use crate::worker::cell::{
 use crate::worker::event::{Event, notify};
 use crate::worker::options::{AtCapacity, Options};
 use crate::worker::{ExitReason, Worker};
+use futures::task::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 /// What the users' handles share.
@@ -39,8 +43,8 @@ pub(crate) struct Shared<W: Worker> {
     pub(crate) stopped: AtomicBool,
     /// Whether `RegistryStopped` was reported.
     announced: AtomicBool,
-    /// The idle sweep's period in milliseconds; `NO_SWEEP` while none runs.
-    sweep_ms: AtomicU32,
+    /// The idle sweep's period, and the way to wake it when it shortens.
+    sweep: Arc<SweepPeriod>,
     /// With `Options::max_workers`: who is resident, and who goes first.
     evictor: Option<Evictor<Resident<W>>>,
     pub(crate) options: Options<W>,
@@ -49,7 +53,7 @@ pub(crate) struct Shared<W: Worker> {
 /// Workers a shutdown asks to stop at a time (see [`Shared::shutdown`]).
 const SHUTDOWN_WINDOW: usize = 1024;
 
-/// `Shared::sweep_ms` before an idle timeout is in use.
+/// `SweepPeriod::ms` before an idle timeout is in use.
 const NO_SWEEP: u32 = u32::MAX;
 /// The longest the idle sweep sleeps.
 const MAX_SWEEP_MS: u32 = 1_000;
@@ -77,7 +81,10 @@ impl<W: Worker> Owner<W> {
                 },
                 stopped: AtomicBool::new(false),
                 announced: AtomicBool::new(false),
-                sweep_ms: AtomicU32::new(NO_SWEEP),
+                sweep: Arc::new(SweepPeriod {
+                    ms: AtomicU32::new(NO_SWEEP),
+                    shortened: AtomicWaker::new(),
+                }),
                 evictor: options
                     .get_max_workers()
                     .map(|n| Evictor::new(n).expect("max_workers is checked by the options")),
@@ -178,15 +185,20 @@ impl<W: Worker> Shared<W> {
     /// Makes sure the idle sweep runs often enough for an idle timeout of
     /// `idle_ms`: every quarter of the shortest in use, at most every second.
     /// The first call starts it; a registry that never uses an idle timeout
-    /// runs none.
+    /// runs none. A shorter period wakes the sweep, which may be sleeping
+    /// out the longer one, so the new timeout is honoured on time.
     pub(crate) fn watch_idle(self: &Arc<Self>, idle_ms: u32) {
         if idle_ms == IDLE_NEVER {
             return;
         }
         let period = (idle_ms / 4).clamp(1, MAX_SWEEP_MS);
-        if self.sweep_ms.fetch_min(period, Ordering::AcqRel) == NO_SWEEP {
+        let before = self.sweep.ms.fetch_min(period, Ordering::AcqRel);
+        if before == NO_SWEEP {
             let shared = Arc::downgrade(self);
-            drop(self.options.get_executor().spawn(sweep(shared)));
+            let period = self.sweep.clone();
+            drop(self.options.get_executor().spawn(sweep(shared, period)));
+        } else if period < before {
+            self.sweep.shortened.wake();
         }
     }
 
@@ -272,16 +284,48 @@ impl<W: Worker> Shared<W> {
     }
 }
 
+/// The idle sweep's period in milliseconds (`NO_SWEEP` while none runs),
+/// shared by the registry and its sweep, which holds the registry only
+/// weakly.
+struct SweepPeriod {
+    ms: AtomicU32,
+    /// The sweep, sleeping out its period: woken when the period shortens.
+    shortened: AtomicWaker,
+}
+
+impl SweepPeriod {
+    /// Sleeps `period` ms; returns early, with `false`, once the period is
+    /// shorter than `period`.
+    async fn sleep(&self, period: u32) -> bool {
+        let mut sleep = Sleep::new(Duration::from_millis(u64::from(period)));
+        futures::future::poll_fn(|cx| {
+            // Registered before the period is read: a shortening after the
+            // read wakes this task.
+            self.shortened.register(cx.waker());
+            if self.ms.load(Ordering::Acquire) < period {
+                return Poll::Ready(false);
+            }
+            Pin::new(&mut sleep).poll(cx).map(|()| true)
+        })
+        .await
+    }
+}
+
 /// The idle sweep of one registry: every period, each running worker that
 /// idled past its timeout is asked to stop (see [`Cell::sweep_idle`]). It
-/// holds the registry weakly, and ends with it.
-async fn sweep<W: Worker>(shared: Weak<Shared<W>>) {
+/// holds the registry weakly, and ends with it. When the period shortens
+/// mid-sleep it starts a new sleep at the new period; the part already slept
+/// is not counted as a sweep, so no worker ends before its timeout.
+async fn sweep<W: Worker>(shared: Weak<Shared<W>>, sweep: Arc<SweepPeriod>) {
     loop {
-        let period = match shared.upgrade() {
-            Some(s) if !s.stopped.load(Ordering::Acquire) => s.sweep_ms.load(Ordering::Acquire),
+        match shared.upgrade() {
+            Some(s) if !s.stopped.load(Ordering::Acquire) => {}
             _ => return,
-        };
-        Sleep::new(Duration::from_millis(u64::from(period))).await;
+        }
+        let period = sweep.ms.load(Ordering::Acquire);
+        if !sweep.sleep(period).await {
+            continue;
+        }
         let Some(s) = shared.upgrade() else {
             return;
         };
