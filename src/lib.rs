@@ -122,7 +122,7 @@ pub use primitives::timer::{Elapsed, Timeout, timeout};
 pub use registry::GenRegistry;
 pub use registry::spec::Spec;
 pub use worker::context::{Context, TimerRef};
-pub use worker::error::Error;
+pub use worker::error::{BlockingError, Error};
 pub use worker::event::{Event, trace};
 pub use worker::handle::WorkerRef;
 pub use worker::options::{AtCapacity, Options};

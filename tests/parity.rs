@@ -298,3 +298,71 @@ fn a_workers_own_shorter_idle_timeout_is_honoured_on_time() {
         });
     }
 }
+
+// ---------------------------------------------------------------------------
+// Blocking work when the executor goes away.
+
+/// A worker that runs blocking work on request: with `try_blocking`, or with
+/// `blocking`.
+struct Offloader;
+
+impl Worker for Offloader {
+    type Id = u32;
+    type Args = ();
+    /// Whether to use `try_blocking`.
+    type Request = bool;
+    type Reply = String;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u32, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Offloader)
+    }
+
+    async fn handle_call(&mut self, fallible: bool, ctx: &mut Context<Self>) -> String {
+        if fallible {
+            match ctx.try_blocking(|| 6 * 7).await {
+                Ok(n) => n.to_string(),
+                Err(e) => format!("handled: {e}"),
+            }
+        } else {
+            ctx.blocking(|| 6 * 7).await.to_string()
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn blocking_work_whose_pool_shut_down_is_an_error_the_worker_handles() {
+    common::quiet_deliberate_panics();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Workers on Bastion's executor, their blocking work on tokio's pool.
+    let executor = Executor::BastionWithTokio(runtime.handle().clone());
+    let registry = GenRegistry::<Offloader>::new(Options::default().executor(executor)).unwrap();
+    let worker = common::run(10, {
+        let registry = registry.clone();
+        async move { registry.start(1, ()).await.unwrap() }
+    });
+    let first = common::run(10, {
+        let worker = worker.clone();
+        async move { worker.call(true).await }
+    });
+    assert_eq!(first.unwrap(), "42");
+    runtime.shutdown_background();
+    let reply = common::run(10, {
+        let worker = worker.clone();
+        async move { worker.call(true).await }
+    });
+    let reply = reply.unwrap();
+    assert!(
+        reply.starts_with("handled: ") && reply.contains("shut"),
+        "{reply}"
+    );
+    // `blocking` itself panics, as its docs say: the handler's panic, with
+    // a message that names the cause.
+    match common::run(10, async move { worker.call(false).await }) {
+        Err(Error::HandlerPanicked(m)) => assert!(m.contains("shutting down"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    common::run(10, async move { registry.shutdown().await });
+}

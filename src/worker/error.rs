@@ -198,3 +198,38 @@ impl<W: Worker> fmt::Debug for Error<W> {
         }
     }
 }
+
+/// Blocking work that did not run: the executor's blocking pool dropped it
+/// before it finished, because its tokio runtime has shut down. Returned by
+/// [`Context::try_blocking`](crate::Context::try_blocking); it converts into
+/// a [`std::io::Error`] (of kind `Other`) for workers whose errors are I/O
+/// errors.
+///
+/// ```
+/// use gen_registry::BlockingError;
+///
+/// fn explain(e: &BlockingError) -> String {
+///     format!("not saved: {e}")
+/// }
+/// let _ = explain;
+/// let io: fn(BlockingError) -> std::io::Error = std::io::Error::from;
+/// let _ = io;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingError(pub(crate) ());
+
+impl fmt::Display for BlockingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the blocking work was dropped before it finished: its executor's blocking pool is shutting down (its tokio runtime has shut down)",
+        )
+    }
+}
+
+impl std::error::Error for BlockingError {}
+
+impl From<BlockingError> for std::io::Error {
+    fn from(e: BlockingError) -> Self {
+        std::io::Error::other(e)
+    }
+}
