@@ -127,4 +127,5 @@ pub use worker::event::{Event, trace};
 pub use worker::handle::WorkerRef;
 pub use worker::options::{AtCapacity, Options};
 pub use worker::restart::{BackOff, RestartPolicy};
+pub use worker::shared::ShutdownReport;
 pub use worker::{ExitReason, Worker};

@@ -366,3 +366,103 @@ fn blocking_work_whose_pool_shut_down_is_an_error_the_worker_handles() {
     }
     common::run(10, async move { registry.shutdown().await });
 }
+
+// ---------------------------------------------------------------------------
+// A shutdown a deployment can size and check.
+
+/// A worker whose `terminate` finishes at once, or never (`Args = true`).
+struct Lingerer {
+    stubborn: bool,
+    terminated: Arc<AtomicUsize>,
+}
+
+impl Worker for Lingerer {
+    type Id = u32;
+    type Args = (bool, Arc<AtomicUsize>);
+    type Request = ();
+    type Reply = ();
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u32, args: Self::Args, _: &Context<Self>) -> Result<Self, Self::Error> {
+        let (stubborn, terminated) = args;
+        Ok(Lingerer {
+            stubborn,
+            terminated,
+        })
+    }
+
+    async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+
+    async fn terminate(&mut self, _: &ExitReason, _: &mut Context<Self>) {
+        if self.stubborn {
+            futures::future::pending::<()>().await;
+        }
+        self.terminated.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn lingerers(executor: Executor, timeout: Duration) -> GenRegistry<Lingerer> {
+    let options = Options::default()
+        .executor(executor)
+        .shutdown_timeout(timeout);
+    GenRegistry::new(options).unwrap()
+}
+
+#[test]
+fn the_shutdown_timeout_is_one_deadline_for_every_worker() {
+    // More workers than a shutdown stops at once (about a thousand), each
+    // with a `terminate` that never finishes.
+    let workers = common::size_from_env("GEN_REGISTRY_PARITY_SHUTDOWN_WORKERS", 2_500) as u32;
+    let timeout = Duration::from_secs(1);
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let registry = lingerers(executor, timeout);
+        let (report, took) = common::run(60, async move {
+            for id in 0..workers {
+                registry.start(id, (true, Arc::default())).await.unwrap();
+            }
+            let began = Instant::now();
+            let report = registry.shutdown().await;
+            assert_eq!(registry.count(), 0);
+            (report, began.elapsed())
+        });
+        assert_eq!(
+            (report.terminated, report.aborted),
+            (0, workers as usize),
+            "{name}"
+        );
+        // The deadline, and a generous margin to kill what is left: one
+        // timeout per window of workers would take three.
+        assert!(
+            took < timeout * 2,
+            "{name}: {workers} workers took {took:?} against a {timeout:?} timeout"
+        );
+    }
+}
+
+#[test]
+fn shutdown_reports_how_many_workers_terminated_and_how_many_were_aborted() {
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let registry = lingerers(executor, Duration::from_millis(200));
+        let terminated = Arc::new(AtomicUsize::new(0));
+        let report = common::run(30, {
+            let terminated = terminated.clone();
+            async move {
+                for id in 0..10 {
+                    let stubborn = id % 2 == 0;
+                    registry
+                        .start(id, (stubborn, terminated.clone()))
+                        .await
+                        .unwrap();
+                }
+                registry.shutdown().await
+            }
+        });
+        assert_eq!((report.terminated, report.aborted), (5, 5), "{name}");
+        assert!(!report.is_clean());
+        assert_eq!(report.to_string(), "5 workers terminated, 5 aborted");
+        assert_eq!(terminated.load(Ordering::SeqCst), 5, "{name}");
+    }
+}

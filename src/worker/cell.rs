@@ -857,13 +857,14 @@ impl<W: Worker> Cell<W> {
     /// failed, so its callers get
     /// [`Error::WorkerEnded`](crate::Error::WorkerEnded)) and no lookup returns
     /// it; its future is dropped at its next turn on the executor, without
-    /// running `terminate`.
-    pub(crate) fn kill(&self) {
+    /// running `terminate`. Whether this call killed it (it had not ended,
+    /// nor been killed already).
+    pub(crate) fn kill(&self) -> bool {
         let (task, queue, wake) = {
             let mut g = self.lock();
             let state = self.state();
             if state == State::Ended || g.kill {
-                return;
+                return false;
             }
             g.kill = true;
             let wake = if state < State::Stopping {
@@ -881,6 +882,7 @@ impl<W: Worker> Cell<W> {
         if let Some(task) = task {
             task.abort();
         }
+        true
     }
 
     /// Answers a call of this worker, unless the worker was killed: then the

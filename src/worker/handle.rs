@@ -258,7 +258,7 @@ impl<W: Worker> WorkerRef<W> {
     /// # });
     /// ```
     pub fn kill(&self) {
-        self.cell.kill();
+        let _ = self.cell.kill();
     }
 }
 
