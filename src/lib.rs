@@ -126,6 +126,7 @@ pub use worker::error::{BlockingError, Error};
 pub use worker::event::{Event, trace};
 pub use worker::handle::WorkerRef;
 pub use worker::options::{AtCapacity, Options};
+pub use worker::reply::Deferred;
 pub use worker::restart::{BackOff, RestartPolicy};
 pub use worker::shared::ShutdownReport;
 pub use worker::{ExitReason, Worker};

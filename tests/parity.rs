@@ -466,3 +466,224 @@ fn shutdown_reports_how_many_workers_terminated_and_how_many_were_aborted() {
         assert_eq!(terminated.load(Ordering::SeqCst), 5, "{name}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Deferred replies.
+
+/// What a [`Broker`] is asked.
+enum Ask {
+    /// Answered `n * 2` later by a task, after a delay that depends on `n`.
+    Later(u32),
+    /// Answered `n + 1` at once.
+    Now(u32),
+    /// The reply handle is kept in the worker's state, unanswered.
+    Keep,
+    /// The reply handle is dropped unanswered.
+    Drop,
+    /// Panics (a crash that restarts the worker).
+    Crash,
+}
+
+/// A worker that defers its replies to tasks on a tokio runtime, or keeps
+/// or drops the reply handles.
+struct Broker {
+    runtime: tokio::runtime::Handle,
+    /// The order in which the deferred answers were sent.
+    order: Arc<parking_lot::Mutex<Vec<u32>>>,
+    kept: Vec<gen_registry::Deferred<Broker>>,
+}
+
+type BrokerArgs = (tokio::runtime::Handle, Arc<parking_lot::Mutex<Vec<u32>>>);
+
+impl Worker for Broker {
+    type Id = u32;
+    type Args = BrokerArgs;
+    type Request = Ask;
+    type Reply = u32;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(
+        _: &u32,
+        (runtime, order): BrokerArgs,
+        _: &Context<Self>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Broker {
+            runtime,
+            order,
+            kept: Vec::new(),
+        })
+    }
+
+    async fn handle_call(&mut self, ask: Ask, ctx: &mut Context<Self>) -> u32 {
+        match ask {
+            Ask::Later(n) => {
+                let reply = ctx.defer().expect("a call's reply can be deferred");
+                let order = self.order.clone();
+                self.runtime.spawn(async move {
+                    let delay = u64::from(n.wrapping_mul(7_919) % 50);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    order.lock().push(n);
+                    reply.send(n * 2);
+                });
+            }
+            Ask::Now(n) => return n + 1,
+            Ask::Keep => {
+                self.kept.push(ctx.defer().unwrap());
+                self.order.lock().push(0);
+            }
+            Ask::Drop => drop(ctx.defer().unwrap()),
+            Ask::Crash => panic!("deliberate: a crash with replies outstanding"),
+        }
+        // Dropped: the reply was deferred.
+        0
+    }
+}
+
+fn brokers(executor: Executor) -> (GenRegistry<Broker>, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = Options::default()
+        .executor(executor)
+        .restart(gen_registry::RestartPolicy::Always)
+        .call_timeout(Duration::from_secs(60));
+    (GenRegistry::new(options).unwrap(), runtime)
+}
+
+#[test]
+fn deferred_replies_complete_out_of_order_while_the_worker_keeps_serving() {
+    let requests = common::size_from_env("GEN_REGISTRY_PARITY_DEFERRED", 1_000) as u32;
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let (registry, answers) = brokers(executor);
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let args = (answers.handle().clone(), order.clone());
+        let answered_first = common::run(60, {
+            let order = order.clone();
+            async move {
+                let worker = registry.start(1, args).await.unwrap();
+                let deferred = (0..requests).map(|n| {
+                    let worker = worker.clone();
+                    common::spawn(async move { (n, worker.call(Ask::Later(n)).await) })
+                });
+                let deferred = futures::future::join_all(deferred);
+                // Plain calls, answered while the deferred ones wait.
+                let mut answered_first = None;
+                for n in 0..20 {
+                    assert_eq!(worker.call(Ask::Now(n)).await.unwrap(), n + 1);
+                    answered_first.get_or_insert(order.lock().len());
+                }
+                for (n, reply) in deferred.await {
+                    assert_eq!(reply.unwrap(), n * 2, "{name}: caller {n}");
+                }
+                registry.shutdown().await;
+                answered_first.unwrap()
+            }
+        });
+        assert!(
+            answered_first < requests as usize,
+            "{name}: the plain calls waited for every deferred one"
+        );
+        let order = order.lock();
+        assert_eq!(order.len(), requests as usize);
+        assert!(
+            order.windows(2).any(|w| w[0] > w[1]),
+            "{name}: the deferred replies came in order"
+        );
+    }
+}
+
+#[test]
+fn a_dropped_reply_handle_gives_its_caller_an_error_at_once() {
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let (registry, answers) = brokers(executor);
+        let args = (answers.handle().clone(), Arc::default());
+        common::run(30, async move {
+            let worker = registry.start(1, args).await.unwrap();
+            // The call timeout is a minute: an error within the run's 30 s
+            // came from the dropped handle.
+            let reply = worker.call(Ask::Drop).await;
+            assert!(
+                matches!(reply, Err(Error::ReplyDropped)),
+                "{name}: {reply:?}"
+            );
+            assert!(
+                Error::<Broker>::ReplyDropped
+                    .to_string()
+                    .contains("dropped")
+            );
+            // Plain calls go on.
+            assert_eq!(worker.call(Ask::Now(1)).await.unwrap(), 2);
+            registry.shutdown().await;
+        });
+    }
+}
+
+#[test]
+fn outstanding_reply_handles_end_in_an_error_when_the_worker_restarts_stops_or_is_killed() {
+    common::quiet_deliberate_panics();
+    for (executor, _runtime) in common::every_executor() {
+        let name = executor_name(&executor);
+        let (registry, answers) = brokers(executor);
+        // One entry per reply handle kept.
+        let kept_so_far = Arc::<parking_lot::Mutex<Vec<u32>>>::default();
+        let args = (answers.handle().clone(), kept_so_far.clone());
+        common::run(30, async move {
+            let worker = registry.start(1, args.clone()).await.unwrap();
+            // Ten calls whose handles the worker keeps, once it has them all.
+            let kept = |worker: &gen_registry::WorkerRef<Broker>| {
+                let before = kept_so_far.lock().len();
+                let calls: Vec<_> = (0..10)
+                    .map(|_| {
+                        let worker = worker.clone();
+                        common::spawn(async move { worker.call(Ask::Keep).await })
+                    })
+                    .collect();
+                let kept_so_far = kept_so_far.clone();
+                async move {
+                    common::wait_until(|| kept_so_far.lock().len() == before + 10).await;
+                    calls
+                }
+            };
+            // A restart drops the crashed incarnation's state, and the
+            // handles it kept.
+            let outstanding = kept(&worker).await;
+            let crash = worker.call(Ask::Crash).await;
+            assert!(
+                matches!(crash, Err(Error::HandlerPanicked(_))),
+                "{name}: {crash:?}"
+            );
+            for reply in futures::future::join_all(outstanding).await {
+                assert!(
+                    matches!(reply, Err(Error::ReplyDropped)),
+                    "{name}: {reply:?}"
+                );
+            }
+            // A stop drops them too.
+            let outstanding = kept(&worker).await;
+            registry.stop(&1).await.unwrap();
+            for reply in futures::future::join_all(outstanding).await {
+                assert!(
+                    matches!(reply, Err(Error::ReplyDropped)),
+                    "{name}: {reply:?}"
+                );
+            }
+            // A kill: the callers get `WorkerEnded`, as any caller of a
+            // killed worker.
+            let worker = registry.start(1, args).await.unwrap();
+            let outstanding = kept(&worker).await;
+            worker.kill();
+            for reply in futures::future::join_all(outstanding).await {
+                assert!(
+                    matches!(reply, Err(Error::WorkerEnded)),
+                    "{name}: {reply:?}"
+                );
+            }
+            registry.shutdown().await;
+        });
+    }
+}

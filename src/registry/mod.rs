@@ -392,6 +392,7 @@ impl<W: Worker> GenRegistry<W> {
             stop: false,
             started: false,
             restarts: 0,
+            reply: None,
         });
         cell.set_task(supervise::spawn(guard, args));
         let state = cell.changed(State::Starting).await;

@@ -97,6 +97,9 @@ const KEEP_MAILBOX_CAPACITY: usize = 1024;
 /// Why a call got no reply from the handler.
 pub(crate) enum CallFailure<R> {
     Panicked(String),
+    /// The handler deferred its reply, and the reply handle was dropped
+    /// without an answer.
+    Dropped,
     /// The worker ended with the request still in its mailbox: no handler
     /// saw it, and here it is back.
     Undelivered(R),

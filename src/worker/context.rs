@@ -2,9 +2,10 @@
 
 use crate::executor::Unfinished;
 use crate::worker::Worker;
-use crate::worker::cell::{IDLE_NEVER, idle_millis};
+use crate::worker::cell::{IDLE_NEVER, ReplyTo, idle_millis};
 use crate::worker::error::BlockingError;
 use crate::worker::handle::WorkerRef;
+use crate::worker::reply::Deferred;
 use crate::worker::shared::Shared;
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct Context<W: Worker> {
     pub(crate) started: bool,
     /// Restarts so far: 0 in the first incarnation.
     pub(crate) restarts: u32,
+    /// The reply owed to the caller of the call being handled, until the
+    /// handler takes it ([`Context::defer`]) or returns.
+    pub(crate) reply: Option<ReplyTo<W>>,
 }
 
 impl<W: Worker> Context<W> {
@@ -355,6 +359,36 @@ impl<W: Worker> Context<W> {
         };
         self.handle.cell.set_idle_ms(idle_ms);
         self.shared.watch_idle(idle_ms);
+    }
+
+    /// Takes the reply owed to the caller of the call being handled, to
+    /// answer later ([`Deferred::send`]): the handler returns, the value it
+    /// returns is dropped instead of sent, and the worker goes on with its
+    /// mailbox while the caller waits, within its own timeout, for the
+    /// answer. `None` outside [`handle_call`](crate::Worker::handle_call)
+    /// (in `init`, `handle_cast`, `terminate`) and when this call's reply
+    /// was already taken: a caller is answered once. See
+    /// [`Worker::handle_call`](crate::Worker::handle_call) for an example,
+    /// and [`Deferred`] for what happens to a handle dropped unanswered.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Id = u8; type Args = (); type Request = (); type Reply = bool;
+    /// #     type Message = (); type Error = std::convert::Infallible;
+    /// #     async fn init(_: &u8, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(W) }
+    /// async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> bool {
+    ///     let reply = ctx.defer().expect("in handle_call");
+    ///     assert!(ctx.defer().is_none()); // taken already
+    ///     reply.send(true);
+    ///     false // dropped: the reply was deferred, and sent above
+    /// }
+    /// # }
+    /// ```
+    pub fn defer(&mut self) -> Option<Deferred<W>> {
+        let reply_to = self.reply.take()?;
+        Some(Deferred::new(reply_to, self.handle.cell.clone()))
     }
 
     /// Ends the worker once the current callback returns: it leaves the

@@ -68,6 +68,11 @@ pub enum Error<W: Worker> {
     HandlerPanicked(String),
     /// The worker had ended, or ended before it replied.
     WorkerEnded,
+    /// The handler [deferred](crate::Context::defer) its reply to this
+    /// request, and the [reply handle](crate::Deferred) was dropped without
+    /// an answer: by the code that held it, or with the worker's state when
+    /// the worker ended or restarted. The request was handled, or begun.
+    ReplyDropped,
     /// The registry has been shut down (explicitly, or by its Bastion
     /// supervisor); no operation can run on it any more.
     RegistryStopped,
@@ -132,6 +137,9 @@ impl<W: Worker> fmt::Display for Error<W> {
             Error::WorkerEnded => f.write_str(
                 "the worker has ended; use `lookup_or_start` to get a live worker for this id",
             ),
+            Error::ReplyDropped => f.write_str(
+                "the worker deferred its reply to this request and dropped the reply handle without answering (did the task holding it end, or the worker restart or stop?)",
+            ),
             Error::RegistryStopped => f.write_str(
                 "the registry has been shut down; no operation can run on it any more",
             ),
@@ -187,6 +195,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::CallTimeout(d) => f.debug_tuple("CallTimeout").field(d).finish(),
             Error::HandlerPanicked(m) => f.debug_tuple("HandlerPanicked").field(m).finish(),
             Error::WorkerEnded => f.write_str("WorkerEnded"),
+            Error::ReplyDropped => f.write_str("ReplyDropped"),
             Error::RegistryStopped => f.write_str("RegistryStopped"),
             Error::NameTaken(n) => f.debug_tuple("NameTaken").field(n).finish(),
             Error::NotPublished(n) => f.debug_tuple("NotPublished").field(n).finish(),

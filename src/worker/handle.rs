@@ -169,6 +169,7 @@ impl<W: Worker> WorkerRef<W> {
             Ok(Ok(Err(CallFailure::Panicked(message)))) => {
                 Err(Attempt::Failed(Error::HandlerPanicked(message)))
             }
+            Ok(Ok(Err(CallFailure::Dropped))) => Err(Attempt::Failed(Error::ReplyDropped)),
             Ok(Ok(Err(CallFailure::Undelivered(request)))) => Err(Attempt::Undelivered(request)),
             Ok(Err(oneshot::Canceled)) => Err(Attempt::Failed(Error::WorkerEnded)),
             Err(Elapsed) => Err(Attempt::Failed(Error::CallTimeout(timeout))),
@@ -241,7 +242,8 @@ impl<W: Worker> WorkerRef<W> {
     /// `is_alive` is false and no lookup returns it. Its future is dropped at
     /// its next turn on the executor; a handler running at this instant may
     /// still finish its current step, even return, but its reply is dropped:
-    /// the caller gets `WorkerEnded`, never the reply of a killed worker.
+    /// the caller gets `WorkerEnded`, never the reply of a killed worker
+    /// (nor a [`Deferred`](crate::Deferred) reply sent after the kill).
     /// Then its id is free. A killed worker
     /// is never restarted. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
     ///
