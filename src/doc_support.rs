@@ -50,13 +50,14 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
 #[cfg(test)]
 mod tests {
     /// The source files of the pages whose examples use [`Pinger`](super::Pinger).
-    const PAGES: [(&str, &str); 6] = [
+    const PAGES: [(&str, &str); 7] = [
         ("registry/mod.rs", include_str!("registry/mod.rs")),
         ("worker/handle.rs", include_str!("worker/handle.rs")),
         ("worker/options.rs", include_str!("worker/options.rs")),
         ("worker/event.rs", include_str!("worker/event.rs")),
         ("registry/spec.rs", include_str!("registry/spec.rs")),
         ("executor/mod.rs", include_str!("executor/mod.rs")),
+        ("worker/shared.rs", include_str!("worker/shared.rs")),
     ];
 
     #[test]

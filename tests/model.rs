@@ -95,6 +95,8 @@ enum InitKind {
 #[derive(Clone, Copy, Debug)]
 enum CallKind {
     Get,
+    /// `Get`, answered later through a deferred reply.
+    GetDeferred,
     Add(u64),
     /// The handler replies and calls `ctx.stop()`.
     StopSelf,
@@ -233,6 +235,7 @@ fn op() -> impl Strategy<Value = Op> {
     let via = prop_oneof![Just(Via::Lookup), Just(Via::LastHandle)];
     let call = prop_oneof![
         4 => Just(CallKind::Get),
+        2 => Just(CallKind::GetDeferred),
         4 => (1..100u64).prop_map(CallKind::Add),
         1 => Just(CallKind::StopSelf),
         1 => Just(CallKind::Panic),
@@ -679,6 +682,7 @@ fn args(log: &Arc<Log>, kind: InitKind, state: u64) -> Args {
 fn request(kind: CallKind) -> Req {
     match kind {
         CallKind::Get => Req::Get,
+        CallKind::GetDeferred => Req::GetDeferred,
         CallKind::Add(n) => Req::Add(n),
         CallKind::StopSelf => Req::StopSelf,
         CallKind::Panic => Req::Panic,
@@ -696,7 +700,7 @@ fn answered(
     now: Instant,
 ) -> Result<(), String> {
     match (kind, got) {
-        (CallKind::Get, Ok(v)) if v == live.state => model.touch(id, now),
+        (CallKind::Get | CallKind::GetDeferred, Ok(v)) if v == live.state => model.touch(id, now),
         (CallKind::Add(n), Ok(v)) if v == live.state + n => {
             model.touch(id, now);
             model.live.get_mut(&id).unwrap().state = v;

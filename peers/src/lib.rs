@@ -50,6 +50,7 @@
 //! same kind of runtime ractor and kameo run on. The figures of a run are
 //! checked against the targets of [`TARGETS`], printed under the table.
 
+pub mod allocators;
 mod bastion_rt;
 mod beam;
 mod common;

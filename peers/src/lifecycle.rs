@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A worker of a few bytes of state, counting its starts.
-struct Cached {
+pub(crate) struct Cached {
     hits: u64,
 }
 
@@ -44,13 +44,18 @@ impl Worker for Cached {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Calls each id of `ids` once by id, from `lanes` concurrent tasks on
 /// Bastion's executor.
-fn call_all(r: &GenRegistry<Cached>, starts: &Arc<AtomicU64>, ids: Vec<u32>, lanes: usize) {
+pub(crate) fn call_all(
+    r: &GenRegistry<Cached>,
+    starts: &Arc<AtomicU64>,
+    ids: Vec<u32>,
+    lanes: usize,
+) {
     let ids = Arc::new(ids);
     let tasks: Vec<_> = (0..lanes)
         .map(|lane| {
@@ -98,7 +103,7 @@ fn w12(ids: u32) {
     futures::executor::block_on(r.shutdown());
 }
 
-fn wait_empty(r: &GenRegistry<Cached>, idle: Duration) {
+pub(crate) fn wait_empty(r: &GenRegistry<Cached>, idle: Duration) {
     let deadline = Instant::now() + idle * 4 + Duration::from_secs(120);
     while r.count() > 0 {
         assert!(

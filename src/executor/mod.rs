@@ -63,8 +63,11 @@ pub enum Executor {
     BastionWithTokio(tokio::runtime::Handle),
     /// Each worker is a tokio task on this runtime. A call from a tokio task
     /// costs about a tokio channel round trip. When the runtime shuts down,
-    /// its workers end as if killed (no `terminate`), and later starts fail
-    /// with [`Error::ExecutorShutDown`](crate::Error::ExecutorShutDown).
+    /// it drops its workers' futures at their next `.await`: they end as if
+    /// killed (no `terminate`, or the rest of one already begun is cut
+    /// short), and later starts fail with
+    /// [`Error::ExecutorShutDown`](crate::Error::ExecutorShutDown). Shut the
+    /// registry down before the runtime.
     #[cfg(feature = "tokio")]
     Tokio(tokio::runtime::Handle),
     /// [`Executor::Tokio`] on the runtime that is current where the registry
@@ -134,8 +137,12 @@ impl Executor {
 
     /// Runs `work` on the executor's blocking pool; its result, or its panic
     /// (resumed in the awaiting task, so a panicking handler is handled as
-    /// any other panic in a handler).
-    pub(crate) fn blocking<R, F>(&self, work: F) -> impl Future<Output = R> + Send + 'static
+    /// any other panic in a handler). [`Unfinished`] if the pool dropped the
+    /// work before it finished: its tokio runtime has shut down.
+    pub(crate) fn blocking<R, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<R, Unfinished>> + Send + 'static
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
@@ -160,15 +167,17 @@ impl Executor {
                 Blocking::Tokio(handle) => handle.await.ok(),
             };
             match outcome {
-                Some(Ok(value)) => value,
+                Some(Ok(value)) => Ok(value),
                 Some(Err(panic)) => resume_unwind(panic),
-                None => panic!(
-                    "the blocking work was dropped before it finished: its executor is shutting down"
-                ),
+                None => Err(Unfinished),
             }
         }
     }
 }
+
+/// Blocking work the executor's pool dropped before it finished.
+#[derive(Debug)]
+pub(crate) struct Unfinished;
 
 type Caught<R> = Result<R, Box<dyn Any + Send>>;
 

@@ -392,6 +392,7 @@ impl<W: Worker> GenRegistry<W> {
             stop: false,
             started: false,
             restarts: 0,
+            reply: None,
         });
         cell.set_task(supervise::spawn(guard, args));
         let state = cell.changed(State::Starting).await;
@@ -573,14 +574,14 @@ impl<W: Worker> GenRegistry<W> {
                 // worker is gone all the same.
                 _ => {
                     if !current::is(cell.address()) {
-                        shared.await_end(std::slice::from_ref(&cell)).await;
+                        shared.await_end(std::slice::from_ref(&cell), None).await;
                     }
                     return Err(self.not_found());
                 }
             }
             shared.request_stop(&cell, StopRequest::Stop);
             if !current::is(cell.address()) {
-                shared.await_end(std::slice::from_ref(&cell)).await;
+                shared.await_end(std::slice::from_ref(&cell), None).await;
             }
             return Ok(());
         }
@@ -698,19 +699,28 @@ impl<W: Worker> GenRegistry<W> {
     }
 
     /// Stops every worker and the registry. Each worker is asked to stop and
-    /// runs its `terminate`; those still running after the shutdown timeout are
-    /// aborted. Returns once no worker is left and the table is empty — or,
-    /// called by a worker of this registry, once every other worker has
-    /// ended: the caller itself ends after its current callback. From
-    /// then on every operation fails with [`Error::RegistryStopped`] (the
-    /// read-only views see an empty registry). Calling it again waits for the
-    /// same end.
+    /// runs its `terminate`; the
+    /// [shutdown timeout](crate::Options::shutdown_timeout) is one deadline
+    /// for the whole shutdown, and the workers still running when it passes
+    /// are aborted (killed: the rest of their `terminate` does not run).
+    /// Returns once no worker is left and the table is empty — or, called
+    /// by a worker of this registry, once every other worker has ended:
+    /// the caller itself ends after its current callback. From then on
+    /// every operation fails with [`Error::RegistryStopped`] (the read-only
+    /// views see an empty registry). Calling it again waits for the same
+    /// end.
+    ///
+    /// The [`ShutdownReport`](crate::ShutdownReport) it returns counts the
+    /// workers this call stopped: how many ended in time, how many were
+    /// aborted at the deadline (so whether state was lost). It may be
+    /// ignored.
     ///
     /// Workers are stopped about a thousand at a time, the next thousand
-    /// asked before the last ones have ended, and each has the whole
-    /// shutdown timeout from its own stop request. So up to two thousand
+    /// asked before the last ones have ended, so up to two thousand
     /// `terminate`s that wait on I/O overlap, and a million workers are
-    /// never all queued on the executor at once.
+    /// never all queued on the executor at once. All of them share the one
+    /// deadline: an orchestrator's grace period can be sized from the
+    /// option (the timeout, plus the time to kill what is left).
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -719,13 +729,14 @@ impl<W: Worker> GenRegistry<W> {
     /// # run(async {
     /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
     /// let worker = registry.start(1, 0).await.unwrap();
-    /// registry.shutdown().await;
+    /// let report = registry.shutdown().await;
+    /// assert_eq!((report.terminated, report.aborted), (1, 0));
     /// assert!(!worker.is_alive());
     /// assert_eq!(registry.count(), 0);
     /// assert!(matches!(registry.start(2, 0).await, Err(Error::RegistryStopped)));
     /// # });
     /// ```
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(&self) -> crate::ShutdownReport {
         // A named registry gives its name back as its shutdown begins.
         crate::registry::directory::withdraw(self.options().get_name(), &self.owner);
         self.shared().shutdown().await

@@ -97,13 +97,18 @@ const KEEP_MAILBOX_CAPACITY: usize = 1024;
 /// Why a call got no reply from the handler.
 pub(crate) enum CallFailure<R> {
     Panicked(String),
+    /// The handler deferred its reply, and the reply handle was dropped
+    /// without an answer.
+    Dropped,
     /// The worker ended with the request still in its mailbox: no handler
     /// saw it, and here it is back.
     Undelivered(R),
 }
 
-pub(crate) type ReplyTo<W> =
-    oneshot::Sender<Result<<W as Worker>::Reply, CallFailure<<W as Worker>::Request>>>;
+/// What a caller gets back from the worker: the reply, or why none came.
+pub(crate) type Outcome<W> = Result<<W as Worker>::Reply, CallFailure<<W as Worker>::Request>>;
+
+pub(crate) type ReplyTo<W> = oneshot::Sender<Outcome<W>>;
 
 /// Why a message was not queued; the message comes back.
 pub(crate) enum Refused<W: Worker> {
@@ -855,13 +860,14 @@ impl<W: Worker> Cell<W> {
     /// failed, so its callers get
     /// [`Error::WorkerEnded`](crate::Error::WorkerEnded)) and no lookup returns
     /// it; its future is dropped at its next turn on the executor, without
-    /// running `terminate`.
-    pub(crate) fn kill(&self) {
+    /// running `terminate`. Whether this call killed it (it had not ended,
+    /// nor been killed already).
+    pub(crate) fn kill(&self) -> bool {
         let (task, queue, wake) = {
             let mut g = self.lock();
             let state = self.state();
             if state == State::Ended || g.kill {
-                return;
+                return false;
             }
             g.kill = true;
             let wake = if state < State::Stopping {
@@ -879,6 +885,29 @@ impl<W: Worker> Cell<W> {
         if let Some(task) = task {
             task.abort();
         }
+        true
+    }
+
+    /// Answers a call of this worker, unless the worker was killed: then the
+    /// answer is dropped, and so is `reply_to`, and its caller gets
+    /// [`Error::WorkerEnded`](crate::Error::WorkerEnded). Whether it was sent.
+    ///
+    /// The send happens under the cell's lock, the one [`kill`](Self::kill)
+    /// takes to mark the worker killed: a reply sent after `kill` returned
+    /// would be seen by a caller who was promised `WorkerEnded`. (A handler
+    /// running when the kill comes finishes its current step, and the
+    /// worker's loop reaches this send before its future is dropped.) The
+    /// send wakes the caller under the lock; a waker only schedules a task.
+    pub(crate) fn answer(&self, reply_to: ReplyTo<W>, outcome: Outcome<W>) -> bool {
+        let g = self.lock();
+        if g.kill {
+            drop(g);
+            drop((reply_to, outcome));
+            return false;
+        }
+        let sent = reply_to.send(outcome).is_ok();
+        drop(g);
+        sent
     }
 
     /// The first half of the end: closes the mailbox (any state → at least

@@ -1,8 +1,11 @@
 //! [`Context`]: what a worker's callbacks can reach.
 
+use crate::executor::Unfinished;
 use crate::worker::Worker;
-use crate::worker::cell::{IDLE_NEVER, idle_millis};
+use crate::worker::cell::{IDLE_NEVER, ReplyTo, idle_millis};
+use crate::worker::error::BlockingError;
 use crate::worker::handle::WorkerRef;
+use crate::worker::reply::Deferred;
 use crate::worker::shared::Shared;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +50,9 @@ pub struct Context<W: Worker> {
     pub(crate) started: bool,
     /// Restarts so far: 0 in the first incarnation.
     pub(crate) restarts: u32,
+    /// The reply owed to the caller of the call being handled, until the
+    /// handler takes it ([`Context::defer`]) or returns.
+    pub(crate) reply: Option<ReplyTo<W>>,
 }
 
 impl<W: Worker> Context<W> {
@@ -101,6 +107,18 @@ impl<W: Worker> Context<W> {
     /// The pool is Bastion's blocking pool on [`Executor::Bastion`](crate::Executor::Bastion),
     /// tokio's (`spawn_blocking`) on the tokio executors.
     ///
+    /// When the pool can no longer run the work — its tokio runtime has shut
+    /// down, which a registry on [`Executor::BastionWithTokio`](crate::Executor)
+    /// outlives, or a `terminate` of a registry shut down while its runtime
+    /// was shutting down too — the work does not run, and this panics in
+    /// the awaiting callback with a message that says so: a panic in a
+    /// handler answers its caller with
+    /// [`Error::HandlerPanicked`](crate::Error::HandlerPanicked), one in
+    /// `terminate` is contained. Where the worker must know, say to report
+    /// state it could not save, use [`try_blocking`](Self::try_blocking),
+    /// which returns that case as an error instead. Bastion's own pool
+    /// never drops work.
+    ///
     /// ```
     /// # use gen_registry::{Context, Worker};
     /// /// A file per id, read without blocking the executor.
@@ -126,7 +144,63 @@ impl<W: Worker> Context<W> {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.shared.options.get_executor().blocking(work)
+        let work = self.shared.options.get_executor().blocking(work);
+        async move {
+            match work.await {
+                Ok(value) => value,
+                Err(Unfinished) => panic!("{}", BlockingError(())),
+            }
+        }
+    }
+
+    /// [`blocking`](Self::blocking), with the case where the blocking pool
+    /// can no longer run the work as an error: [`BlockingError`] when the
+    /// work was dropped unfinished (on the tokio executors, its runtime has
+    /// shut down; the work did not run), the work's result otherwise. A
+    /// panic in `work` is still a panic in the awaiting callback.
+    ///
+    /// `BlockingError` converts into [`std::io::Error`], so a worker whose
+    /// blocking work returns `std::io::Result` can use `??`:
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// /// Saves its notes in `terminate`, and says so when it could not.
+    /// struct Notes { path: std::path::PathBuf, text: String }
+    ///
+    /// impl Worker for Notes {
+    ///     type Id = std::path::PathBuf; type Args = (); type Request = String; type Reply = ();
+    ///     type Message = (); type Error = std::io::Error;
+    ///
+    ///     async fn init(path: &std::path::PathBuf, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         let read = path.clone();
+    ///         let text = ctx.try_blocking(move || std::fs::read_to_string(read)).await??;
+    ///         Ok(Notes { path: path.clone(), text })
+    ///     }
+    ///
+    ///     async fn handle_call(&mut self, note: String, _: &mut Context<Self>) {
+    ///         self.text.push_str(&note);
+    ///     }
+    ///
+    ///     async fn terminate(&mut self, _: &gen_registry::ExitReason, ctx: &mut Context<Self>) {
+    ///         let (path, text) = (self.path.clone(), std::mem::take(&mut self.text));
+    ///         match ctx.try_blocking(move || std::fs::write(path, text)).await {
+    ///             Ok(Ok(())) => {}
+    ///             Ok(Err(e)) => eprintln!("notes not saved: {e}"),
+    ///             Err(e) => eprintln!("notes not saved: {e}"),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn try_blocking<R, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<R, BlockingError>> + Send + 'static
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let work = self.shared.options.get_executor().blocking(work);
+        async move { work.await.map_err(|Unfinished| BlockingError(())) }
     }
 
     /// How many times this worker has been restarted: 0 in its first
@@ -258,7 +332,9 @@ impl<W: Worker> Context<W> {
     /// `None` keeps it however long it idles. It lasts for the worker's
     /// life, across restarts. The idle check runs at a granularity of a
     /// quarter of the shortest idle timeout in use (at most 1 s), so an
-    /// idle worker ends between `d` and `d` plus that granularity. Timeouts
+    /// idle worker ends between `d` and `d` plus that granularity. A timeout
+    /// shorter than any in use so far takes effect at once: the sweep,
+    /// sleeping out the longer period, is woken to the shorter one. Timeouts
     /// are kept in milliseconds, at most about 49 days.
     ///
     /// ```
@@ -283,6 +359,36 @@ impl<W: Worker> Context<W> {
         };
         self.handle.cell.set_idle_ms(idle_ms);
         self.shared.watch_idle(idle_ms);
+    }
+
+    /// Takes the reply owed to the caller of the call being handled, to
+    /// answer later ([`Deferred::send`]): the handler returns, the value it
+    /// returns is dropped instead of sent, and the worker goes on with its
+    /// mailbox while the caller waits, within its own timeout, for the
+    /// answer. `None` outside [`handle_call`](crate::Worker::handle_call)
+    /// (in `init`, `handle_cast`, `terminate`) and when this call's reply
+    /// was already taken: a caller is answered once. See
+    /// [`Worker::handle_call`](crate::Worker::handle_call) for an example,
+    /// and [`Deferred`] for what happens to a handle dropped unanswered.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// # struct W;
+    /// # impl Worker for W {
+    /// #     type Id = u8; type Args = (); type Request = (); type Reply = bool;
+    /// #     type Message = (); type Error = std::convert::Infallible;
+    /// #     async fn init(_: &u8, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(W) }
+    /// async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> bool {
+    ///     let reply = ctx.defer().expect("in handle_call");
+    ///     assert!(ctx.defer().is_none()); // taken already
+    ///     reply.send(true);
+    ///     false // dropped: the reply was deferred, and sent above
+    /// }
+    /// # }
+    /// ```
+    pub fn defer(&mut self) -> Option<Deferred<W>> {
+        let reply_to = self.reply.take()?;
+        Some(Deferred::new(reply_to, self.handle.cell.clone()))
     }
 
     /// Ends the worker once the current callback returns: it leaves the

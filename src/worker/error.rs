@@ -68,6 +68,11 @@ pub enum Error<W: Worker> {
     HandlerPanicked(String),
     /// The worker had ended, or ended before it replied.
     WorkerEnded,
+    /// The handler [deferred](crate::Context::defer) its reply to this
+    /// request, and the [reply handle](crate::Deferred) was dropped without
+    /// an answer: by the code that held it, or with the worker's state when
+    /// the worker ended or restarted. The request was handled, or begun.
+    ReplyDropped,
     /// The registry has been shut down (explicitly, or by its Bastion
     /// supervisor); no operation can run on it any more.
     RegistryStopped,
@@ -132,6 +137,9 @@ impl<W: Worker> fmt::Display for Error<W> {
             Error::WorkerEnded => f.write_str(
                 "the worker has ended; use `lookup_or_start` to get a live worker for this id",
             ),
+            Error::ReplyDropped => f.write_str(
+                "the worker deferred its reply to this request and dropped the reply handle without answering (did the task holding it end, or the worker restart or stop?)",
+            ),
             Error::RegistryStopped => f.write_str(
                 "the registry has been shut down; no operation can run on it any more",
             ),
@@ -187,6 +195,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::CallTimeout(d) => f.debug_tuple("CallTimeout").field(d).finish(),
             Error::HandlerPanicked(m) => f.debug_tuple("HandlerPanicked").field(m).finish(),
             Error::WorkerEnded => f.write_str("WorkerEnded"),
+            Error::ReplyDropped => f.write_str("ReplyDropped"),
             Error::RegistryStopped => f.write_str("RegistryStopped"),
             Error::NameTaken(n) => f.debug_tuple("NameTaken").field(n).finish(),
             Error::NotPublished(n) => f.debug_tuple("NotPublished").field(n).finish(),
@@ -196,5 +205,40 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::MailboxFull => f.write_str("MailboxFull"),
             Error::AtCapacity(n) => f.debug_tuple("AtCapacity").field(n).finish(),
         }
+    }
+}
+
+/// Blocking work that did not run: the executor's blocking pool dropped it
+/// before it finished, because its tokio runtime has shut down. Returned by
+/// [`Context::try_blocking`](crate::Context::try_blocking); it converts into
+/// a [`std::io::Error`] (of kind `Other`) for workers whose errors are I/O
+/// errors.
+///
+/// ```
+/// use gen_registry::BlockingError;
+///
+/// fn explain(e: &BlockingError) -> String {
+///     format!("not saved: {e}")
+/// }
+/// let _ = explain;
+/// let io: fn(BlockingError) -> std::io::Error = std::io::Error::from;
+/// let _ = io;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockingError(pub(crate) ());
+
+impl fmt::Display for BlockingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the blocking work was dropped before it finished: its executor's blocking pool is shutting down (its tokio runtime has shut down)",
+        )
+    }
+}
+
+impl std::error::Error for BlockingError {}
+
+impl From<BlockingError> for std::io::Error {
+    fn from(e: BlockingError) -> Self {
+        std::io::Error::other(e)
     }
 }

@@ -169,6 +169,7 @@ impl<W: Worker> WorkerRef<W> {
             Ok(Ok(Err(CallFailure::Panicked(message)))) => {
                 Err(Attempt::Failed(Error::HandlerPanicked(message)))
             }
+            Ok(Ok(Err(CallFailure::Dropped))) => Err(Attempt::Failed(Error::ReplyDropped)),
             Ok(Ok(Err(CallFailure::Undelivered(request)))) => Err(Attempt::Undelivered(request)),
             Ok(Err(oneshot::Canceled)) => Err(Attempt::Failed(Error::WorkerEnded)),
             Err(Elapsed) => Err(Attempt::Failed(Error::CallTimeout(timeout))),
@@ -239,8 +240,11 @@ impl<W: Worker> WorkerRef<W> {
     /// `exit(Pid, kill)`). When `kill` returns, the worker takes no new
     /// mail, its queued and pending callers get [`Error::WorkerEnded`],
     /// `is_alive` is false and no lookup returns it. Its future is dropped at
-    /// its next turn on the executor (a handler running at this instant may
-    /// still finish its current step); then its id is free. A killed worker
+    /// its next turn on the executor; a handler running at this instant may
+    /// still finish its current step, even return, but its reply is dropped:
+    /// the caller gets `WorkerEnded`, never the reply of a killed worker
+    /// (nor a [`Deferred`](crate::Deferred) reply sent after the kill).
+    /// Then its id is free. A killed worker
     /// is never restarted. Prefer [`GenRegistry::stop`](crate::GenRegistry::stop).
     ///
     /// ```
@@ -256,7 +260,7 @@ impl<W: Worker> WorkerRef<W> {
     /// # });
     /// ```
     pub fn kill(&self) {
-        self.cell.kill();
+        let _ = self.cell.kill();
     }
 }
 

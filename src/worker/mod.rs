@@ -21,6 +21,7 @@ pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod handle;
 pub(crate) mod options;
+pub(crate) mod reply;
 pub(crate) mod restart;
 pub(crate) mod shared;
 pub(crate) mod supervise;
@@ -152,6 +153,61 @@ pub trait Worker: Sized + Send + 'static {
     /// [`Error::HandlerPanicked`](crate::Error::HandlerPanicked) and ends the
     /// worker — or, under a [`RestartPolicy`](crate::RestartPolicy) that
     /// restarts it, the incarnation: the next one serves the queued mail. Call [`Context::stop`] to end the worker after this reply.
+    ///
+    /// A handler that must wait on something slow (another service, a
+    /// database) need not hold up the worker's mailbox for it: it can take
+    /// the reply along with [`Context::defer`], hand the wait and the
+    /// [`Deferred`](crate::Deferred) reply to a task, and return at once
+    /// (the value it returns is then dropped). The worker goes on with its
+    /// next message; the task answers when the wait is over. The caller's
+    /// own timeout still holds, and a reply handle dropped unanswered gives
+    /// it [`Error::ReplyDropped`](crate::Error::ReplyDropped) at once
+    /// (GenServer's `{:noreply, state}` and `GenServer.reply/2`):
+    ///
+    /// ```
+    /// use gen_registry::{Context, GenRegistry, Options, Worker};
+    ///
+    /// /// One worker per user; looking up a user's score is slow, a ping is not.
+    /// struct User;
+    ///
+    /// enum Ask { Score, Ping }
+    ///
+    /// /// A slow, blocking client.
+    /// fn fetch_score() -> u64 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(50));
+    ///     42
+    /// }
+    ///
+    /// impl Worker for User {
+    ///     type Id = u64; type Args = (); type Request = Ask; type Reply = u64;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///
+    ///     async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         Ok(User)
+    ///     }
+    ///
+    ///     async fn handle_call(&mut self, ask: Ask, ctx: &mut Context<Self>) -> u64 {
+    ///         match ask {
+    ///             Ask::Score => {
+    ///                 let reply = ctx.defer().expect("in handle_call");
+    ///                 let score = ctx.blocking(fetch_score);
+    ///                 // Answered by a task; this worker is free at once.
+    ///                 bastion::executor::spawn(async move { reply.send(score.await) });
+    ///                 0 // dropped: the reply was deferred
+    ///             }
+    ///             Ask::Ping => 1,
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # futures::executor::block_on(async {
+    /// let users = GenRegistry::<User>::new(Options::default()).unwrap();
+    /// let user = users.lookup_or_start(7, ()).await.unwrap();
+    /// let (score, ping) = futures::join!(user.call(Ask::Score), user.call(Ask::Ping));
+    /// assert_eq!((score.unwrap(), ping.unwrap()), (42, 1));
+    /// # users.shutdown().await;
+    /// # });
+    /// ```
     fn handle_call(
         &mut self,
         request: Self::Request,

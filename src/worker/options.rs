@@ -184,8 +184,13 @@ impl<W: Worker> Options<W> {
     }
 
     /// How long `stop` waits for a worker's `terminate` before it aborts the
-    /// worker. `shutdown` gives all workers this one budget together: they
-    /// stop in parallel, and those still running after it are aborted.
+    /// worker. For `shutdown` it is one deadline for the whole shutdown,
+    /// however many workers there are: they stop in parallel (a thousand or
+    /// two at a time), and those still running when it passes, asked to
+    /// stop or not yet, are aborted; the
+    /// [`ShutdownReport`](crate::ShutdownReport) says how many. Size an
+    /// orchestrator's grace period from it, with a margin for killing what
+    /// is left.
     ///
     /// ```
     /// # use gen_registry::doc_support::Pinger;

@@ -72,8 +72,12 @@ impl From<bastion::supervisor::RestartPolicy> for RestartPolicy {
 /// The n-th restart in a row waits `step × n` ([`Linear`](BackOff::Linear)) or
 /// `initial × 2ⁿ⁻¹` ([`Exponential`](BackOff::Exponential) — truly
 /// exponential, unlike Bastion's `ExponentialBackOff`, which grows linearly),
-/// never more than `max`. An incarnation that stays up for `max` or longer is
-/// healthy again: its next crash starts from the first delay.
+/// never more than `max`. An incarnation that made progress — it handled a
+/// call or a cast without panicking — or that stayed up for `max` or longer
+/// is healthy again: its next crash starts from the first delay. So a busy
+/// worker that crashes now and then waits the first delay each time, while
+/// a crash loop (an `init` that keeps failing, or an incarnation that
+/// crashes before it handled anything) backs off up to `max`.
 ///
 /// While it waits, the worker keeps its place: lookups find it, calls and
 /// casts queue up for the next incarnation, and a `stop` or a shutdown ends it
@@ -225,6 +229,8 @@ pub(crate) struct Restarts<A> {
     /// When the current incarnation's `init` succeeded; `None` while there is
     /// no running incarnation.
     up_since: Option<Instant>,
+    /// The current incarnation handled a message without panicking.
+    progressed: bool,
 }
 
 /// A permitted restart: its number in a row and the delay before it.
@@ -243,6 +249,7 @@ impl<A> Restarts<A> {
             window_start: None,
             in_a_row: 0,
             up_since: Some(Instant::now()),
+            progressed: false,
         }
     }
 
@@ -254,6 +261,13 @@ impl<A> Restarts<A> {
     /// A new incarnation is up.
     pub(crate) fn up(&mut self) {
         self.up_since = Some(Instant::now());
+        self.progressed = false;
+    }
+
+    /// The current incarnation handled a message without panicking: its
+    /// next crash is not part of a crash loop.
+    pub(crate) fn progress(&mut self) {
+        self.progressed = true;
     }
 
     /// The worker crashed: may it restart, and after how long? `None` means
@@ -277,10 +291,12 @@ impl<A> Restarts<A> {
                 self.in_window += 1;
             }
         }
+        let progressed = std::mem::take(&mut self.progressed);
         let healthy = self
             .up_since
             .take()
             .is_some_and(|since| now.saturating_duration_since(since) >= back_off.healthy_after());
+        let healthy = healthy || progressed;
         if healthy {
             self.in_a_row = 0;
         }
@@ -390,6 +406,28 @@ mod tests {
         r.up();
         let p = r.permit(RestartPolicy::Always, BackOff::Immediate).unwrap();
         assert_eq!(p.attempt, 1);
+    }
+
+    #[test]
+    fn an_incarnation_that_made_progress_restarts_from_the_first_delay() {
+        let b = BackOff::DEFAULT;
+        let mut r = Restarts::new(&(), Clone::clone);
+        // Crashes before any progress: 10, 20, 40 ms.
+        for expected in [10, 20, 40] {
+            assert_eq!(
+                r.permit(RestartPolicy::Always, b).unwrap().delay,
+                expected * MS
+            );
+            r.up();
+        }
+        // This incarnation handled a message, then crashed: back to 10 ms.
+        r.progress();
+        let p = r.permit(RestartPolicy::Always, b).unwrap();
+        assert_eq!((p.attempt, p.delay), (1, 10 * MS));
+        // The progress was this incarnation's: a failed init grows again.
+        assert_eq!(r.permit(RestartPolicy::Always, b).unwrap().delay, 20 * MS);
+        r.up();
+        assert_eq!(r.permit(RestartPolicy::Always, b).unwrap().delay, 40 * MS);
     }
 
     #[test]

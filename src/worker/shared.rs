@@ -16,9 +16,13 @@ use crate::worker::cell::{
 use crate::worker::event::{Event, notify};
 use crate::worker::options::{AtCapacity, Options};
 use crate::worker::{ExitReason, Worker};
+use futures::task::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 /// What the users' handles share.
 pub(crate) struct Owner<W: Worker> {
@@ -39,8 +43,8 @@ pub(crate) struct Shared<W: Worker> {
     pub(crate) stopped: AtomicBool,
     /// Whether `RegistryStopped` was reported.
     announced: AtomicBool,
-    /// The idle sweep's period in milliseconds; `NO_SWEEP` while none runs.
-    sweep_ms: AtomicU32,
+    /// The idle sweep's period, and the way to wake it when it shortens.
+    sweep: Arc<SweepPeriod>,
     /// With `Options::max_workers`: who is resident, and who goes first.
     evictor: Option<Evictor<Resident<W>>>,
     pub(crate) options: Options<W>,
@@ -49,7 +53,7 @@ pub(crate) struct Shared<W: Worker> {
 /// Workers a shutdown asks to stop at a time (see [`Shared::shutdown`]).
 const SHUTDOWN_WINDOW: usize = 1024;
 
-/// `Shared::sweep_ms` before an idle timeout is in use.
+/// `SweepPeriod::ms` before an idle timeout is in use.
 const NO_SWEEP: u32 = u32::MAX;
 /// The longest the idle sweep sleeps.
 const MAX_SWEEP_MS: u32 = 1_000;
@@ -77,7 +81,10 @@ impl<W: Worker> Owner<W> {
                 },
                 stopped: AtomicBool::new(false),
                 announced: AtomicBool::new(false),
-                sweep_ms: AtomicU32::new(NO_SWEEP),
+                sweep: Arc::new(SweepPeriod {
+                    ms: AtomicU32::new(NO_SWEEP),
+                    shortened: AtomicWaker::new(),
+                }),
                 evictor: options
                     .get_max_workers()
                     .map(|n| Evictor::new(n).expect("max_workers is checked by the options")),
@@ -95,12 +102,9 @@ impl<W: Worker> Drop for Owner<W> {
         let shared = self.shared.clone();
         // Detached: nobody is left to wait for it. (On a tokio runtime that
         // has shut down it never runs, and nothing is left for it to stop.)
-        drop(
-            self.shared
-                .options
-                .get_executor()
-                .spawn(async move { shared.shutdown().await }),
-        );
+        drop(self.shared.options.get_executor().spawn(async move {
+            shared.shutdown().await;
+        }));
     }
 }
 
@@ -178,15 +182,20 @@ impl<W: Worker> Shared<W> {
     /// Makes sure the idle sweep runs often enough for an idle timeout of
     /// `idle_ms`: every quarter of the shortest in use, at most every second.
     /// The first call starts it; a registry that never uses an idle timeout
-    /// runs none.
+    /// runs none. A shorter period wakes the sweep, which may be sleeping
+    /// out the longer one, so the new timeout is honoured on time.
     pub(crate) fn watch_idle(self: &Arc<Self>, idle_ms: u32) {
         if idle_ms == IDLE_NEVER {
             return;
         }
         let period = (idle_ms / 4).clamp(1, MAX_SWEEP_MS);
-        if self.sweep_ms.fetch_min(period, Ordering::AcqRel) == NO_SWEEP {
+        let before = self.sweep.ms.fetch_min(period, Ordering::AcqRel);
+        if before == NO_SWEEP {
             let shared = Arc::downgrade(self);
-            drop(self.options.get_executor().spawn(sweep(shared)));
+            let period = self.sweep.clone();
+            drop(self.options.get_executor().spawn(sweep(shared, period)));
+        } else if period < before {
+            self.sweep.shortened.wake();
         }
     }
 
@@ -203,30 +212,46 @@ impl<W: Worker> Shared<W> {
     }
 
     /// Waits until every worker of `cells` has ended (and so its entry is
-    /// gone), killing those left after the shutdown timeout.
-    pub(crate) async fn await_end(&self, cells: &[Arc<Cell<W>>]) {
+    /// gone), killing those left at `deadline` (`None`: the shutdown timeout
+    /// from now). How many this call killed.
+    pub(crate) async fn await_end(
+        &self,
+        cells: &[Arc<Cell<W>>],
+        deadline: Option<Instant>,
+    ) -> usize {
         let all_ended = || async {
             for cell in cells {
                 cell.ended().await;
             }
         };
-        if timeout(self.options.get_shutdown_timeout(), all_ended())
-            .await
-            .is_err()
-        {
-            cells.iter().for_each(|cell| cell.kill());
-            all_ended().await;
+        let budget = match deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => self.options.get_shutdown_timeout(),
+        };
+        if timeout(budget, all_ended()).await.is_ok() {
+            return 0;
         }
+        let killed = cells.iter().filter(|cell| cell.kill()).count();
+        all_ended().await;
+        killed
     }
 
-    /// Stops every worker; returns once none is left. Called from inside a
-    /// worker, it cannot wait for that worker, which ends after its current
-    /// callback: it returns once every other worker has ended. Each worker
-    /// has the shutdown timeout from when it is asked to stop; then it is
-    /// killed.
-    pub(crate) async fn shutdown(&self) {
+    /// Stops every worker; returns once none is left, with how many ended in
+    /// time and how many were aborted. Called from inside a worker, it
+    /// cannot wait for that worker, which ends after its current callback:
+    /// it returns once every other worker has ended (and does not count
+    /// the caller). The shutdown timeout is one deadline for the whole
+    /// shutdown: the workers still running when it passes are killed, those
+    /// not yet asked to stop included.
+    pub(crate) async fn shutdown(&self) -> ShutdownReport {
         self.stopped.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        // A timeout too long to be a deadline is none.
+        let timeout = self.options.get_shutdown_timeout();
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future);
+        let mut report = ShutdownReport::default();
         // A start racing with the first walk may have added a worker, which
         // ends by itself once it sees `stopped`: walk until none is left.
         loop {
@@ -240,7 +265,7 @@ impl<W: Worker> Shared<W> {
             });
             if cells.is_empty() {
                 self.announce_if_empty();
-                return;
+                return report;
             }
             // In the order of their cells' addresses (windows are taken off
             // the end), not the table's, which is the order of the ids'
@@ -253,10 +278,14 @@ impl<W: Worker> Shared<W> {
             // once: enough to overlap slow `terminate`s, few enough that
             // their memory stays in cache. (Awaiting every worker's end with
             // a future of its own, all at once, took 74 s for 10 M workers.)
+            // Each window waits until the one deadline at most; after it,
+            // the rest are asked and killed a window at a time.
             let mut next = self.ask_window(&mut cells);
             while !next.is_empty() {
                 let window = std::mem::replace(&mut next, self.ask_window(&mut cells));
-                self.await_end(&window).await;
+                let aborted = self.await_end(&window, Some(deadline)).await;
+                report.aborted += aborted;
+                report.terminated += window.len() - aborted;
             }
         }
     }
@@ -272,16 +301,48 @@ impl<W: Worker> Shared<W> {
     }
 }
 
+/// The idle sweep's period in milliseconds (`NO_SWEEP` while none runs),
+/// shared by the registry and its sweep, which holds the registry only
+/// weakly.
+struct SweepPeriod {
+    ms: AtomicU32,
+    /// The sweep, sleeping out its period: woken when the period shortens.
+    shortened: AtomicWaker,
+}
+
+impl SweepPeriod {
+    /// Sleeps `period` ms; returns early, with `false`, once the period is
+    /// shorter than `period`.
+    async fn sleep(&self, period: u32) -> bool {
+        let mut sleep = Sleep::new(Duration::from_millis(u64::from(period)));
+        futures::future::poll_fn(|cx| {
+            // Registered before the period is read: a shortening after the
+            // read wakes this task.
+            self.shortened.register(cx.waker());
+            if self.ms.load(Ordering::Acquire) < period {
+                return Poll::Ready(false);
+            }
+            Pin::new(&mut sleep).poll(cx).map(|()| true)
+        })
+        .await
+    }
+}
+
 /// The idle sweep of one registry: every period, each running worker that
 /// idled past its timeout is asked to stop (see [`Cell::sweep_idle`]). It
-/// holds the registry weakly, and ends with it.
-async fn sweep<W: Worker>(shared: Weak<Shared<W>>) {
+/// holds the registry weakly, and ends with it. When the period shortens
+/// mid-sleep it starts a new sleep at the new period; the part already slept
+/// is not counted as a sweep, so no worker ends before its timeout.
+async fn sweep<W: Worker>(shared: Weak<Shared<W>>, sweep: Arc<SweepPeriod>) {
     loop {
-        let period = match shared.upgrade() {
-            Some(s) if !s.stopped.load(Ordering::Acquire) => s.sweep_ms.load(Ordering::Acquire),
+        match shared.upgrade() {
+            Some(s) if !s.stopped.load(Ordering::Acquire) => {}
             _ => return,
-        };
-        Sleep::new(Duration::from_millis(u64::from(period))).await;
+        }
+        let period = sweep.ms.load(Ordering::Acquire);
+        if !sweep.sleep(period).await {
+            continue;
+        }
         let Some(s) = shared.upgrade() else {
             return;
         };
@@ -300,5 +361,72 @@ struct Resident<W: Worker>(Arc<Cell<W>>);
 impl<W: Worker> std::hash::Hash for Resident<W> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         crate::primitives::table::Entry::id(&*self.0).hash(state);
+    }
+}
+
+/// A deadline no shutdown reaches: about a century from now (an `Instant`
+/// cannot hold `Duration::MAX` from now).
+fn far_future() -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    Instant::now() + CENTURY
+}
+
+/// What a [`shutdown`](crate::GenRegistry::shutdown) did: how many workers
+/// ended in time and how many were aborted at its deadline, the
+/// [shutdown timeout](crate::Options::shutdown_timeout). A deploy can log it
+/// and tell whether any state was lost: an aborted worker's `terminate` did
+/// not run, or did not finish.
+///
+#[doc = include_str!("../doc_support/pinger.md")]
+///
+/// ```
+/// # use gen_registry::doc_support::*;
+/// # use gen_registry::{GenRegistry, Options};
+/// use gen_registry::ShutdownReport;
+/// # run(async {
+/// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+/// registry.start(1, 0).await.unwrap();
+/// registry.start(2, 0).await.unwrap();
+/// let report: ShutdownReport = registry.shutdown().await;
+/// assert_eq!((report.terminated, report.aborted), (2, 0));
+/// assert!(report.is_clean());
+/// println!("{report}"); // 2 workers terminated, 0 aborted
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Workers that ended before the deadline: their `terminate` ran (but
+    /// for a worker that was waiting out a restart back-off, which has no
+    /// incarnation to terminate, or one that ended on its own meanwhile).
+    pub terminated: usize,
+    /// Workers still running at the deadline, killed: their `terminate` did
+    /// not run, or was cut short.
+    pub aborted: usize,
+}
+
+impl ShutdownReport {
+    /// Whether no worker was aborted.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
+    /// # run(async {
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// assert!(registry.shutdown().await.is_clean());
+    /// # });
+    /// ```
+    pub fn is_clean(&self) -> bool {
+        self.aborted == 0
+    }
+}
+
+impl std::fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} workers terminated, {} aborted",
+            self.terminated, self.aborted
+        )
     }
 }

@@ -207,18 +207,25 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                     };
                     match envelope {
                         Envelope::Call(request, reply_to) => {
+                            // In the context while the handler runs, so that it
+                            // can take it along (`Context::defer`).
+                            life.guard.ctx.reply = Some(reply_to);
                             let reply = AssertUnwindSafe(
                                 life.worker.handle_call(request, &mut life.guard.ctx),
                             )
                             .catch_unwind()
                             .await;
+                            // `None`: the handler deferred its reply.
+                            let reply_to = life.guard.ctx.reply.take();
                             match reply {
                                 Ok(reply) => {
                                     if life.guard.ctx.stop {
                                         // Leave the registry before the caller can act on the reply.
                                         life.guard.ctx.shared.leave_running(life.guard.cell());
                                     }
-                                    let _ = reply_to.send(Ok(reply));
+                                    if let Some(reply_to) = reply_to {
+                                        life.guard.cell().answer(reply_to, Ok(reply));
+                                    }
                                 }
                                 Err(panic) => {
                                     let message = panic_message(panic);
@@ -227,7 +234,10 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                                         life.restarts.as_deref_mut(),
                                         message.clone(),
                                     );
-                                    let _ = reply_to.send(Err(CallFailure::Panicked(message)));
+                                    if let Some(reply_to) = reply_to {
+                                        let panicked = Err(CallFailure::Panicked(message));
+                                        life.guard.cell().answer(reply_to, panicked);
+                                    }
                                     break ending;
                                 }
                             }
@@ -246,6 +256,11 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                                 );
                             }
                         }
+                    }
+                    // Handled without a panic: this incarnation made progress,
+                    // so its next crash is not part of a crash loop.
+                    if let Some(restarts) = life.restarts.as_deref_mut() {
+                        restarts.progress();
                     }
                     if life.guard.ctx.stop {
                         life.guard.ctx.shared.leave_running(life.guard.cell());

@@ -128,6 +128,8 @@ pub fn gate_then_fail() -> (oneshot::Sender<()>, Init) {
 #[derive(Debug)]
 pub enum Req {
     Get,
+    /// Like `Get`, answered from another thread through a deferred reply.
+    GetDeferred,
     Add(u64),
     /// Reply, then stop.
     StopSelf,
@@ -254,6 +256,11 @@ impl Worker for Probe {
     async fn handle_call(&mut self, req: Req, ctx: &mut Context<Self>) -> u64 {
         match req {
             Req::Get => self.state,
+            Req::GetDeferred => {
+                let (reply, state) = (ctx.defer().expect("a call's reply"), self.state);
+                std::thread::spawn(move || reply.send(state));
+                0 // dropped: the reply was deferred
+            }
             Req::Add(n) => {
                 self.state += n;
                 self.state
