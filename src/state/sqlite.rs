@@ -1,7 +1,7 @@
 //! The SQLite store, the embedded default: one file in WAL mode, every
 //! statement run on the executor's blocking pool.
 
-use crate::executor::Executor;
+use crate::executor::{Executor, Unfinished};
 use crate::state::error::{Refusal, Stamp, check};
 use crate::state::store::{Backend, BoxFuture, Key, Record, Store, Write};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -184,7 +184,7 @@ impl Backend for Sqlite {
             })
             .optional()
         });
-        Box::pin(async move { work.await.map_err(|e| format!("SQLite: {e}")) })
+        Box::pin(async move { finished(work.await) })
     }
 
     fn commit(&self, writes: Vec<Write>) -> BoxFuture<Result<Vec<Result<(), Refusal>>, String>> {
@@ -192,6 +192,17 @@ impl Backend for Sqlite {
         let work = self
             .executor
             .blocking(move || commit_blocking(&mut lock(&connections.writer), writes));
-        Box::pin(async move { work.await.map_err(|e| format!("SQLite: {e}")) })
+        Box::pin(async move { finished(work.await) })
+    }
+}
+
+/// The outcome of a statement run on the blocking pool, as the store trait
+/// reports it: SQLite's error, or the pool shutting down before it ran.
+fn finished<T>(outcome: Result<rusqlite::Result<T>, Unfinished>) -> Result<T, String> {
+    match outcome {
+        Ok(result) => result.map_err(|e| format!("SQLite: {e}")),
+        Err(Unfinished) => {
+            Err("SQLite: the blocking pool shut down before the statement ran".to_owned())
+        }
     }
 }
