@@ -9,8 +9,10 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 mod probe;
+mod splitmix;
 
 pub use probe::*;
+pub use splitmix::Rng;
 
 use futures::FutureExt;
 use std::future::Future;
@@ -82,28 +84,6 @@ pub fn size_from_env(name: &str, default: usize) -> usize {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
-    }
-}
-
-/// A small seeded generator (SplitMix64): reproducible runs without a
-/// dependency.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
     }
 }
 
