@@ -162,7 +162,7 @@ fn a_hit_of_lookup_or_start_with_allocates_nothing() {
     assert_eq!(borrowed, 0);
 }
 
-/// Issue 13's budget for the lifecycle options, per idle worker: none for a
+/// The budget for the lifecycle options, per idle worker: none for a
 /// registry without them (checked against BENCHMARKS.md's figure), at most
 /// 32 B more with an idle timeout. Asserted loosely here (the allocator's
 /// size classes and the build profile move these figures by tens of bytes);

@@ -25,18 +25,15 @@ fn populated() -> GenRegistry<Pinger> {
     registry
 }
 
-/// A fixed shuffle of the ids (splitmix64), so lookups miss the cache as
-/// they would in a real service.
+/// SplitMix64: the tests' seeded generator, from the same source file.
+#[path = "../../tests/common/splitmix.rs"]
+mod splitmix;
+
+/// A fixed shuffle of the ids, so lookups miss the cache as they would in a
+/// real service.
 fn shuffled() -> Vec<u64> {
     let mut ids: Vec<u64> = (0..N).collect();
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..ids.len()).rev() {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ids.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
-    }
+    splitmix::Rng::new(0x9E37_79B9_7F4A_7C15).shuffle(&mut ids);
     ids
 }
 

@@ -1,7 +1,7 @@
 //! `cargo bench -p gen_registry_peers --bench scale_diag -- [N]`: the parts
 //! of a start and of a stop at millions of ids, each timed by tenth of the
-//! ids, to tell which of them slows down as the table grows (issue 16, item
-//! 3). N defaults to 10,000,000. One thread, no executor:
+//! ids, to tell which of them slows down as the table grows (BENCHMARKS.md,
+//! "Why the start rate falls as N grows"). N defaults to 10,000,000. One thread, no executor:
 //!
 //! - `insert, growing`: papaya with gen_registry's key type, hasher and
 //!   reclamation batch, from empty (it resizes as it grows), a value the size

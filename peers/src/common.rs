@@ -7,6 +7,11 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// SplitMix64: the tests' seeded generator, from the same source file.
+#[path = "../../tests/common/splitmix.rs"]
+mod splitmix;
+pub use splitmix::Rng;
+
 /// The sizes of one run (peers.md's standard workload, or the quick variant).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -76,37 +81,10 @@ pub fn state_of(id: u64) -> u64 {
     id + STATE_OFFSET
 }
 
-/// splitmix64: a tiny fixed-seed generator, enough for shuffles and draws.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (multiply-shift; the bias is negligible here).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-}
-
 /// The ids `0..n` in a fixed shuffled order (Fisher–Yates, fixed seed).
 pub fn shuffled(n: usize, seed: u64) -> Vec<u64> {
     let mut v: Vec<u64> = (0..n as u64).collect();
-    let mut rng = Rng::new(seed);
-    for i in (1..v.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        v.swap(i, j);
-    }
+    Rng::new(seed).shuffle(&mut v);
     v
 }
 

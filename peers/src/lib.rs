@@ -91,10 +91,10 @@ const PEERS: &[&str] = &["ractor", "kameo", "bastion_group_per_id"];
 /// The peers on tokio, which `gen_registry_tokio` is compared with.
 const TOKIO_PEERS: &[&str] = &["ractor", "kameo"];
 
-/// The BEAM peer alone, for the ratio column and the targets of issue 16.
+/// The BEAM peer alone, for the ratio column and the scale targets.
 const BEAM: &[&str] = &[beam::SYSTEM];
 
-/// The bare-proc floor alone, for the targets of issue 16.
+/// The bare-proc floor alone, for the scale targets.
 const PROC_FLOOR: &[&str] = &["floor_bastion_proc"];
 
 /// The ratio columns: a system's figure ÷ the best of some peers (a column
@@ -213,12 +213,12 @@ pub enum Target {
     },
 }
 
-/// The targets of gen_registry on tokio (issue 12): starts and stops 3× the
-/// better tokio peer, a small idle worker, and a call from a tokio task as
-/// cheap as ractor's; and those of issue 16 at the standard N: starts and
+/// The targets of gen_registry on tokio: starts and stops 3× the better
+/// tokio peer, a small idle worker, and a call from a tokio task as cheap as
+/// ractor's; and the scale targets at the standard N: starts and
 /// stops near the bare-proc floor, a worker of at most 400 B, and 10× the
 /// BEAM's Registry with DynamicSupervisor on W1, W8 and W9 in a third of its
-/// memory. (The issue-16 targets at 1M and 10M ids are checked by the scale
+/// memory. (The scale targets at 1M and 10M ids are checked by the scale
 /// tier, `scale::check_targets`.)
 pub const TARGETS: &[Target] = &[
     Target::TimesBest {
@@ -758,7 +758,7 @@ fn run_one(
 
 /// The scale tier: every system of [`scale::SYSTEMS`] (or of `--system`) at
 /// each size it runs at, one child process each, one table per size, the
-/// targets of issue 16 under them.
+/// scale targets under them.
 fn run_parent_scale(args: &Args) {
     let exe = std::env::current_exe().expect("current_exe");
     let sizes = scale::sizes(args.quick);
@@ -826,7 +826,7 @@ fn run_parent_scale(args: &Args) {
     }
     let targets = scale::check_targets(&by_n);
     if !targets.is_empty() {
-        println!("\nTargets of issue 16, checked on this run:");
+        println!("\nScale targets, checked on this run:");
         for [what, figure, ok] in &targets {
             println!("- {what}: {figure}: {}", ok.trim_matches('*'));
         }

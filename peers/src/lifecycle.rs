@@ -1,4 +1,4 @@
-//! W12 and W13, the workloads of bounded memory over many ids (issue 13):
+//! W12 and W13, the workloads of bounded memory over many ids:
 //!
 //! - **W12, passivation**: RSS before, after touching `N` ids once (a call
 //!   by id each), and after the idle timeout (1 s) has ended them all.

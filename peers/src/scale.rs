@@ -1,4 +1,4 @@
-//! The scale tier (`--scale`, issue 16): the figures at millions of ids.
+//! The scale tier (`--scale`): the figures at millions of ids.
 //!
 //! Each system runs once per size N (100,000, 1,000,000 and 10,000,000;
 //! 20,000 and 200,000 with `--quick`) in a child process of its own, which
@@ -723,7 +723,7 @@ fn run_peer<P: Peer>(n: usize, out: &Out, peer: P) {
     emit_peak(out);
 }
 
-/// The targets of issue 16 checked on a scale run: one row each (target,
+/// The scale targets checked on a scale run: one row each (target,
 /// figure, verdict) for the figures the run has.
 pub fn check_targets(by_n: &[(usize, Results)]) -> Vec<[String; 3]> {
     let mut rows = Vec::new();

@@ -3,13 +3,16 @@
 //! condition, test sizes from the environment, a seeded random generator,
 //! and a panic hook that keeps the tests' deliberate panics quiet.
 //!
-//! Each test file includes it with `mod common;` and takes what it uses;
-//! hence unused items and re-exports are allowed.
-#![allow(dead_code, unused_imports)]
+//! The suite (tests/suite/main.rs) and each test binary of its own (soak,
+//! footprint, bastion_stop) include it with `mod common;` and take what they
+//! use; hence unused items, re-exports and macros are allowed.
+#![allow(dead_code, unused_imports, unused_macros)]
 
 mod probe;
+mod splitmix;
 
 pub use probe::*;
+pub use splitmix::Rng;
 
 use futures::FutureExt;
 use std::future::Future;
@@ -17,24 +20,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Once;
 use std::time::Duration;
 
-/// The executor this test binary runs its registries' workers on: tokio's,
-/// for a binary whose name ends in `_on_tokio` (those files include another
-/// test file whole, to run its tests again with workers as tokio tasks);
-/// Bastion's otherwise.
-pub fn executor() -> gen_registry::Executor {
-    #[cfg(feature = "tokio")]
-    if env!("CARGO_CRATE_NAME").ends_with("_on_tokio") {
-        static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
-            std::sync::LazyLock::new(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("the tests' tokio runtime")
-            });
-        return gen_registry::Executor::Tokio(RUNTIME.handle().clone());
-    }
-    gen_registry::Executor::Bastion
+/// A tokio runtime for the tests' workers: 2 worker threads, as many as the
+/// machine CI runs on has cores, with its I/O and time drivers.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 /// Every executor this build has, to run a test on each: Bastion's, and
@@ -46,11 +39,7 @@ pub fn every_executor() -> Vec<(gen_registry::Executor, Option<Box<dyn std::any:
         vec![(gen_registry::Executor::Bastion, None)];
     #[cfg(feature = "tokio")]
     {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
+        let rt = tokio_runtime();
         all.push((
             gen_registry::Executor::Tokio(rt.handle().clone()),
             Some(Box::new(rt)),
@@ -58,6 +47,30 @@ pub fn every_executor() -> Vec<(gen_registry::Executor, Option<Box<dyn std::any:
     }
     all
 }
+
+/// Defines `registry()` and `registry_with(options)` in a test module whose
+/// tests run on more than one executor (the suite's api, guarantees and
+/// model): like the probe's own (see [`probe::registry_with`]), but on the
+/// executor that `$executor()` returns, the parent module's — Bastion's at
+/// the top of the suite, tokio's under `on_tokio`. They shadow the probe's,
+/// which the module's `use crate::common::*` brings in.
+macro_rules! registries_on {
+    ($executor:path) => {
+        /// A registry of probes on this module's executor.
+        #[allow(dead_code)] // a module may use only `registry_with`
+        fn registry() -> gen_registry::GenRegistry<Probe> {
+            registry_with(gen_registry::Options::default())
+        }
+
+        /// A registry of probes with `options`, on this module's executor.
+        fn registry_with(
+            options: gen_registry::Options<Probe>,
+        ) -> gen_registry::GenRegistry<Probe> {
+            gen_registry::GenRegistry::new(options.executor($executor())).unwrap()
+        }
+    };
+}
+pub(crate) use registries_on;
 
 /// Waits until `condition` holds, on the crate's own timer; panics after 10 s.
 pub use gen_registry::doc_support::wait_until;
@@ -71,28 +84,6 @@ pub fn size_from_env(name: &str, default: usize) -> usize {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
-    }
-}
-
-/// A small seeded generator (SplitMix64): reproducible runs without a
-/// dependency.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
     }
 }
 

@@ -329,8 +329,8 @@ pub fn registry() -> GenRegistry<Probe> {
     registry_with(Options::default())
 }
 
-/// A registry with `options`, its workers on this test binary's executor
-/// (see `executor` in the parent module).
+/// A registry with `options` (on Bastion's executor unless they name
+/// another).
 pub fn registry_with(options: Options<Probe>) -> GenRegistry<Probe> {
-    GenRegistry::new(options.executor(super::executor())).unwrap()
+    GenRegistry::new(options).unwrap()
 }

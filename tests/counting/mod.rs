@@ -74,3 +74,19 @@ pub fn settled_heap() -> isize {
         last = now;
     }
 }
+
+/// The settled live heap once it is within `range`, sampled again until it
+/// is or `within` has passed, for a check of what an operation that has
+/// returned gives back: ended workers and the id table's deferred
+/// reclamation free their memory on other threads, which a loaded machine
+/// may not run for longer than [`settled_heap`] waits. The caller checks the
+/// value returned against `range`.
+pub fn settled_heap_within(range: impl std::ops::RangeBounds<isize>, within: Duration) -> isize {
+    let deadline = Instant::now() + within;
+    loop {
+        let heap = settled_heap();
+        if range.contains(&heap) || Instant::now() > deadline {
+            return heap;
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! The study behind the choice of [`crate::eviction`]'s policy (issue 13):
+//! The study behind the choice of [`crate::eviction`]'s policy:
 //! replays Zipf-skewed id traces against LRU, W-TinyLFU, CLOCK (with and
 //! without TinyLFU admission), sampled LRU and S3-FIFO, measures their hit ratios on one thread, and their cost per
 //! access and per start (an insert that evicts) on two threads.

@@ -14,9 +14,7 @@
 //! Size: `GEN_REGISTRY_STRESS_OPS` operations in all: 200,000 by default;
 //! CI (`.ci/run`) runs 1,000,000.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_registry::{Error, GenRegistry, WorkerRef};
 use parking_lot::Mutex;
 use std::collections::HashMap;

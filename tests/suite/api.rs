@@ -2,11 +2,14 @@
 //! (lookup, lookup_or_start, start, stop, count, reduce, sample, to_list, a
 //! killed worker, stopping the registry, independent registries).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_registry::{Error, ExitReason, Options};
 use std::collections::HashSet;
+
+// These tests run twice in the suite: on Bastion's executor at its top, and
+// on tokio's under `on_tokio`; the parent module's `executor` says which.
+use super::executor;
+registries_on!(executor);
 
 // ---- lookup ----
 

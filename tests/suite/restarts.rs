@@ -2,9 +2,7 @@
 //! same id, mailbox and handles when its policy allows, gives up when it is
 //! spent, never delays other workers, and stops at once while it waits.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_registry::{BackOff, Error, ExitReason, RestartPolicy};
 use std::time::Duration;
 
@@ -459,7 +457,7 @@ fn failing_inits_per_second(back_off: Option<BackOff>, window: Duration) -> f64 
 
 /// Not a check: prints how fast a crash loop spins with the default back-off
 /// and with `BackOff::Immediate`. Run it with
-/// `cargo test --release --test restarts -- --ignored --nocapture`.
+/// `cargo test --release --test suite restarts::measure -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement; run it explicitly"]
 fn measure_failing_inits_per_second_of_a_crash_loop() {

@@ -42,9 +42,7 @@
 //! `.ci/run`, runs 1000) of up to `GEN_REGISTRY_MODEL_STEPS` operations
 //! (default 64).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::channel::oneshot;
 use gen_registry::{AtCapacity, Error, ExitReason, GenRegistry, Options, RestartPolicy, WorkerRef};
 use proptest::prelude::*;
@@ -54,6 +52,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+// These tests run twice in the suite: on Bastion's executor at its top, and
+// on tokio's under `on_tokio`; the parent module's `executor` says which.
+use super::executor;
+registries_on!(executor);
 
 macro_rules! check {
     ($cond:expr, $($fmt:tt)+) => {
@@ -203,7 +206,7 @@ fn options(case: &Case) -> Options<Probe> {
         Limit::Capacity(n, at) => options.max_workers(n).at_capacity(at),
         Limit::Idle => options.idle_timeout(IDLE),
     };
-    options.executor(common::executor())
+    options.executor(executor())
 }
 
 fn policy() -> impl Strategy<Value = Policy> {

@@ -11,9 +11,7 @@
 //! worker; and that invalid options and operations on unknown ids, ended
 //! workers or a shut-down registry fail at once with the documented error.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::channel::oneshot;
 use gen_registry::{Context, Error, ExitReason, GenRegistry, Options, Worker};
 use parking_lot::Mutex;

@@ -6,6 +6,7 @@
 //! Bastion's executor without a tokio handle cannot drive tokio I/O: that is
 //! covered too, so the limitation stays documented by a test.
 
+use crate::common::tokio_runtime;
 use gen_registry::{Context, Error, Executor, GenRegistry, Options, Worker};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,14 +19,6 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within 10 s");
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 // ---- tokio I/O inside workers ----
@@ -104,14 +97,14 @@ fn tcp_round_trips_on(rt: &tokio::runtime::Runtime, registry: GenRegistry<Echo>)
 
 #[test]
 fn workers_on_tokio_do_tcp_and_timers() {
-    let rt = runtime();
+    let rt = tokio_runtime();
     let options = Options::default().executor(Executor::Tokio(rt.handle().clone()));
     tcp_round_trips_on(&rt, GenRegistry::new(options).unwrap());
 }
 
 #[test]
 fn workers_on_the_current_tokio_runtime_do_tcp_and_timers() {
-    let rt = runtime();
+    let rt = tokio_runtime();
     let registry = rt.block_on(async {
         GenRegistry::new(Options::default().executor(Executor::CurrentTokio)).unwrap()
     });
@@ -124,14 +117,14 @@ fn workers_on_the_current_tokio_runtime_do_tcp_and_timers() {
 
 #[test]
 fn workers_on_bastion_given_a_tokio_handle_do_tcp_and_timers() {
-    let rt = runtime();
+    let rt = tokio_runtime();
     let options = Options::default().executor(Executor::BastionWithTokio(rt.handle().clone()));
     tcp_round_trips_on(&rt, GenRegistry::new(options).unwrap());
 }
 
 #[test]
 fn workers_on_bastion_without_a_tokio_handle_cannot_use_tokio_io() {
-    let rt = runtime();
+    let rt = tokio_runtime();
     let server = echo_server(&rt);
     let registry = GenRegistry::<Echo>::new(Options::default()).unwrap();
     let started = futures::executor::block_on(registry.lookup_or_start(1, server));
@@ -236,7 +229,7 @@ fn blocking_work_on_bastion_does_not_keep_other_ids_from_being_answered() {
 
 #[test]
 fn blocking_work_on_tokio_does_not_keep_other_ids_from_being_answered() {
-    let rt = runtime();
+    let rt = tokio_runtime();
     let registry =
         GenRegistry::new(Options::default().executor(Executor::Tokio(rt.handle().clone())))
             .unwrap();
@@ -261,7 +254,7 @@ fn a_panic_in_blocking_work_is_a_panic_in_the_handler() {
                 .await
         }
     }
-    let rt = runtime();
+    let rt = tokio_runtime();
     for executor in [Executor::Bastion, Executor::Tokio(rt.handle().clone())] {
         let registry = GenRegistry::<Panicky>::new(Options::default().executor(executor)).unwrap();
         futures::executor::block_on(async {
@@ -293,7 +286,7 @@ fn a_registry_on_the_current_tokio_runtime_outside_any_runtime_is_refused() {
 
 #[test]
 fn a_runtime_shut_down_under_live_workers_ends_them_and_refuses_new_starts() {
-    let rt = runtime();
+    let rt = tokio_runtime();
     let registry = GenRegistry::<Blocker>::new(
         Options::default().executor(Executor::Tokio(rt.handle().clone())),
     )

@@ -3,8 +3,7 @@
 //! cast by id, and the restart count a worker sees. Each runs on every
 //! executor the build has.
 
-mod common;
-
+use crate::common;
 use futures::channel::oneshot;
 use gen_registry::doc_support::wait_until;
 use gen_registry::{

@@ -3,9 +3,7 @@
 //! size, a lookup that needs no owned id, the call timeout as an option, and
 //! when events are reported.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::channel::oneshot;
 use gen_registry::{Context, Error, GenRegistry, Options, RestartPolicy, Worker};
 use std::sync::Arc;

@@ -2,13 +2,16 @@
 //! architecture's list: one init per id, failed starts harm nobody, no stale
 //! handles, stop leaves no window, re-entrancy, shutdown).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gen_registry::{Error, ExitReason, Options};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+// These tests run twice in the suite: on Bastion's executor at its top, and
+// on tokio's under `on_tokio`; the parent module's `executor` says which.
+use super::executor;
+registries_on!(executor);
 
 // ---- 1. exactly one init per id ----
 

@@ -4,8 +4,7 @@
 //! killed worker takes no mail and no lookup returns it. Each runs on every
 //! executor the build has.
 
-mod common;
-
+use crate::common;
 use gen_registry::{Context, Error, Executor, ExitReason, GenRegistry, Options, Worker};
 use parking_lot::Mutex;
 use std::sync::Arc;

@@ -3,13 +3,11 @@
 //! restarting the registry's group, and calls in both directions between
 //! workers and Bastion children.
 //!
-//! Bastion is started once for this binary and never stopped (stopping it is
+//! Bastion is started once for the suite and never stopped (stopping it is
 //! final for the process).
 
-mod common;
-
+use crate::common::*;
 use bastion::prelude::*;
-use common::*;
 use gen_registry::{Context, Error, GenRegistry, Spec, Worker, timeout};
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -39,7 +37,7 @@ fn a_modern_spec_runs_under_its_supervisor_and_is_found_by_worker_type() {
     bastion();
     run(10, async {
         let log = Log::new();
-        // The one test of this binary that uses the default name (the type's).
+        // The one test of the suite that uses the default name (the type's).
         let spec = GenRegistry::<Probe>::child_spec(observed(&log)).unwrap();
         Bastion::supervisor(|sp| sp.children(spec)).unwrap();
         let registry = GenRegistry::<Probe>::whereis().unwrap();
