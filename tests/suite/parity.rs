@@ -5,8 +5,7 @@
 //! the worker handles; a shutdown keeps its deadline and reports what it
 //! did; a handler can defer its reply.
 
-mod common;
-
+use crate::common;
 use gen_registry::{Context, Error, Executor, ExitReason, GenRegistry, Options, Worker};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
