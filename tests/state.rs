@@ -108,7 +108,7 @@ impl Drop for TempDb {
 /// (kept alive by the second field).
 fn stores(name: &str) -> Vec<(&'static str, Store, Option<TempDb>)> {
     let db = TempDb::new(name);
-    let sqlite = Store::sqlite(db.path(), common::executor()).expect("a SQLite store");
+    let sqlite = Store::sqlite(db.path(), gen_registry::Executor::Bastion).expect("a SQLite store");
     vec![
         ("memory", Store::memory(), None),
         ("sqlite", sqlite, Some(db)),
@@ -116,7 +116,7 @@ fn stores(name: &str) -> Vec<(&'static str, Store, Option<TempDb>)> {
 }
 
 fn registry(options: Options<Account>) -> GenRegistry<Account> {
-    GenRegistry::new(options.executor(common::executor())).expect("a registry")
+    GenRegistry::new(options.executor(gen_registry::Executor::Bastion)).expect("a registry")
 }
 
 fn entries(reply: Result<Result<Vec<u64>, StateError>, Error<Account>>) -> Vec<u64> {
@@ -402,7 +402,7 @@ fn gated_group_commit<B: Backend + Clone>(
         gate: Arc::clone(&gate),
         batches: Arc::clone(&batches),
     };
-    let store = Store::new(gated, common::executor());
+    let store = Store::new(gated, gen_registry::Executor::Bastion);
     run(60, async move {
         let closed = gate.lock().await;
         let accounts = registry(Options::default());
@@ -458,13 +458,13 @@ fn writers_arriving_together_share_one_transaction_and_are_answered_after_it() {
     let memory = Memory::new();
     let read_back = memory.clone();
     gated_group_commit("memory", memory, move || {
-        Store::new(read_back, common::executor())
+        Store::new(read_back, gen_registry::Executor::Bastion)
     });
     let db = TempDb::new("group");
     let path = db.path();
-    let sqlite = Sqlite::open(&path, common::executor()).unwrap();
+    let sqlite = Sqlite::open(&path, gen_registry::Executor::Bastion).unwrap();
     gated_group_commit("sqlite", sqlite, move || {
-        Store::sqlite(path, common::executor()).unwrap()
+        Store::sqlite(path, gen_registry::Executor::Bastion).unwrap()
     });
 }
 
@@ -636,7 +636,7 @@ fn every_acknowledged_write_survives_a_kill_9() {
         let path = db.path();
         let acknowledged = acknowledged.clone();
         async move {
-            let store = Store::sqlite(path, common::executor()).unwrap();
+            let store = Store::sqlite(path, gen_registry::Executor::Bastion).unwrap();
             let mut lost = 0;
             for (id, written) in acknowledged {
                 let held = Stored::<Ledger>::load(&store, "account", &id)
