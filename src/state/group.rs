@@ -11,8 +11,8 @@
 //! 17–38× the writes per second at 64 writers on SQLite.
 
 use crate::executor::Executor;
+use crate::state::backend::{Backend, Write};
 use crate::state::error::Refusal;
-use crate::state::store::{Backend, Write};
 use futures::FutureExt;
 use futures::channel::oneshot;
 use parking_lot::Mutex;

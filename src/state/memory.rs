@@ -1,7 +1,7 @@
 //! The in-memory store, for tests: the same checks as every store, in a map.
 
+use crate::state::backend::{Backend, BoxFuture, Key, Record, Write};
 use crate::state::error::{Refusal, check};
-use crate::state::store::{Backend, BoxFuture, Key, Record, Write};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;

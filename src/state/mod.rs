@@ -44,6 +44,7 @@
 //! # });
 //! ```
 
+mod backend;
 mod error;
 mod group;
 mod memory;
@@ -52,9 +53,10 @@ mod sqlite;
 mod store;
 mod stored;
 
+pub use backend::{Backend, BoxFuture, Key, Record, Write};
 pub use error::{Refusal, Stamp, StateError, check};
 pub use memory::Memory;
 #[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
-pub use store::{Backend, BoxFuture, DEFAULT_MAX_STATE_BYTES, Key, Record, Store, Write};
+pub use store::{DEFAULT_MAX_STATE_BYTES, Store};
 pub use stored::Stored;

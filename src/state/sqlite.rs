@@ -2,8 +2,9 @@
 //! statement run on the executor's blocking pool.
 
 use crate::executor::{Executor, Unfinished};
+use crate::state::backend::{Backend, BoxFuture, Key, Record, Write};
 use crate::state::error::{Refusal, Stamp, check};
-use crate::state::store::{Backend, BoxFuture, Key, Record, Store, Write};
+use crate::state::store::Store;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,9 @@
 //! [`Stored`]: one worker's persisted state, typed, with its version.
 
+use crate::state::backend::{Key, Write, key_of};
 use crate::state::error::StateError;
 use crate::state::group::Failure;
-use crate::state::store::{Key, Store, Write};
-use crate::worker::ShownId;
+use crate::state::store::Store;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -78,19 +78,6 @@ pub struct Stored<S> {
     version: u64,
     epoch: u64,
     changed: bool,
-}
-
-/// The key of `id` in `kind`, and the record's name for messages.
-pub(crate) fn key_of<I>(kind: &'static str, id: &I) -> Result<(Key, String), StateError>
-where
-    I: Serialize + Debug + ?Sized,
-{
-    let record = format!("{kind}/{}", ShownId(id));
-    let id = postcard::to_allocvec(id).map_err(|e| StateError::Encode {
-        record: record.clone(),
-        reason: format!("the id: {e}"),
-    })?;
-    Ok((Key { kind, id }, record))
 }
 
 impl<S> Stored<S>

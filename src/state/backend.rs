@@ -1,0 +1,114 @@
+//! The seam between persisted workers and where their state is kept: the
+//! [`Backend`] trait a store implements, and the records and writes it
+//! handles.
+
+use crate::state::error::{Refusal, Stamp, StateError};
+use crate::worker::ShownId;
+use serde::Serialize;
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future a [`Backend`] returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where one record lives: its kind (the worker type's name for its state,
+/// like a table name) and its id, encoded.
+///
+/// ```
+/// use gen_registry::state::Key;
+/// let key = Key { kind: "cart", id: vec![7] };
+/// assert_eq!(key.kind, "cart");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The kind of record (say, `"cart"`).
+    pub kind: &'static str,
+    /// The id, encoded with postcard.
+    pub id: Vec<u8>,
+}
+
+/// One record as a store holds it.
+///
+/// ```
+/// use gen_registry::state::{Record, Stamp};
+/// let cleared = Record { stamp: Stamp { version: 5, epoch: 1 }, state: None };
+/// assert!(cleared.state.is_none()); // cleared: a fresh start, at version 5
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its version and the epoch of its last write.
+    pub stamp: Stamp,
+    /// The encoded state; `None` once cleared. A cleared record keeps its
+    /// version and epoch, so a late writer is still refused.
+    pub state: Option<Vec<u8>>,
+}
+
+/// One write of a batch.
+///
+/// ```
+/// use gen_registry::state::{Key, Write};
+/// let write = Write { key: Key { kind: "cart", id: vec![7] }, expected: 0, epoch: 0, state: Some(vec![1, 2]) };
+/// assert_eq!(write.expected, 0); // a first write: the record must not exist yet
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The record.
+    pub key: Key,
+    /// The version the writer holds; the record becomes `expected + 1`.
+    pub expected: u64,
+    /// The writer's epoch; the record keeps it as its last accepted epoch.
+    pub epoch: u64,
+    /// The new encoded state; `None` clears the record.
+    pub state: Option<Vec<u8>>,
+}
+
+/// A place to keep records: the seam a store implements.
+///
+/// Both methods return `'static` futures (clone what they need out of
+/// `self`); blocking stores run their work on a blocking pool inside them,
+/// never on the caller's thread. A failure is a text for people; it reaches
+/// each writer as [`StateError::Store`].
+///
+/// ```
+/// use gen_registry::state::{Backend, BoxFuture, Key, Memory, Record, Refusal, Write};
+///
+/// /// A store that counts its transactions, around the in-memory one.
+/// struct Counting { inner: Memory, commits: std::sync::Arc<std::sync::atomic::AtomicUsize> }
+///
+/// impl Backend for Counting {
+///     fn load(&self, key: Key) -> BoxFuture<Result<Option<Record>, String>> {
+///         self.inner.load(key)
+///     }
+///     fn commit(&self, writes: Vec<Write>) -> BoxFuture<Result<Vec<Result<(), Refusal>>, String>> {
+///         self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.inner.commit(writes)
+///     }
+/// }
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// Reads one record; `None` if it was never written.
+    fn load(&self, key: Key) -> BoxFuture<Result<Option<Record>, String>>;
+
+    /// Applies `writes` in order, in one transaction, each checked with
+    /// [`check`](crate::state::check) against the record as the writes
+    /// before it in the batch left it. Returns one outcome per write, in
+    /// order, once the transaction has committed (durably, for a store that
+    /// keeps anything); a refused write leaves its record as it was and does
+    /// not affect the others. An `Err` means nothing of the batch was
+    /// applied.
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<Result<Vec<Result<(), Refusal>>, String>>;
+}
+
+/// The key of `id` in `kind`, and the record's name for messages.
+pub(crate) fn key_of<I>(kind: &'static str, id: &I) -> Result<(Key, String), StateError>
+where
+    I: Serialize + Debug + ?Sized,
+{
+    let record = format!("{kind}/{}", ShownId(id));
+    let id = postcard::to_allocvec(id).map_err(|e| StateError::Encode {
+        record: record.clone(),
+        reason: format!("the id: {e}"),
+    })?;
+    Ok((Key { kind, id }, record))
+}
