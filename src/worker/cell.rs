@@ -279,8 +279,9 @@ struct Inner<W: Worker> {
     /// A stop asked for from outside, not yet seen by the worker.
     stop: Option<StopRequest>,
     kill: bool,
-    /// The worker is not handling mail: it waits in `poll_next`, or has not
-    /// polled its mailbox yet. True from the start, so that a worker that
+    /// The worker is not handling mail: it waits in `poll_next`, has not
+    /// polled its mailbox yet, or has answered the call it handled and no
+    /// mail waits. True from the start, so that a worker that
     /// has just started — Running, its starter woken, its first poll of the
     /// mailbox still to come — can be evicted like any idle one: a start
     /// right after it at the capacity limit is not refused because the
@@ -908,6 +909,26 @@ impl<W: Worker> Cell<W> {
         let sent = reply_to.send(outcome).is_ok();
         drop(g);
         sent
+    }
+
+    /// The worker's own answer to the call it has just handled, sent as
+    /// [`answer`](Self::answer) sends it; in the same step the worker counts
+    /// as parked again if no mail waits. It is done with the call, so a
+    /// start at the capacity limit right after the answer may evict it
+    /// (until its next look at the mailbox it would count as busy, and such
+    /// a start was refused now and then).
+    pub(crate) fn answer_handled(&self, reply_to: ReplyTo<W>, outcome: Outcome<W>) {
+        let mut g = self.lock();
+        if g.kill {
+            drop(g);
+            drop((reply_to, outcome));
+            return;
+        }
+        if g.queue.is_empty() {
+            g.parked = true;
+        }
+        let _ = reply_to.send(outcome);
+        drop(g);
     }
 
     /// The first half of the end: closes the mailbox (any state → at least

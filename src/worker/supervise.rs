@@ -224,7 +224,7 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                                         life.guard.ctx.shared.leave_running(life.guard.cell());
                                     }
                                     if let Some(reply_to) = reply_to {
-                                        life.guard.cell().answer(reply_to, Ok(reply));
+                                        life.guard.cell().answer_handled(reply_to, Ok(reply));
                                     }
                                 }
                                 Err(panic) => {

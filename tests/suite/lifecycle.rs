@@ -547,6 +547,31 @@ fn a_start_at_capacity_evicts_a_worker_which_runs_terminate() {
 }
 
 #[test]
+fn a_start_right_after_the_only_worker_answered_evicts_it() {
+    // A worker that has answered its last call is done with it: a start at
+    // the limit right after the answer evicts it, and is never refused as
+    // if the worker were still in the middle of the call.
+    let rounds = common::size_from_env("GEN_REGISTRY_EVICT_AFTER_REPLY_ROUNDS", 2_000);
+    for (executor, _rt) in common::every_executor() {
+        let log = Arc::new(Log::default());
+        let options = Options::default().executor(executor).max_workers(1);
+        let r = GenRegistry::<Probe>::new(options).unwrap();
+        run(async {
+            for round in 0..rounds {
+                let id = round as u32;
+                let w = r.lookup_or_start(id, Args::new(&log)).await.unwrap();
+                w.call(Req::Get(u64::from(id))).await.unwrap();
+                match r.lookup_or_start(id + 1_000_000, Args::new(&log)).await {
+                    Ok(_) => r.stop(&(id + 1_000_000)).await.unwrap(),
+                    Err(e) => panic!("round {round}: a start after the only worker answered: {e}"),
+                }
+            }
+            r.shutdown().await;
+        });
+    }
+}
+
+#[test]
 fn a_worker_in_the_middle_of_a_call_is_never_evicted() {
     for (executor, _rt) in common::every_executor() {
         let log = Arc::new(Log::default());
