@@ -160,6 +160,14 @@ impl Timer {
     }
 }
 
+/// The instant `after` from now; a century from now for a delay too large
+/// for `Instant` (a deadline nobody reaches).
+pub(crate) fn instant_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// A future that completes at a deadline.
 pub(crate) struct Sleep {
     deadline: u64,

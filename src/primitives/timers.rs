@@ -8,7 +8,7 @@
 //! the earliest deadline) and a small entry each here; a worker without
 //! timers pays one empty pointer in its mailbox.
 
-use crate::primitives::timer::Sleep;
+use crate::primitives::timer::{Sleep, instant_after};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -49,7 +49,7 @@ impl<M> Timers<M> {
     /// returns the key that cancels it.
     pub(crate) fn add(&mut self, delay: Duration, repeat: Repeat<M>, message: M) -> u64 {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        let due = Instant::now().checked_add(delay).unwrap_or_else(far_future);
+        let due = instant_after(delay);
         self.entries.push(Entry {
             key,
             due,
@@ -109,11 +109,6 @@ impl<M> Timers<M> {
             Poll::Pending => Poll::Pending,
         }
     }
-}
-
-/// A deadline no timer reaches (a delay too large for `Instant`).
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 #[cfg(test)]

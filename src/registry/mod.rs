@@ -145,10 +145,7 @@ impl<W: Worker> GenRegistry<W> {
         let registry = GenRegistry {
             owner: Owner::new(options),
         };
-        crate::registry::directory::publish_new(
-            registry.options(),
-            Arc::downgrade(&registry.owner),
-        )?;
+        directory::publish_new(registry.options(), Arc::downgrade(&registry.owner))?;
         Ok(registry)
     }
 
@@ -738,7 +735,7 @@ impl<W: Worker> GenRegistry<W> {
     /// ```
     pub async fn shutdown(&self) -> crate::ShutdownReport {
         // A named registry gives its name back as its shutdown begins.
-        crate::registry::directory::withdraw(self.options().get_name(), &self.owner);
+        directory::withdraw(self.options().get_name(), &self.owner);
         self.shared().shutdown().await
     }
 

@@ -123,8 +123,15 @@ impl Group {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err("the store's commit panicked".to_owned()));
+            let outcome = match outcome {
+                Ok(outcomes) if outcomes.len() != count => Err(format!(
+                    "the store answered {} writes of a batch of {count}",
+                    outcomes.len()
+                )),
+                outcome => outcome,
+            };
             match outcome {
-                Ok(outcomes) if outcomes.len() == count => {
+                Ok(outcomes) => {
                     // Counted before anyone is answered, so a writer that
                     // was answered sees its transaction counted.
                     self.transactions.fetch_add(1, Ordering::AcqRel);
@@ -132,15 +139,6 @@ impl Group {
                     self.written.fetch_add(accepted as u64, Ordering::AcqRel);
                     for (answer, outcome) in answers.into_iter().zip(outcomes) {
                         let _ = answer.send(outcome.map_err(Failure::Refused));
-                    }
-                }
-                Ok(outcomes) => {
-                    let reason = format!(
-                        "the store answered {} writes of a batch of {count}",
-                        outcomes.len()
-                    );
-                    for answer in answers {
-                        let _ = answer.send(Err(Failure::Store(reason.clone())));
                     }
                 }
                 Err(reason) => {

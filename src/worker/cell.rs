@@ -900,15 +900,7 @@ impl<W: Worker> Cell<W> {
     /// worker's loop reaches this send before its future is dropped.) The
     /// send wakes the caller under the lock; a waker only schedules a task.
     pub(crate) fn answer(&self, reply_to: ReplyTo<W>, outcome: Outcome<W>) -> bool {
-        let g = self.lock();
-        if g.kill {
-            drop(g);
-            drop((reply_to, outcome));
-            return false;
-        }
-        let sent = reply_to.send(outcome).is_ok();
-        drop(g);
-        sent
+        send_unless_killed(self.lock(), reply_to, outcome)
     }
 
     /// The worker's own answer to the call it has just handled, sent as
@@ -919,16 +911,10 @@ impl<W: Worker> Cell<W> {
     /// a start was refused now and then).
     pub(crate) fn answer_handled(&self, reply_to: ReplyTo<W>, outcome: Outcome<W>) {
         let mut g = self.lock();
-        if g.kill {
-            drop(g);
-            drop((reply_to, outcome));
-            return;
-        }
         if g.queue.is_empty() {
             g.parked = true;
         }
-        let _ = reply_to.send(outcome);
-        drop(g);
+        send_unless_killed(g, reply_to, outcome);
     }
 
     /// The first half of the end: closes the mailbox (any state → at least
@@ -966,6 +952,26 @@ impl<W: Worker> Cell<W> {
         drop(g);
         wake.run();
     }
+}
+
+/// Sends `outcome` to its caller under the cell's lock `g`, unless the
+/// worker was killed; whether it was sent. What was not sent (the reply of a
+/// killed worker, or one whose caller had gone) is dropped once the lock is
+/// released: dropping a reply runs the worker's own code.
+fn send_unless_killed<W: Worker>(
+    g: Locked<'_, W>,
+    reply_to: ReplyTo<W>,
+    outcome: Outcome<W>,
+) -> bool {
+    let unsent = if g.kill {
+        Some((Some(reply_to), outcome))
+    } else {
+        reply_to.send(outcome).err().map(|outcome| (None, outcome))
+    };
+    drop(g);
+    let sent = unsent.is_none();
+    drop(unsent);
+    sent
 }
 
 /// Hands every queued call its request back, unhandled, so its caller can

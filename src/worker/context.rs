@@ -144,12 +144,10 @@ impl<W: Worker> Context<W> {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let work = self.shared.options.get_executor().blocking(work);
+        let work = self.try_blocking(work);
         async move {
-            match work.await {
-                Ok(value) => value,
-                Err(Unfinished) => panic!("{}", BlockingError(())),
-            }
+            work.await
+                .unwrap_or_else(|unfinished| panic!("{unfinished}"))
         }
     }
 

@@ -9,7 +9,7 @@
 use crate::primitives::current;
 use crate::primitives::evict::{Evictor, Slot};
 use crate::primitives::table::Table;
-use crate::primitives::timer::{Sleep, timeout};
+use crate::primitives::timer::{Sleep, instant_after, timeout};
 use crate::worker::cell::{
     Cell, IDLE_NEVER, NO_SLOT, RegistryView, State, StopRequest, idle_millis,
 };
@@ -248,9 +248,7 @@ impl<W: Worker> Shared<W> {
         fence(Ordering::SeqCst);
         // A timeout too long to be a deadline is none.
         let timeout = self.options.get_shutdown_timeout();
-        let deadline = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(far_future);
+        let deadline = instant_after(timeout);
         let mut report = ShutdownReport::default();
         // A start racing with the first walk may have added a worker, which
         // ends by itself once it sees `stopped`: walk until none is left.
@@ -362,13 +360,6 @@ impl<W: Worker> std::hash::Hash for Resident<W> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         crate::primitives::table::Entry::id(&*self.0).hash(state);
     }
-}
-
-/// A deadline no shutdown reaches: about a century from now (an `Instant`
-/// cannot hold `Duration::MAX` from now).
-fn far_future() -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    Instant::now() + CENTURY
 }
 
 /// What a [`shutdown`](crate::GenRegistry::shutdown) did: how many workers
