@@ -98,6 +98,126 @@ pub trait Backend: Send + Sync + 'static {
     /// not affect the others. An `Err` means nothing of the batch was
     /// applied.
     fn commit(&self, writes: Vec<Write>) -> BoxFuture<Result<Vec<Result<(), Refusal>>, String>>;
+
+    /// Applies reminder writes in order, in one transaction, as
+    /// [`commit`](Self::commit) does for records. Each outcome says whether
+    /// the write changed a reminder (`Ok(true)`), found nothing to change
+    /// (`Ok(false)`: a cancel of a reminder that is not there, or a
+    /// [`Fired`](ReminderWrite::Fired) whose reminder was set again or
+    /// cancelled since it was read), or was refused: a write whose epoch is
+    /// older than the reminder's is [`Refusal::Fenced`]. An `Err` means
+    /// nothing of the batch was applied.
+    ///
+    /// The default keeps no reminders: it fails every batch.
+    fn remind(
+        &self,
+        writes: Vec<ReminderWrite>,
+    ) -> BoxFuture<Result<Vec<Result<bool, Refusal>>, String>> {
+        let _ = writes;
+        Box::pin(async { Err(NO_REMINDERS.to_string()) })
+    }
+
+    /// The reminders of `kind` in `partition` due at or before `until_ms`
+    /// (milliseconds since the Unix epoch), earliest first, at most `limit`
+    /// of them. A store answers from an index on the due time, so the cost
+    /// follows the number of reminders due, not the number kept.
+    ///
+    /// The default keeps no reminders: it fails.
+    fn due(
+        &self,
+        kind: &'static str,
+        partition: u32,
+        until_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<Reminder>, String>> {
+        let _ = (kind, partition, until_ms, limit);
+        Box::pin(async { Err(NO_REMINDERS.to_string()) })
+    }
+
+    /// Every reminder of one worker, by name.
+    ///
+    /// The default keeps no reminders: it fails.
+    fn reminders_of(&self, key: Key) -> BoxFuture<Result<Vec<Reminder>, String>> {
+        let _ = key;
+        Box::pin(async { Err(NO_REMINDERS.to_string()) })
+    }
+}
+
+/// What a [`Backend`] that keeps no reminders answers.
+const NO_REMINDERS: &str = "this store keeps no reminders";
+
+/// One durable reminder as a store holds it: a message for one worker,
+/// due at a wall-clock time, once or periodically. A reminder is named by
+/// its worker's key and its name; setting it again replaces it.
+///
+/// ```
+/// use gen_registry::state::{Key, Reminder};
+/// let expire = Reminder {
+///     key: Key { kind: "rule", id: vec![7] },
+///     name: "expire".into(),
+///     partition: 0,
+///     due_ms: 1_800_000_000_000,
+///     period_ms: None,
+///     message: vec![],
+///     epoch: 0,
+/// };
+/// assert!(expire.period_ms.is_none()); // fires once, then is gone
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reminder {
+    /// The worker it is for: its kind and encoded id.
+    pub key: Key,
+    /// Its name, one per worker.
+    pub name: String,
+    /// Which partition's owner fires it: the shard in cluster mode, `0`
+    /// in one process.
+    pub partition: u32,
+    /// When it is next due, in milliseconds since the Unix epoch.
+    pub due_ms: u64,
+    /// Its period in milliseconds; `None` fires once.
+    pub period_ms: Option<u64>,
+    /// The message it delivers, encoded.
+    pub message: Vec<u8>,
+    /// The epoch of the last write the store accepted for it.
+    pub epoch: u64,
+}
+
+/// One write of a batch of reminder writes (see [`Backend::remind`]).
+///
+/// ```
+/// use gen_registry::state::{Key, ReminderWrite};
+/// let cancel = ReminderWrite::Cancel { key: Key { kind: "rule", id: vec![7] }, name: "expire".into(), epoch: 0 };
+/// # let _ = cancel;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReminderWrite {
+    /// Sets a reminder, replacing one of the same worker and name; the
+    /// reminder's `epoch` is the writer's.
+    Set(Reminder),
+    /// Removes a reminder.
+    Cancel {
+        /// Its worker.
+        key: Key,
+        /// Its name.
+        name: String,
+        /// The writer's epoch.
+        epoch: u64,
+    },
+    /// A reminder due at `due_ms` was delivered: a periodic one moves to
+    /// `next_due_ms`, a one-shot one (`next_due_ms: None`) is removed. Only
+    /// if it is still due at `due_ms`: one set again meanwhile is kept.
+    Fired {
+        /// Its worker.
+        key: Key,
+        /// Its name.
+        name: String,
+        /// The due time it was delivered for.
+        due_ms: u64,
+        /// Its next due time, for a periodic one.
+        next_due_ms: Option<u64>,
+        /// The writer's epoch.
+        epoch: u64,
+    },
 }
 
 /// The key of `id` in `kind`, and the record's name for messages.

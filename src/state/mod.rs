@@ -53,7 +53,7 @@ mod sqlite;
 mod store;
 mod stored;
 
-pub use backend::{Backend, BoxFuture, Key, Record, Write};
+pub use backend::{Backend, BoxFuture, Key, Record, Reminder, ReminderWrite, Write};
 pub use error::{Refusal, Stamp, StateError, check};
 pub use memory::Memory;
 #[cfg(feature = "sqlite")]
