@@ -6,36 +6,33 @@
 //! (needs etcd: `apt-get install etcd-server` on Debian or Ubuntu).
 
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, Config, Fence, Fenced};
+use gen_registry_cluster::{Cluster, Config};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A bank account per id: a deposit returns the balance. Its fence's epoch
-/// is the token a real account would attach to its writes to a database.
+/// A bank account per id: a deposit returns the balance, and the epoch of
+/// the shard it runs in (the token a real account attaches to its writes to
+/// a database).
 struct Account {
     balance: u64,
-    fence: Fence,
 }
 
 impl Worker for Account {
     type Id = String;
-    type Args = Fenced<()>;
+    type Args = ();
     type Request = u64;
-    type Reply = (u64, i64);
+    type Reply = (u64, u64);
     type Message = ();
     type Error = std::convert::Infallible;
 
-    async fn init(_: &String, args: Fenced<()>, _: &Context<Self>) -> Result<Self, Self::Error> {
-        Ok(Account {
-            balance: 0,
-            fence: args.fence,
-        })
+    async fn init(_: &String, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Account { balance: 0 })
     }
 
-    async fn handle_call(&mut self, deposit: u64, _: &mut Context<Self>) -> (u64, i64) {
+    async fn handle_call(&mut self, deposit: u64, ctx: &mut Context<Self>) -> (u64, u64) {
         self.balance += deposit;
-        (self.balance, self.fence.epoch())
+        (self.balance, ctx.epoch().unwrap_or_default())
     }
 
     async fn terminate(&mut self, _: &ExitReason, ctx: &mut Context<Self>) {

@@ -12,7 +12,7 @@ use crate::node::Node;
 use crate::routing::{MAX_BACKOFF, done, encode_once, take_or_decode};
 use crate::view::Keys;
 use crate::wire::{Request, Response, decode, encode};
-use crate::{ArgsOf, ClusterArgs, ClusterError, ClusterWorker, Config};
+use crate::{ClusterError, ClusterWorker, Config};
 use crate::{membership, ownership, server};
 use etcd_client::Client;
 use gen_registry::{Executor, Options};
@@ -203,7 +203,7 @@ impl<W: ClusterWorker> Cluster<W> {
     pub async fn call(
         &self,
         id: W::Id,
-        args: ArgsOf<W>,
+        args: W::Args,
         request: W::Request,
     ) -> Result<W::Reply, ClusterError> {
         self.call_timeout(id, args, request, self.node.config.call_timeout)
@@ -223,7 +223,7 @@ impl<W: ClusterWorker> Cluster<W> {
     pub async fn call_timeout(
         &self,
         id: W::Id,
-        args: ArgsOf<W>,
+        args: W::Args,
         request: W::Request,
         within: Duration,
     ) -> Result<W::Reply, ClusterError> {
@@ -235,10 +235,10 @@ impl<W: ClusterWorker> Cluster<W> {
             .routed(
                 shard,
                 within,
-                |fence, registry| {
+                |registry| {
                     let request = take_or_decode(&mut request, &request_bytes)?;
-                    let (id, fenced) = (id.clone(), W::Args::fenced(args.clone(), fence));
-                    Ok(async move { registry.call(id, fenced, request).await })
+                    let (id, args) = (id.clone(), args.clone());
+                    Ok(async move { registry.call(id, args, request).await })
                 },
                 |epoch, left| {
                     Ok(Request::Call {
@@ -271,7 +271,7 @@ impl<W: ClusterWorker> Cluster<W> {
     pub async fn cast(
         &self,
         id: W::Id,
-        args: ArgsOf<W>,
+        args: W::Args,
         message: W::Message,
     ) -> Result<(), ClusterError> {
         let (shard, id_bytes) = self.node.address(&id)?;
@@ -282,10 +282,10 @@ impl<W: ClusterWorker> Cluster<W> {
             .routed(
                 shard,
                 self.node.config.call_timeout,
-                |fence, registry| {
+                |registry| {
                     let message = take_or_decode(&mut message, &message_bytes)?;
-                    let (id, fenced) = (id.clone(), W::Args::fenced(args.clone(), fence));
-                    Ok(async move { registry.cast(id, fenced, message).await })
+                    let (id, args) = (id.clone(), args.clone());
+                    Ok(async move { registry.cast(id, args, message).await })
                 },
                 |epoch, _| {
                     Ok(Request::Cast {
@@ -319,7 +319,7 @@ impl<W: ClusterWorker> Cluster<W> {
             .routed(
                 shard,
                 self.node.config.call_timeout,
-                |_, registry| Ok(async move { registry.stop(id).await }),
+                |registry| Ok(async move { registry.stop(id).await }),
                 |epoch, _| {
                     Ok(Request::Stop {
                         shard,
@@ -478,7 +478,7 @@ mod tests {
     fn every_operation_is_a_send_future<W: ClusterWorker>(
         cluster: Cluster<W>,
         id: W::Id,
-        args: ArgsOf<W>,
+        args: W::Args,
         request: W::Request,
         message: W::Message,
     ) {

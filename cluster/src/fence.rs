@@ -1,6 +1,7 @@
 //! Which shards this node serves, and until when: the node's side of the
 //! lease. Every path to a local worker checks it, and workers read it
-//! through their [`Fence`] before writing to an external store.
+//! through their context ([`Context::holds_epoch`](gen_registry::Context::holds_epoch))
+//! before a side effect no store fences.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -84,96 +85,5 @@ impl Liveness {
 
     pub(crate) fn unserve(&self, shard: u32) {
         self.serving.lock().remove(&shard);
-    }
-}
-
-/// A worker's proof of ownership: its shard, the shard's epoch (the fencing
-/// token), and whether this node still holds the shard at that epoch.
-///
-/// Check [`is_valid`](Fence::is_valid) right before a side effect, and pass
-/// [`epoch`](Fence::epoch) to stores that can reject writes carrying an older
-/// token than one they have seen: that closes the window a process pause
-/// between the check and the write would leave open.
-///
-/// ```
-/// use gen_registry_cluster::Fence;
-///
-/// // Outside a cluster (a unit test of a worker), a fence that always holds.
-/// let fence = Fence::local();
-/// assert!(fence.is_valid());
-/// assert_eq!(fence.epoch(), 0);
-/// ```
-#[derive(Clone)]
-pub struct Fence {
-    shard: u32,
-    epoch: i64,
-    node: Option<Arc<Liveness>>,
-}
-
-impl Fence {
-    pub(crate) fn new(shard: u32, epoch: i64, node: Arc<Liveness>) -> Self {
-        Fence {
-            shard,
-            epoch,
-            node: Some(node),
-        }
-    }
-
-    /// A fence for a worker run outside a cluster: shard 0, epoch 0, always
-    /// valid.
-    ///
-    /// ```
-    /// use gen_registry_cluster::Fence;
-    /// assert_eq!(Fence::local().shard(), 0);
-    /// ```
-    pub fn local() -> Self {
-        Fence {
-            shard: 0,
-            epoch: 0,
-            node: None,
-        }
-    }
-
-    /// The worker's shard.
-    ///
-    /// ```
-    /// use gen_registry_cluster::Fence;
-    /// assert_eq!(Fence::local().shard(), 0);
-    /// ```
-    pub fn shard(&self) -> u32 {
-        self.shard
-    }
-
-    /// The shard's epoch: the etcd revision at which this node claimed it.
-    /// A later owner of the shard always has a larger epoch.
-    ///
-    /// ```
-    /// use gen_registry_cluster::Fence;
-    /// assert_eq!(Fence::local().epoch(), 0);
-    /// ```
-    pub fn epoch(&self) -> i64 {
-        self.epoch
-    }
-
-    /// Whether this node still serves the shard at this epoch, with its
-    /// lease safely unexpired. Once false, it stays false.
-    ///
-    /// ```
-    /// use gen_registry_cluster::Fence;
-    /// assert!(Fence::local().is_valid());
-    /// ```
-    pub fn is_valid(&self) -> bool {
-        self.node
-            .as_ref()
-            .is_none_or(|n| n.holds(self.shard, self.epoch))
-    }
-}
-
-impl std::fmt::Debug for Fence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fence")
-            .field("shard", &self.shard)
-            .field("epoch", &self.epoch)
-            .finish()
     }
 }

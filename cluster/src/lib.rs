@@ -25,25 +25,33 @@
 //! serving: availability is traded for safety. On each node, the local
 //! registry's guarantees hold as they are.
 //!
-//! A worker's args are wrapped in [`Fenced`], which carries its shard's
-//! epoch: that is how a worker sees the fencing token.
+//! A worker type runs in a cluster as it is: its id, args, requests,
+//! replies and messages only need to be serde types (they cross the
+//! network). Each shard's registry is given the shard's epoch (the fencing
+//! token) and the node's name, which every worker reads from its
+//! [`Context`](gen_registry::Context): [`epoch`](gen_registry::Context::epoch),
+//! [`holds_epoch`](gen_registry::Context::holds_epoch),
+//! [`node`](gen_registry::Context::node). State kept with
+//! [`Stored::load_for`](gen_registry::state::Stored::load_for) carries the
+//! epoch on every write, so a store shared by the nodes hands it over, and
+//! refuses the writes of an owner that was replaced.
 //!
 //! ```no_run
 //! use gen_registry::{Context, Options, Worker};
-//! use gen_registry_cluster::{Cluster, Config, Fenced};
+//! use gen_registry_cluster::{Cluster, Config};
 //!
 //! struct Counter(u64);
 //!
 //! impl Worker for Counter {
 //!     type Id = String;
-//!     type Args = Fenced<u64>;
+//!     type Args = u64;
 //!     type Request = u64;
 //!     type Reply = u64;
 //!     type Message = ();
 //!     type Error = std::convert::Infallible;
 //!
-//!     async fn init(_: &String, start: Fenced<u64>, _: &Context<Self>) -> Result<Self, Self::Error> {
-//!         Ok(Counter(start.args))
+//!     async fn init(_: &String, start: u64, _: &Context<Self>) -> Result<Self, Self::Error> {
+//!         Ok(Counter(start))
 //!     }
 //!
 //!     async fn handle_call(&mut self, add: u64, _: &mut Context<Self>) -> u64 {
@@ -85,67 +93,29 @@ pub use cluster::{Cluster, Owner};
 pub use config::Config;
 pub use error::ClusterError;
 pub use etcd_client;
-pub use fence::Fence;
 
 use gen_registry::Worker;
 use serde::{Serialize, de::DeserializeOwned};
 
-/// A worker's args in cluster mode: the caller's args, and the [`Fence`] of
-/// the shard the worker runs in (its epoch is the fencing token).
-///
-/// ```
-/// use gen_registry_cluster::{Fence, Fenced};
-/// let args = Fenced { args: 7u64, fence: Fence::local() };
-/// assert_eq!(args.args, 7);
-/// ```
-#[derive(Clone, Debug)]
-pub struct Fenced<A> {
-    /// What the caller passed.
-    pub args: A,
-    /// The shard's fence.
-    pub fence: Fence,
-}
-
-/// Args that carry a [`Fence`]: [`Fenced`]. The cluster takes the inner
-/// args from its callers, and adds the fence where the worker starts.
-///
-/// ```
-/// use gen_registry_cluster::{ClusterArgs, Fence, Fenced};
-/// let args = <Fenced<String> as ClusterArgs>::fenced("hello".into(), Fence::local());
-/// assert_eq!(args.args, "hello");
-/// ```
-pub trait ClusterArgs: Clone + Send + 'static {
-    /// What callers pass.
-    type Inner: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
-    /// The args a worker starts with.
-    fn fenced(inner: Self::Inner, fence: Fence) -> Self;
-}
-
-impl<A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> ClusterArgs for Fenced<A> {
-    type Inner = A;
-    fn fenced(args: A, fence: Fence) -> Self {
-        Fenced { args, fence }
-    }
-}
-
-/// A [`Worker`] that can run in a cluster: its id, requests, replies and
-/// messages are serde types (they cross the network), and its args are
-/// [`Fenced`]. Implemented for every such worker.
+/// A [`Worker`] that can run in a cluster: its id, args, requests, replies
+/// and messages are serde types (they cross the network), and its args can
+/// be cloned (a call that is retried on another node takes them along).
+/// Implemented for every such worker.
 ///
 /// ```
 /// use gen_registry::{Context, Worker};
-/// use gen_registry_cluster::{ClusterWorker, Fenced};
+/// use gen_registry_cluster::ClusterWorker;
 ///
 /// struct Session;
 ///
 /// impl Worker for Session {
 ///     type Id = u64;
-///     type Args = Fenced<()>;
+///     type Args = ();
 ///     type Request = String;
 ///     type Reply = usize;
 ///     type Message = ();
 ///     type Error = std::convert::Infallible;
-///     async fn init(_: &u64, _: Fenced<()>, _: &Context<Self>) -> Result<Self, Self::Error> {
+///     async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
 ///         Ok(Session)
 ///     }
 ///     async fn handle_call(&mut self, request: String, _: &mut Context<Self>) -> usize {
@@ -159,7 +129,7 @@ impl<A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> ClusterArg
 pub trait ClusterWorker:
     Worker<
         Id: Serialize + DeserializeOwned,
-        Args: ClusterArgs,
+        Args: Serialize + DeserializeOwned + Clone + Sync,
         Request: Serialize + DeserializeOwned,
         Reply: Serialize + DeserializeOwned,
         Message: Serialize + DeserializeOwned,
@@ -170,7 +140,7 @@ pub trait ClusterWorker:
 impl<W> ClusterWorker for W where
     W: Worker<
             Id: Serialize + DeserializeOwned,
-            Args: ClusterArgs,
+            Args: Serialize + DeserializeOwned + Clone + Sync,
             Request: Serialize + DeserializeOwned,
             Reply: Serialize + DeserializeOwned,
             Message: Serialize + DeserializeOwned,
@@ -178,20 +148,10 @@ impl<W> ClusterWorker for W where
 {
 }
 
-/// What callers pass as a worker's args: `A` for a worker whose args are
-/// `Fenced<A>`.
-///
-/// ```
-/// use gen_registry_cluster::{ArgsOf, doc_support::Adder};
-/// let start: ArgsOf<Adder> = 100u64;
-/// # let _ = start;
-/// ```
-pub type ArgsOf<W> = <<W as Worker>::Args as ClusterArgs>::Inner;
-
 /// Helpers for the documentation's examples: not part of the API.
 #[doc(hidden)]
 pub mod doc_support {
-    use crate::{Cluster, Config, Fenced};
+    use crate::{Cluster, Config};
     use gen_registry::{Context, Options, Worker};
 
     /// Answers `x` with `x + state`; a cast adds to the state.
@@ -199,14 +159,14 @@ pub mod doc_support {
 
     impl Worker for Adder {
         type Id = u64;
-        type Args = Fenced<u64>;
+        type Args = u64;
         type Request = u64;
         type Reply = u64;
         type Message = u64;
         type Error = std::convert::Infallible;
 
-        async fn init(_: &u64, start: Fenced<u64>, _: &Context<Self>) -> Result<Self, Self::Error> {
-            Ok(Adder(start.args))
+        async fn init(_: &u64, start: u64, _: &Context<Self>) -> Result<Self, Self::Error> {
+            Ok(Adder(start))
         }
 
         async fn handle_call(&mut self, x: u64, _: &mut Context<Self>) -> u64 {

@@ -118,8 +118,17 @@ impl<W: ClusterWorker> Node<W> {
         epoch: i64,
         lease: i64,
     ) -> Result<(), ClusterError> {
-        let registry = GenRegistry::new(self.options.clone())
-            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        // Every worker of the shard reads its epoch, whether this node still
+        // holds it, and the node's name from its context.
+        let live = self.live.clone();
+        let options = self
+            .options
+            .clone()
+            .epoch(epoch as u64)
+            .epoch_check(move || live.holds(shard, epoch))
+            .node(self.config.name.clone());
+        let registry =
+            GenRegistry::new(options).map_err(|e| ClusterError::Config(e.to_string()))?;
         let mut local = self.local.lock();
         if self.live.valid()
             && self.lease.load(Ordering::Acquire) == lease

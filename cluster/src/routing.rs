@@ -10,7 +10,6 @@
 //! instead.
 
 use crate::client::RpcFail;
-use crate::fence::Fence;
 use crate::hash::shard_of;
 use crate::node::{Busy, Node};
 use crate::wire::{Request, Response, decode, encode};
@@ -26,8 +25,8 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Where an operation on a shard goes now.
 enum Route<W: Worker> {
-    /// To this node's registry of the shard, at its epoch.
-    Local(i64, GenRegistry<W>, Busy),
+    /// To this node's registry of the shard.
+    Local(GenRegistry<W>, Busy),
     /// To the owner at this address, at this epoch.
     Remote(String, i64),
     /// Nowhere yet: nobody this node knows of owns the shard.
@@ -77,10 +76,10 @@ fn worker_error<W: Worker>(e: Error<W>) -> ClusterError {
 
 impl<W: ClusterWorker> Node<W> {
     fn route(&self, shard: u32) -> Route<W> {
-        if let Some((epoch, registry, busy)) = self.local.lock().get(&shard)
+        if let Some((_, registry, busy)) = self.local.lock().get(&shard)
             && self.live.valid()
         {
-            return Route::Local(*epoch, registry.clone(), Busy::new(busy));
+            return Route::Local(registry.clone(), Busy::new(busy));
         }
         match self.view.lock().remote(shard, &self.config.name) {
             Some((address, epoch)) => Route::Remote(address, epoch),
@@ -101,7 +100,8 @@ impl<W: ClusterWorker> Node<W> {
     /// this module.
     ///
     /// The operation comes in its two forms. `local` makes its delivery to
-    /// this node's registry of the shard, given the shard's fence; its
+    /// this node's registry of the shard (whose workers read the shard's
+    /// epoch from their context); its
     /// future ends once the registry has handled it. A registry stopped
     /// meanwhile (the shard moved) handled nothing, so `local` may be asked
     /// again, on another attempt. `remote` makes the request for the owner
@@ -117,15 +117,14 @@ impl<W: ClusterWorker> Node<W> {
         done: impl Fn(Response) -> Result<Result<T, ClusterError>, Response>,
     ) -> Result<T, ClusterError>
     where
-        L: FnMut(Fence, GenRegistry<W>) -> Result<F, ClusterError>,
+        L: FnMut(GenRegistry<W>) -> Result<F, ClusterError>,
         F: Future<Output = Result<T, Error<W>>>,
     {
         let mut pending = Pending::new(within);
         loop {
             match self.route(shard) {
-                Route::Local(epoch, registry, _busy) => {
-                    let fence = Fence::new(shard, epoch, self.live.clone());
-                    let delivery = local(fence, registry)?;
+                Route::Local(registry, _busy) => {
+                    let delivery = local(registry)?;
                     match timeout(pending.left(), delivery).await {
                         Ok(Ok(outcome)) => return Ok(outcome),
                         Ok(Err(Error::RegistryStopped)) => {}

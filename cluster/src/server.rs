@@ -6,11 +6,10 @@
 //! and only for an id that hashes to that shard; otherwise the answer is
 //! "not owner", and the peer refreshes its view and retries elsewhere.
 
-use crate::fence::Fence;
 use crate::hash::shard_of;
 use crate::node::Node;
 use crate::wire::{self, FrameError, HANDSHAKE, Request, Response, decode, encode};
-use crate::{ArgsOf, ClusterArgs, ClusterError, ClusterWorker};
+use crate::{ClusterError, ClusterWorker};
 use gen_registry::Error;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -70,13 +69,13 @@ impl<W: ClusterWorker> Node<W> {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
-                let (id, fenced, request) =
-                    match self.decode_addressed::<W::Request>(shard, epoch, &id, &args, &request) {
+                let (id, args, request) =
+                    match self.decode_addressed::<W::Request>(shard, &id, &args, &request) {
                         Ok(d) => d,
                         Err(e) => return Response::Failed(e.to_string()),
                     };
                 let within = Duration::from_millis(timeout_ms).min(self.config.call_timeout);
-                match timeout(within, registry.call(id, fenced, request)).await {
+                match timeout(within, registry.call(id, args, request)).await {
                     Ok(Ok(reply)) => match encode(&reply) {
                         Ok(bytes) => Response::Reply(bytes),
                         Err(e) => Response::Failed(e.to_string()),
@@ -96,12 +95,12 @@ impl<W: ClusterWorker> Node<W> {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };
-                let (id, fenced, message) =
-                    match self.decode_addressed::<W::Message>(shard, epoch, &id, &args, &message) {
+                let (id, args, message) =
+                    match self.decode_addressed::<W::Message>(shard, &id, &args, &message) {
                         Ok(d) => d,
                         Err(e) => return Response::Failed(e.to_string()),
                     };
-                match timeout(self.config.call_timeout, registry.cast(id, fenced, message)).await {
+                match timeout(self.config.call_timeout, registry.cast(id, args, message)).await {
                     Ok(Ok(())) => Response::Done,
                     Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
                     Ok(Err(e)) => Response::Failed(e.to_string()),
@@ -132,21 +131,16 @@ impl<W: ClusterWorker> Node<W> {
         }
     }
 
-    /// The id, the args fenced with `shard`'s `epoch`, and the payload (a
-    /// request or a message) of an operation a peer sent for one id.
+    /// The id, the args and the payload (a request or a message) of an
+    /// operation a peer sent for one id of `shard`.
     fn decode_addressed<P: DeserializeOwned>(
         &self,
         shard: u32,
-        epoch: i64,
         id: &[u8],
         args: &[u8],
         payload: &[u8],
     ) -> Result<(W::Id, W::Args, P), ClusterError> {
-        let id = self.decode_id(shard, id)?;
-        let args: ArgsOf<W> = decode(args)?;
-        let payload: P = decode(payload)?;
-        let fence = Fence::new(shard, epoch, self.live.clone());
-        Ok((id, W::Args::fenced(args, fence), payload))
+        Ok((self.decode_id(shard, id)?, decode(args)?, decode(payload)?))
     }
 
     /// Decodes an id sent for `shard`, refusing one from another shard: a

@@ -4,6 +4,8 @@ use crate::state::backend::{Key, Write, key_of};
 use crate::state::error::StateError;
 use crate::state::group::Failure;
 use crate::state::store::Store;
+use crate::worker::Worker;
+use crate::worker::context::Context;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -132,6 +134,72 @@ where
             epoch,
             changed: false,
         })
+    }
+
+    /// Loads the state of the worker `ctx` belongs to: the record of its
+    /// id in `kind`, as [`load`](Self::load) does, with the handle's epoch
+    /// set to the worker's [epoch](crate::Context::epoch) when its registry
+    /// has one (in cluster mode, its shard's). Every write then carries the
+    /// owner's epoch, so once a later owner of the id has written, the
+    /// writes of this one are refused ([`StateError::Fenced`]); a record
+    /// already written at a later epoch than the worker's is refused here,
+    /// with the same error, before the worker runs on state it does not
+    /// own. Without an epoch it is `load`.
+    ///
+    /// ```
+    /// use gen_registry::state::{StateError, Store, Stored};
+    /// use gen_registry::{Context, ExitReason, GenRegistry, Options, Worker};
+    ///
+    /// /// A visit counter per page, kept in a store.
+    /// struct Page { visits: Stored<u64> }
+    ///
+    /// impl Worker for Page {
+    ///     type Id = String; type Args = Store; type Request = (); type Reply = u64;
+    ///     type Message = (); type Error = StateError;
+    ///
+    ///     async fn init(_: &String, store: Store, ctx: &Context<Self>) -> Result<Self, StateError> {
+    ///         Ok(Page { visits: Stored::load_for(&store, "visits", ctx).await? })
+    ///     }
+    ///
+    ///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) -> u64 {
+    ///         *self.visits += 1;
+    ///         *self.visits
+    ///     }
+    ///
+    ///     async fn terminate(&mut self, _: &ExitReason, _: &mut Context<Self>) {
+    ///         let _ = self.visits.flush().await;
+    ///     }
+    /// }
+    ///
+    /// # gen_registry::doc_support::run(async {
+    /// let store = Store::memory();
+    /// let pages = GenRegistry::<Page>::new(Options::default().epoch(3)).unwrap();
+    /// assert_eq!(pages.call("/".into(), store.clone(), ()).await.unwrap(), 1);
+    /// pages.shutdown().await; // terminate flushes, at epoch 3
+    /// let saved = Stored::<u64>::load(&store, "visits", "/").await.unwrap();
+    /// assert_eq!((*saved, saved.epoch()), (1, 3));
+    /// # });
+    /// ```
+    pub async fn load_for<W>(
+        store: &Store,
+        kind: &'static str,
+        ctx: &Context<W>,
+    ) -> Result<Stored<S>, StateError>
+    where
+        W: Worker<Id: Serialize>,
+    {
+        let mut stored = Self::load(store, kind, ctx.id()).await?;
+        if let Some(epoch) = ctx.epoch() {
+            if epoch < stored.epoch {
+                return Err(StateError::Fenced {
+                    record: std::mem::take(&mut stored.record),
+                    epoch,
+                    last: stored.epoch,
+                });
+            }
+            stored.epoch = epoch;
+        }
+        Ok(stored)
     }
 
     /// Writes the state and returns once the transaction holding the write

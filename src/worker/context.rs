@@ -224,6 +224,79 @@ impl<W: Worker> Context<W> {
         self.restarts
     }
 
+    /// The epoch of its registry's ownership of its ids
+    /// ([`Options::epoch`](crate::Options::epoch)); `None` for a registry
+    /// given none. In cluster mode, the epoch of the worker's shard on this
+    /// node: a later owner of the shard has a larger one. Persisted state
+    /// loaded with [`Stored::load_for`](crate::state::Stored::load_for)
+    /// carries it on its writes.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// /// Stamps every reply with the owner's epoch.
+    /// struct Stamp;
+    /// impl Worker for Stamp {
+    ///     type Id = u64; type Args = (); type Request = (); type Reply = Option<u64>;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Stamp) }
+    ///     async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> Option<u64> {
+    ///         ctx.epoch()
+    ///     }
+    /// }
+    /// ```
+    pub fn epoch(&self) -> Option<u64> {
+        self.shared.options.get_epoch()
+    }
+
+    /// Whether its registry still holds its [epoch](Self::epoch), as the
+    /// registry's [epoch check](crate::Options::epoch_check) says; `true`
+    /// without one. In cluster mode: whether this node still serves the
+    /// worker's shard, with its lease safely unexpired. Check it right
+    /// before a side effect no store fences; a store that takes the epoch
+    /// closes the window a pause between the check and the write leaves.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// /// Sends a notice only while it owns its id.
+    /// struct Notifier;
+    /// impl Worker for Notifier {
+    ///     type Id = u64; type Args = (); type Request = String; type Reply = bool;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Notifier) }
+    ///     async fn handle_call(&mut self, notice: String, ctx: &mut Context<Self>) -> bool {
+    ///         if !ctx.holds_epoch() {
+    ///             return false; // another owner serves this id now
+    ///         }
+    ///         println!("{notice}");
+    ///         true
+    ///     }
+    /// }
+    /// ```
+    pub fn holds_epoch(&self) -> bool {
+        self.shared.options.holds_epoch()
+    }
+
+    /// The name of the node its registry runs on
+    /// ([`Options::node`](crate::Options::node)); `None` for a registry
+    /// given none. Cluster mode sets it to the node's name.
+    ///
+    /// ```
+    /// # use gen_registry::{Context, Worker};
+    /// /// Says where it runs.
+    /// struct Where;
+    /// impl Worker for Where {
+    ///     type Id = u64; type Args = (); type Request = (); type Reply = String;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> { Ok(Where) }
+    ///     async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> String {
+    ///         ctx.node().unwrap_or("a standalone registry").to_string()
+    ///     }
+    /// }
+    /// ```
+    pub fn node(&self) -> Option<&str> {
+        self.shared.options.get_node()
+    }
+
     /// Sends `message` to this worker after `delay`, to its
     /// [`handle_cast`](crate::Worker::handle_cast) (GenServer's
     /// `Process.send_after`). The timer belongs to this incarnation: it is

@@ -59,8 +59,14 @@ pub struct Options<W: Worker> {
     max_workers: Option<usize>,
     at_capacity: AtCapacity,
     expected_workers: usize,
+    epoch: Option<u64>,
+    epoch_check: Option<EpochCheck>,
+    node: Option<Cow<'static, str>>,
     _worker: PhantomData<fn() -> W>,
 }
+
+/// Whether the registry's owner still holds its epoch.
+type EpochCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What a start does when the registry holds its
 /// [`max_workers`](Options::max_workers).
@@ -105,6 +111,9 @@ impl<W: Worker> Clone for Options<W> {
             max_workers: self.max_workers,
             at_capacity: self.at_capacity,
             expected_workers: self.expected_workers,
+            epoch: self.epoch,
+            epoch_check: self.epoch_check.clone(),
+            node: self.node.clone(),
             _worker: PhantomData,
         }
     }
@@ -126,6 +135,9 @@ impl<W: Worker> fmt::Debug for Options<W> {
             .field("max_workers", &self.max_workers)
             .field("at_capacity", &self.at_capacity)
             .field("expected_workers", &self.expected_workers)
+            .field("epoch", &self.epoch)
+            .field("epoch_check", &self.epoch_check.is_some())
+            .field("node", &self.node)
             .finish()
     }
 }
@@ -146,7 +158,8 @@ impl<W: Worker> Default for Options<W> {
     /// default), no restarts (GenRegistry's behaviour) and, for a restart
     /// policy, [`BackOff::DEFAULT`], no observer, the worker type's name,
     /// Bastion's executor, no idle timeout, unbounded mailboxes, no
-    /// capacity limit and an id table that starts small.
+    /// capacity limit, an id table that starts small, and no epoch nor
+    /// node name.
     fn default() -> Self {
         Options {
             start_timeout: FIVE_SECONDS,
@@ -163,6 +176,9 @@ impl<W: Worker> Default for Options<W> {
             max_workers: None,
             at_capacity: AtCapacity::Evict,
             expected_workers: 0,
+            epoch: None,
+            epoch_check: None,
+            node: None,
             _worker: PhantomData,
         }
     }
@@ -548,6 +564,106 @@ impl<W: Worker> Options<W> {
     /// ```
     pub fn get_expected_workers(&self) -> usize {
         self.expected_workers
+    }
+
+    /// The epoch of this registry's ownership of its ids: a number that a
+    /// later owner of the same ids (another registry, on another node)
+    /// always has larger. Every worker reads it from its context
+    /// ([`Context::epoch`](crate::Context::epoch)), and persisted state
+    /// loaded with [`Stored::load_for`](crate::state::Stored::load_for)
+    /// carries it on every write, so a store refuses the writes of an
+    /// owner that has been replaced. Cluster mode sets it for each shard's
+    /// registry (to the shard's epoch); a registry on its own needs none.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// let options = Options::<Pinger>::default().epoch(42);
+    /// assert_eq!(options.get_epoch(), Some(42));
+    /// ```
+    pub fn epoch(mut self, epoch: u64) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// The epoch, if one was set (see [`epoch`](Self::epoch)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().get_epoch(), None);
+    /// ```
+    pub fn get_epoch(&self) -> Option<u64> {
+        self.epoch
+    }
+
+    /// How a worker learns whether its registry still holds its
+    /// [epoch](Self::epoch): `check` answers, for
+    /// [`Context::holds_epoch`](crate::Context::holds_epoch), the check to
+    /// make right before a side effect that no store fences (a message to
+    /// another system). Once it answers `false` it should keep doing so.
+    /// Cluster mode sets it to "this node still serves the shard at that
+    /// epoch, with its lease safely unexpired". Without one, the epoch is
+    /// always held. `check` must be quick and must not block: it runs on
+    /// the worker's executor thread.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// let owned = Arc::new(AtomicBool::new(true));
+    /// let still = owned.clone();
+    /// let options = Options::<Pinger>::default()
+    ///     .epoch(7)
+    ///     .epoch_check(move || still.load(Ordering::Acquire));
+    /// assert!(options.holds_epoch());
+    /// owned.store(false, Ordering::Release);
+    /// assert!(!options.holds_epoch());
+    /// ```
+    pub fn epoch_check(mut self, check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.epoch_check = Some(Arc::new(check));
+        self
+    }
+
+    /// What the [epoch check](Self::epoch_check) answers now; `true`
+    /// without one.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert!(Options::<Pinger>::default().holds_epoch());
+    /// assert!(!Options::<Pinger>::default().epoch_check(|| false).holds_epoch());
+    /// ```
+    pub fn holds_epoch(&self) -> bool {
+        self.epoch_check.as_ref().is_none_or(|check| check())
+    }
+
+    /// The name of the node the registry runs on, for its workers to read
+    /// ([`Context::node`](crate::Context::node)): to log where they ran, or
+    /// to say so in their state. Cluster mode sets it to the node's name.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// let options = Options::<Pinger>::default().node("node-a");
+    /// assert_eq!(options.get_node(), Some("node-a"));
+    /// ```
+    pub fn node(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.node = Some(name.into());
+        self
+    }
+
+    /// The node name, if one was set (see [`node`](Self::node)).
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::Pinger;
+    /// use gen_registry::Options;
+    /// assert_eq!(Options::<Pinger>::default().get_node(), None);
+    /// ```
+    pub fn get_node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// The restart policy.

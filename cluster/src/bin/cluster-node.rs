@@ -16,14 +16,16 @@
 //! Every incarnation of a worker appends to the log file: `start ID INC NODE
 //! EPOCH T`, `call ID INC T` for each request it handled, and `end ID INC T`
 //! when it ended while still holding its shard (`endfenced` otherwise), with
-//! T in nanoseconds of the wall clock. Each line is one `write` to a file
+//! T in nanoseconds of the wall clock. "Holding its shard" is what the
+//! worker's context says ([`Context::holds_epoch`]), and EPOCH is its
+//! context's epoch. Each line is one `write` to a file
 //! opened for appending, so lines of several processes never interleave.
 //!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]`
 
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, Config, Fence, Fenced};
+use gen_registry_cluster::{Cluster, Config};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -32,7 +34,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static LOG: OnceLock<File> = OnceLock::new();
-static NODE: OnceLock<String> = OnceLock::new();
 static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn wall_nanos() -> u128 {
@@ -54,42 +55,40 @@ fn log(line: String) {
 struct Probe {
     id: u64,
     incarnation: String,
-    fence: Fence,
     total: u64,
 }
 
 impl Worker for Probe {
     type Id = u64;
-    type Args = Fenced<()>;
+    type Args = ();
     type Request = u64;
     type Reply = Option<u64>;
     type Message = ();
     type Error = std::convert::Infallible;
 
-    async fn init(id: &u64, args: Fenced<()>, _: &Context<Self>) -> Result<Self, Self::Error> {
-        let node = NODE.get().map(String::as_str).unwrap_or("?");
+    async fn init(id: &u64, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+        let node = ctx.node().unwrap_or("?");
         let incarnation = format!(
             "{node}:{}:{}",
             std::process::id(),
             INCARNATIONS.fetch_add(1, Ordering::Relaxed)
         );
-        if args.fence.is_valid() {
+        if ctx.holds_epoch() {
             log(format!(
                 "start {id} {incarnation} {node} {} {}\n",
-                args.fence.epoch(),
+                ctx.epoch().unwrap_or_default(),
                 wall_nanos()
             ));
         }
         Ok(Probe {
             id: *id,
             incarnation,
-            fence: args.fence,
             total: 0,
         })
     }
 
-    async fn handle_call(&mut self, add: u64, _: &mut Context<Self>) -> Option<u64> {
-        if !self.fence.is_valid() {
+    async fn handle_call(&mut self, add: u64, ctx: &mut Context<Self>) -> Option<u64> {
+        if !ctx.holds_epoch() {
             return None;
         }
         self.total += add;
@@ -102,8 +101,8 @@ impl Worker for Probe {
         Some(self.total)
     }
 
-    async fn terminate(&mut self, _: &ExitReason, _: &mut Context<Self>) {
-        let kind = if self.fence.is_valid() {
+    async fn terminate(&mut self, _: &ExitReason, ctx: &mut Context<Self>) {
+        let kind = if ctx.holds_epoch() {
             "end"
         } else {
             "endfenced"
@@ -152,7 +151,6 @@ fn main() {
             std::process::exit(2)
         });
     let _ = LOG.set(file);
-    let _ = NODE.set(name.clone());
     let number =
         |k: &str, default: u64| flags.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut config = Config::new(name, [need("etcd")], need("secret"))
