@@ -31,7 +31,10 @@
 //! token) and the node's name, which every worker reads from its
 //! [`Context`](gen_registry::Context): [`epoch`](gen_registry::Context::epoch),
 //! [`holds_epoch`](gen_registry::Context::holds_epoch),
-//! [`node`](gen_registry::Context::node). State kept with
+//! [`node`](gen_registry::Context::node). When a shard leaves a node (it
+//! moves to another, the node leaves, or its lease is lost), its workers end
+//! with [`ExitReason::Moved`](gen_registry::ExitReason::Moved), running
+//! `terminate`. State kept with
 //! [`Stored::load_for`](gen_registry::state::Stored::load_for) carries the
 //! epoch on every write, so a store shared by the nodes hands it over, and
 //! refuses the writes of an owner that was replaced.

@@ -155,7 +155,8 @@ impl<W: ClusterWorker> Node<W> {
         self.local.lock().values().map(|(_, r, _)| r.count()).sum()
     }
 
-    /// Stops serving every shard and stops their workers (`terminate` runs).
+    /// Stops serving every shard and stops their workers (`terminate` runs,
+    /// with `ExitReason::Moved`: their shards go to other nodes).
     pub(crate) async fn fence_local(&self) {
         let drained: Vec<GenRegistry<W>> = {
             let mut local = self.local.lock();
@@ -164,7 +165,7 @@ impl<W: ClusterWorker> Node<W> {
         };
         let mut stops = tokio::task::JoinSet::new();
         for registry in drained {
-            stops.spawn(async move { registry.shutdown().await });
+            stops.spawn(async move { registry.hand_over().await });
         }
         while stops.join_next().await.is_some() {}
     }

@@ -160,7 +160,7 @@ async fn release_shard<W: ClusterWorker>(
     if epoch == 0 {
         // Someone else's key: stop at once.
         node.live.unserve(shard);
-        registry.shutdown().await;
+        registry.hand_over().await;
         return Ok(());
     }
     // No request is routed here any more; while the key is still ours (so
@@ -171,7 +171,7 @@ async fn release_shard<W: ClusterWorker>(
     while busy.load(Ordering::Acquire) > 0 && Instant::now() < drained && node.live.valid() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    registry.shutdown().await;
+    registry.hand_over().await;
     node.live.unserve(shard);
     delete_claim(node, shard, epoch).await
 }

@@ -739,6 +739,32 @@ impl<W: Worker> GenRegistry<W> {
         self.shared().shutdown().await
     }
 
+    /// Shuts the registry down because its ids now belong to another owner
+    /// (in cluster mode, its shard moved to another node): as
+    /// [`shutdown`](Self::shutdown) does, but its workers end with
+    /// [`ExitReason::Moved`](crate::ExitReason::Moved), a graceful end whose
+    /// `terminate` hands their state over (writes it to the store the next
+    /// owner loads from). Workers already asked to stop by a shutdown keep
+    /// that reason.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
+    /// use gen_registry::ExitReason;
+    /// # run(async {
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// let worker = registry.start(1, 0).await.unwrap();
+    /// let report = registry.hand_over().await;
+    /// assert_eq!(report.terminated, 1);
+    /// assert_eq!(worker.monitor().await, ExitReason::Moved);
+    /// assert!(registry.is_stopped());
+    /// # });
+    /// ```
+    pub async fn hand_over(&self) -> crate::ShutdownReport {
+        directory::withdraw(self.options().get_name(), &self.owner);
+        self.shared().hand_over().await
+    }
+
     /// Whether [`shutdown`](Self::shutdown) has begun.
     ///
     /// ```

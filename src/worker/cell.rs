@@ -156,6 +156,8 @@ pub(crate) enum StopRequest {
     Stop,
     /// [`GenRegistry::shutdown`](crate::GenRegistry::shutdown).
     Shutdown,
+    /// [`GenRegistry::hand_over`](crate::GenRegistry::hand_over).
+    Moved,
     /// The idle timeout passed without mail.
     Idle,
     /// A start at the registry's capacity chose it.
@@ -167,6 +169,7 @@ impl From<StopRequest> for ExitReason {
         match request {
             StopRequest::Stop => ExitReason::Stopped,
             StopRequest::Shutdown => ExitReason::Shutdown,
+            StopRequest::Moved => ExitReason::Moved,
             StopRequest::Idle => ExitReason::Idle,
             StopRequest::Evicted => ExitReason::Evicted,
         }
@@ -193,6 +196,7 @@ impl Exit {
             ExitReason::Killed => 4,
             ExitReason::Idle => 5,
             ExitReason::Evicted => 6,
+            ExitReason::Moved => 8,
             _ => Exit::TEXT,
         }
     }
@@ -205,6 +209,7 @@ impl Exit {
             4 => ExitReason::Killed,
             5 => ExitReason::Idle,
             6 => ExitReason::Evicted,
+            8 => ExitReason::Moved,
             Exit::TEXT => rare?.exit.clone()?,
             _ => return None,
         })
@@ -771,9 +776,10 @@ impl<W: Worker> Cell<W> {
     }
 
     /// Starting → Running (counted in `running`), unless a stop was requested
-    /// during `init` or the registry is shutting down: then Starting →
-    /// Stopping and the reason is returned.
-    pub(crate) fn mark_running(&self, shutting_down: bool) -> Result<(), ExitReason> {
+    /// during `init` or the registry is shutting down (`shutdown`, with the
+    /// way it stops its workers): then Starting → Stopping and the reason is
+    /// returned.
+    pub(crate) fn mark_running(&self, shutdown: Option<StopRequest>) -> Result<(), ExitReason> {
         let mut g = self.lock();
         if g.kill {
             // Killed during `init`: already Stopping, and about to be dropped.
@@ -781,8 +787,7 @@ impl<W: Worker> Cell<W> {
         }
         let reason = match g.stop.take() {
             Some(r) => Some(r.into()),
-            None if shutting_down => Some(ExitReason::Shutdown),
-            None => None,
+            None => shutdown.map(ExitReason::from),
         };
         let (result, wake) = match reason {
             Some(r) => (Err(r), self.transition(&mut g, State::Stopping)),

@@ -225,8 +225,8 @@ pub trait Worker: Sized + Send + 'static {
     }
 
     /// Runs once when the worker ends for any reason but an abort
-    /// ([`ExitReason::Killed`]): it stopped itself, was stopped, panicked, or
-    /// its registry shut down. A panic here is contained. The default does
+    /// ([`ExitReason::Killed`]): it stopped itself, was stopped, panicked,
+    /// its registry shut down, or its id moved to another owner. A panic here is contained. The default does
     /// nothing.
     fn terminate(
         &mut self,
@@ -254,6 +254,13 @@ pub enum ExitReason {
     Stopped,
     /// Its registry shut down.
     Shutdown,
+    /// Its id moved to another owner: its registry was handed over
+    /// ([`GenRegistry::hand_over`](crate::GenRegistry::hand_over)); in
+    /// cluster mode, its shard moved to another node, or its node left or
+    /// lost its lease. A graceful end: `terminate` runs, the place to write
+    /// state the next owner loads (a
+    /// [`Stored::flush`](crate::state::Stored::flush)).
+    Moved,
     /// A handler panicked; the panic's message.
     Panicked(String),
     /// A restart's `init` failed (returned an error, panicked or timed out);
@@ -298,6 +305,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Normal => f.write_str("stopped itself"),
             ExitReason::Stopped => f.write_str("stopped by the registry"),
             ExitReason::Shutdown => f.write_str("its registry shut down"),
+            ExitReason::Moved => f.write_str("its id moved to another owner"),
             ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
             ExitReason::InitFailed(m) => write!(f, "restart failed: {m}"),
             ExitReason::Killed => f.write_str("killed"),

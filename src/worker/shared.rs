@@ -41,6 +41,9 @@ pub(crate) struct Shared<W: Worker> {
     /// mailbox bound and the call timeout.
     pub(crate) view: RegistryView,
     pub(crate) stopped: AtomicBool,
+    /// Set before `stopped` by a hand-over: the workers end as moved, not
+    /// shut down.
+    moved: AtomicBool,
     /// Whether `RegistryStopped` was reported.
     announced: AtomicBool,
     /// The idle sweep's period, and the way to wake it when it shortens.
@@ -80,6 +83,7 @@ impl<W: Worker> Owner<W> {
                     call_timeout: options.get_call_timeout(),
                 },
                 stopped: AtomicBool::new(false),
+                moved: AtomicBool::new(false),
                 announced: AtomicBool::new(false),
                 sweep: Arc::new(SweepPeriod {
                     ms: AtomicU32::new(NO_SWEEP),
@@ -111,7 +115,22 @@ impl<W: Worker> Drop for Owner<W> {
 impl<W: Worker> Shared<W> {
     /// Starting → Running for a worker whose `init` succeeded.
     pub(crate) fn mark_running(&self, cell: &Cell<W>) -> Result<(), ExitReason> {
-        cell.mark_running(self.stopped.load(Ordering::SeqCst))
+        let stopped = self.stopped.load(Ordering::SeqCst);
+        cell.mark_running(stopped.then(|| self.shutdown_request()))
+    }
+
+    /// How a shutdown asks its workers to stop: as moved after a hand-over.
+    fn shutdown_request(&self) -> StopRequest {
+        match self.moved.load(Ordering::Acquire) {
+            true => StopRequest::Moved,
+            false => StopRequest::Shutdown,
+        }
+    }
+
+    /// A shutdown whose workers end with `ExitReason::Moved`.
+    pub(crate) async fn hand_over(&self) -> ShutdownReport {
+        self.moved.store(true, Ordering::Release);
+        self.shutdown().await
     }
 
     /// A worker that is about to end leaves the registry's view.
@@ -257,7 +276,7 @@ impl<W: Worker> Shared<W> {
             cells.retain(|cell| {
                 let other = !current::is(cell.address());
                 if !other {
-                    self.request_stop(cell, StopRequest::Shutdown);
+                    self.request_stop(cell, self.shutdown_request());
                 }
                 other
             });
@@ -293,7 +312,7 @@ impl<W: Worker> Shared<W> {
     fn ask_window(&self, cells: &mut Vec<Arc<Cell<W>>>) -> Vec<Arc<Cell<W>>> {
         let window = cells.split_off(cells.len().saturating_sub(SHUTDOWN_WINDOW));
         for cell in &window {
-            self.request_stop(cell, StopRequest::Shutdown);
+            self.request_stop(cell, self.shutdown_request());
         }
         window
     }

@@ -32,6 +32,7 @@ mod model;
 #[cfg(feature = "tokio")]
 #[allow(clippy::duplicate_mod)]
 mod on_tokio;
+mod ownership;
 mod parity;
 mod restarts;
 mod self_and_kill;

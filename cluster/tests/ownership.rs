@@ -1,0 +1,150 @@
+//! What a worker sees of its ownership in a cluster, two nodes in one
+//! process on an etcd of the test's own: its shard's epoch and its node's
+//! name in its context, and `ExitReason::Moved` when its shard moves away
+//! or its node leaves.
+
+mod common;
+
+use common::*;
+use gen_registry::{Context, ExitReason, Options, Worker};
+use gen_registry_cluster::{Cluster, Config};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const SHARDS: u32 = 16;
+const IDS: u64 = 24;
+
+/// How each incarnation ended: (id, node, epoch, reason).
+static ENDS: Mutex<Vec<(u64, String, u64, ExitReason)>> = Mutex::new(Vec::new());
+
+fn ends() -> Vec<(u64, String, u64, ExitReason)> {
+    ENDS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Answers where it runs: its node's name and its shard's epoch.
+struct Where;
+
+impl Worker for Where {
+    type Id = u64;
+    type Args = ();
+    type Request = ();
+    type Reply = (String, u64);
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Where)
+    }
+
+    async fn handle_call(&mut self, _: (), ctx: &mut Context<Self>) -> (String, u64) {
+        let node = ctx.node().unwrap_or_default().to_string();
+        (node, ctx.epoch().unwrap_or_default())
+    }
+
+    async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
+        let end = (
+            *ctx.id(),
+            ctx.node().unwrap_or_default().to_string(),
+            ctx.epoch().unwrap_or_default(),
+            reason.clone(),
+        );
+        ENDS.lock().unwrap_or_else(|p| p.into_inner()).push(end);
+    }
+}
+
+fn config(etcd: &Etcd, name: &str, host: u8) -> Config {
+    Config::new(name, [etcd.url()], SECRET)
+        .listen(format!("127.0.0.{host}:0").parse().expect("an address"))
+        .lease_ttl(TTL)
+        .fence_margin(Duration::from_millis(MARGIN_MS))
+        .shards(SHARDS)
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Calls every id from `via`: where each runs, as its worker says.
+async fn placement(via: &Cluster<Where>) -> BTreeMap<u64, (String, u64)> {
+    let mut placed = BTreeMap::new();
+    for id in 0..IDS {
+        let at = via.call(id, (), ()).await.expect("a call");
+        let owner = via.owner(&id).await.expect("etcd").expect("an owner");
+        assert_eq!(
+            (at.0.as_str(), at.1),
+            (owner.node.as_str(), owner.epoch as u64),
+            "id {id}: the worker's context names its owner and epoch"
+        );
+        placed.insert(id, at);
+    }
+    placed
+}
+
+#[test]
+fn workers_read_their_node_and_epoch_and_end_as_moved_when_their_shard_moves() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let a = Cluster::<Where>::join(config(&etcd, "a", 2), Options::default())
+            .await
+            .expect("a joins");
+        until("a to serve every shard", || {
+            (0..SHARDS).all(|s| a.serves(s))
+        })
+        .await;
+        let before = placement(&a).await;
+        assert!(before.values().all(|(node, _)| node == "a"));
+
+        let b = Cluster::<Where>::join(config(&etcd, "b", 3), Options::default())
+            .await
+            .expect("b joins");
+        until("the shards to spread", || {
+            (0..SHARDS).any(|s| b.serves(s)) && (0..SHARDS).all(|s| a.serves(s) ^ b.serves(s))
+        })
+        .await;
+        let after = placement(&a).await;
+        let moved: Vec<u64> = (0..IDS).filter(|id| after[id].0 == "b").collect();
+        assert!(!moved.is_empty(), "no id moved to b: {after:?}");
+        for id in &moved {
+            assert!(
+                after[id].1 > before[id].1,
+                "id {id}: a new owner, a larger epoch"
+            );
+        }
+        // Each moved id's worker on a ended as moved, at a's epoch, before
+        // its shard was claimed by b.
+        let ended = ends();
+        for id in &moved {
+            let end = (*id, "a".to_string(), before[id].1, ExitReason::Moved);
+            assert!(ended.contains(&end), "id {id}: no {end:?} in {ended:?}");
+        }
+        assert_eq!(ended.len(), moved.len(), "only moved ids ended: {ended:?}");
+
+        // Leaving ends every worker of the leaving node as moved too.
+        b.leave().await;
+        let ended = ends();
+        for id in &moved {
+            let end = (*id, "b".to_string(), after[id].1, ExitReason::Moved);
+            assert!(ended.contains(&end), "id {id}: no {end:?} in {ended:?}");
+        }
+        a.leave().await;
+        let ended = ends();
+        assert_eq!(ended.len(), IDS as usize + moved.len(), "{ended:?}");
+        assert!(
+            ended
+                .iter()
+                .all(|(.., reason)| *reason == ExitReason::Moved),
+            "{ended:?}"
+        );
+    });
+}
