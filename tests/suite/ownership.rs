@@ -16,12 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Why each worker ended, by id.
 type Ends = Arc<Mutex<Vec<(u64, ExitReason)>>>;
 
+/// Opened once by its sender; taken by the first `init` that waits on it.
+type Gate = Arc<Mutex<Option<oneshot::Receiver<()>>>>;
+
 #[derive(Clone)]
 struct Args {
     store: Store,
     ends: Ends,
     /// `init` sets the flag, then waits for the gate before it returns.
-    gate: Option<(Arc<AtomicBool>, Arc<Mutex<Option<oneshot::Receiver<()>>>>)>,
+    gate: Option<(Arc<AtomicBool>, Gate)>,
 }
 
 impl Args {
