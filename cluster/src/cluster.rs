@@ -191,7 +191,10 @@ impl<W: ClusterWorker> Cluster<W> {
     /// Calls the worker of `id` wherever it runs, starting it with `args` if
     /// none runs, within the configured call timeout (retries included). A
     /// request is never delivered twice: it is retried only when it reached
-    /// no worker (the owner had moved, or could not be reached).
+    /// no worker (the owner had moved, could not be reached, or every worker
+    /// of the id ended before reading it), and fails with
+    /// [`ClusterError::NotDelivered`] if none took it in time. Any other
+    /// error may follow a request that was handled.
     ///
     /// ```no_run
     /// # use gen_registry_cluster::doc_support::*;

@@ -39,12 +39,20 @@ pub enum ClusterError {
     /// No worker runs under the id.
     #[error("no running worker is registered under this id")]
     NotFound,
-    /// No answer within the timeout: no owner of the id's shard could be
-    /// reached, or the worker did not reply. A call may still be handled later.
+    /// No answer within the timeout from the owner the request was sent
+    /// to, or from the worker that took it: it may still be handled later.
     #[error(
-        "no answer within {0:?} (no reachable owner of the id's shard, or no reply from the worker)"
+        "no answer within {0:?} from the owner or the worker the request was sent to; it may still be handled"
     )]
     Timeout(Duration),
+    /// No worker took the request within the timeout: no owner of the id's
+    /// shard could be reached, or each one reached no longer held the shard,
+    /// or every worker of the id ended before reading it. It was not
+    /// handled: safe to send again.
+    #[error(
+        "no worker took the request within {0:?} (no reachable owner of the id's shard); it was not handled, so it is safe to send again"
+    )]
+    NotDelivered(Duration),
     /// The worker's error: its `init` failed or panicked, it panicked
     /// handling the request, it ended, or its mailbox is full.
     #[error("worker: {0}")]

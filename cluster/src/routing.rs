@@ -4,8 +4,10 @@
 //! A node that serves the id's shard delivers to its local registry; any
 //! other sends the operation to the shard's owner with the epoch it knows.
 //! While nobody owns the shard, or the owner answers "not owner", or could
-//! not be reached before the request left, the caller refreshes its view
-//! and tries again, backing off, within its timeout. A request that may
+//! not be reached before the request left, or every worker of the id ended
+//! before reading the request, the caller refreshes its view and tries
+//! again, backing off, within its timeout
+//! ([`ClusterError::NotDelivered`] once it is spent). A request that may
 //! have reached a worker is never sent again: the caller gets an error
 //! instead.
 
@@ -127,7 +129,9 @@ impl<W: ClusterWorker> Node<W> {
                     let delivery = local(registry)?;
                     match timeout(pending.left(), delivery).await {
                         Ok(Ok(outcome)) => return Ok(outcome),
-                        Ok(Err(Error::RegistryStopped)) => {}
+                        // Nothing reached a worker: the shard moved, or
+                        // every worker of the id ended before reading it.
+                        Ok(Err(Error::RegistryStopped | Error::NotDelivered)) => {}
                         Ok(Err(e)) => return Err(worker_error(e)),
                         Err(_) => return Err(ClusterError::Timeout(within)),
                     }
@@ -172,7 +176,7 @@ impl Pending {
     /// An owner's answer other than success: `Ok` to try again.
     fn answer(&self, response: Response) -> Result<(), ClusterError> {
         match response {
-            Response::NotOwner => Ok(()),
+            Response::NotOwner | Response::NotDelivered => Ok(()),
             Response::NotFound => Err(ClusterError::NotFound),
             Response::Failed(m) => Err(ClusterError::Worker(m)),
             other => Err(ClusterError::Rpc(format!("unexpected answer {other:?}"))),
@@ -195,7 +199,9 @@ impl Pending {
         }
         let left = self.left();
         if left.is_zero() {
-            return Err(ClusterError::Timeout(self.within));
+            // Every attempt so far reached no worker (one that might have
+            // returned at once).
+            return Err(ClusterError::NotDelivered(self.within));
         }
         node.wake.notify_one();
         tokio::time::sleep(self.backoff.min(left)).await;

@@ -81,6 +81,7 @@ impl<W: ClusterWorker> Node<W> {
                         Err(e) => Response::Failed(e.to_string()),
                     },
                     Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
+                    Ok(Err(Error::NotDelivered)) => Response::NotDelivered,
                     Ok(Err(e)) => Response::Failed(e.to_string()),
                     Err(_) => Response::Failed(ClusterError::Timeout(within).to_string()),
                 }
@@ -103,6 +104,7 @@ impl<W: ClusterWorker> Node<W> {
                 match timeout(self.config.call_timeout, registry.cast(id, args, message)).await {
                     Ok(Ok(())) => Response::Done,
                     Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
+                    Ok(Err(Error::NotDelivered)) => Response::NotDelivered,
                     Ok(Err(e)) => Response::Failed(e.to_string()),
                     Err(_) => Response::Failed(
                         ClusterError::Timeout(self.config.call_timeout).to_string(),

@@ -65,6 +65,9 @@ pub(crate) enum Response {
     NotFound,
     /// The worker's error, or a request this node could not decode.
     Failed(String),
+    /// Every worker of the id ended before reading the request: no handler
+    /// saw it; retry.
+    NotDelivered,
 }
 
 /// A worker's value (an id, args, a request, a reply, a message) as the

@@ -1,7 +1,7 @@
 //! What a worker sees of its ownership in a cluster, two nodes in one
 //! process on an etcd of the test's own: its shard's epoch and its node's
 //! name in its context, and `ExitReason::Moved` when its shard moves away
-//! or its node leaves.
+//! or its node leaves; and requests that no worker read, retried.
 
 mod common;
 
@@ -146,5 +146,91 @@ fn workers_read_their_node_and_epoch_and_end_as_moved_when_their_shard_moves() {
                 .all(|(.., reason)| *reason == ExitReason::Moved),
             "{ended:?}"
         );
+    });
+}
+
+/// Requests handled, by token.
+static HANDLED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Handles one request, then stops: requests queued behind it come back
+/// unread.
+struct OneShot;
+
+impl Worker for OneShot {
+    type Id = u64;
+    type Args = ();
+    type Request = u64;
+    type Reply = u64;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(OneShot)
+    }
+
+    async fn handle_call(&mut self, token: u64, ctx: &mut Context<Self>) -> u64 {
+        HANDLED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(token);
+        ctx.stop();
+        token
+    }
+}
+
+#[test]
+fn requests_no_worker_read_are_retried_until_one_is_handled_once() {
+    const TASKS: u64 = 8;
+    const CALLS: u64 = 40;
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let a = Cluster::<OneShot>::join(config(&etcd, "a", 2), Options::default())
+            .await
+            .expect("a joins");
+        let b = Cluster::<OneShot>::join(config(&etcd, "b", 3), Options::default())
+            .await
+            .expect("b joins");
+        until("the shards to spread", || {
+            (0..SHARDS).any(|s| b.serves(s)) && (0..SHARDS).all(|s| a.serves(s) ^ b.serves(s))
+        })
+        .await;
+        // Many callers on both nodes, two ids: most requests queue behind
+        // one that ends its worker, and come back unread.
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..2 * TASKS {
+            let via = if task % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move {
+                let mut failed = Vec::new();
+                for n in 0..CALLS {
+                    let token = task * CALLS + n;
+                    match via.call(n % 2, (), token).await {
+                        Ok(reply) => assert_eq!(reply, token),
+                        Err(e) => failed.push((token, e.to_string())),
+                    }
+                }
+                failed
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            failed.extend(done.expect("a caller panicked"));
+        }
+        assert!(
+            failed.is_empty(),
+            "{} calls failed: {failed:?}",
+            failed.len()
+        );
+        let mut handled = HANDLED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        handled.sort_unstable();
+        let expected: Vec<u64> = (0..2 * TASKS * CALLS).collect();
+        assert_eq!(handled, expected, "each request handled exactly once");
+        a.leave().await;
+        b.leave().await;
     });
 }

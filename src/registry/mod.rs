@@ -418,12 +418,36 @@ impl<W: Worker> GenRegistry<W> {
     /// handler saw it — the call is retried once, transparently, on a
     /// fresh worker; one request is never delivered twice. (The retry
     /// starts the worker only if the first attempt did not use `args`;
-    /// otherwise it takes a worker someone else started, or fails with
-    /// [`Error::WorkerEnded`].) It waits up to the registry's
-    /// [call timeout](crate::Options::call_timeout) for the reply.
+    /// otherwise it takes a worker someone else started.) It waits up to
+    /// the registry's [call timeout](crate::Options::call_timeout) for the
+    /// reply.
     ///
-    /// Errors: those of [`lookup_or_start`](Self::lookup_or_start) and of
+    /// Its errors tell a request that reached no worker from one that may
+    /// have been handled: [`Error::NotDelivered`] when the retry reached no
+    /// worker either (no handler saw the request: send it again if you
+    /// will), [`Error::RegistryStopped`] when the registry shut down before
+    /// a worker took it (nor did any handler see it), and
+    /// [`Error::WorkerEnded`] only when a worker took it and ended before
+    /// replying. Otherwise those of
+    /// [`lookup_or_start`](Self::lookup_or_start) and of
     /// [`WorkerRef::call`].
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
+    /// use gen_registry::Error;
+    /// # run(async {
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// // Retried on `NotDelivered`, since no handler saw the request.
+    /// let reply = loop {
+    ///     match registry.call(7, 100, 1).await {
+    ///         Err(Error::NotDelivered) => continue,
+    ///         other => break other,
+    ///     }
+    /// };
+    /// assert_eq!(reply.unwrap(), 101);
+    /// # });
+    /// ```
     ///
     /// ```
     /// # use gen_registry::doc_support::*;
@@ -453,12 +477,13 @@ impl<W: Worker> GenRegistry<W> {
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
-        Err(Error::WorkerEnded)
+        Err(Error::NotDelivered)
     }
 
     /// Casts to the worker of `id`, starting it with `args` if none runs;
     /// retried once, as [`call`](Self::call) is, if the worker ended before
-    /// the message was queued. Returns once it is queued (or the start
+    /// the message was queued, and [`Error::NotDelivered`] if the retry
+    /// could not queue it either. Returns once it is queued (or the start
     /// failed).
     ///
     /// ```
@@ -489,12 +514,13 @@ impl<W: Worker> GenRegistry<W> {
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
-        Err(Error::WorkerEnded)
+        Err(Error::NotDelivered)
     }
 
     /// The running worker of `id`, or one started with `args` if they are
     /// still there to use; `None` when it ended before it could be handed
-    /// out (try again).
+    /// out (try again). [`Error::NotDelivered`] when none runs and the args
+    /// are spent: a worker they started ended before taking the request.
     async fn find_or_start(
         &self,
         id: &W::Id,
@@ -504,7 +530,7 @@ impl<W: Worker> GenRegistry<W> {
             Ok(worker) => Ok(Some(worker)),
             Err(Error::NotFound) => {
                 let Some(args) = args.take() else {
-                    return Err(Error::WorkerEnded);
+                    return Err(Error::NotDelivered);
                 };
                 match self
                     .start_or_find(id, W::Id::clone, || args, IfRunning::Return, For::CallById)

@@ -66,8 +66,20 @@ pub enum Error<W: Worker> {
     /// The worker panicked while handling this request. It has ended (or, under
     /// a restart policy, is restarting); other queued requests are not lost.
     HandlerPanicked(String),
-    /// The worker had ended, or ended before it replied.
+    /// The worker had ended, or ended before it replied. From a call by id
+    /// ([`GenRegistry::call`](crate::GenRegistry::call)), it means the
+    /// worker took the request and ended before replying (it was killed, or
+    /// its `terminate` ran out of time): the request may have been handled,
+    /// so do not send it again blindly. A request that reached no worker is
+    /// [`Error::NotDelivered`] instead.
     WorkerEnded,
+    /// A call or cast by id ([`GenRegistry::call`](crate::GenRegistry::call),
+    /// [`GenRegistry::cast`](crate::GenRegistry::cast)) reached no worker:
+    /// each worker it found or started for the id ended with the request
+    /// still unread (it stopped, idled out or was evicted), on the first try
+    /// and on the one retry the registry makes. No handler saw it: it is
+    /// safe to send again.
+    NotDelivered,
     /// The handler [deferred](crate::Context::defer) its reply to this
     /// request, and the [reply handle](crate::Deferred) was dropped without
     /// an answer: by the code that held it, or with the worker's state when
@@ -137,6 +149,9 @@ impl<W: Worker> fmt::Display for Error<W> {
             Error::WorkerEnded => f.write_str(
                 "the worker has ended; use `lookup_or_start` to get a live worker for this id",
             ),
+            Error::NotDelivered => f.write_str(
+                "the request reached no worker: every worker of the id ended before taking it; no handler saw it, so it is safe to send again",
+            ),
             Error::ReplyDropped => f.write_str(
                 "the worker deferred its reply to this request and dropped the reply handle without answering (did the task holding it end, or the worker restart or stop?)",
             ),
@@ -195,6 +210,7 @@ impl<W: Worker> fmt::Debug for Error<W> {
             Error::CallTimeout(d) => f.debug_tuple("CallTimeout").field(d).finish(),
             Error::HandlerPanicked(m) => f.debug_tuple("HandlerPanicked").field(m).finish(),
             Error::WorkerEnded => f.write_str("WorkerEnded"),
+            Error::NotDelivered => f.write_str("NotDelivered"),
             Error::ReplyDropped => f.write_str("ReplyDropped"),
             Error::RegistryStopped => f.write_str("RegistryStopped"),
             Error::NameTaken(n) => f.debug_tuple("NameTaken").field(n).finish(),

@@ -473,7 +473,7 @@ fn under_stop_churn_call_by_id_never_delivers_a_request_twice() {
                         let token = tokens.fetch_add(1, Ordering::SeqCst) as u64;
                         match r.call(i % 8, Args::new(&log), Req::Get(token)).await {
                             Ok(_) => {}
-                            Err(Error::WorkerEnded) => {
+                            Err(Error::NotDelivered) => {
                                 ended.fetch_add(1, Ordering::SeqCst);
                             }
                             Err(e) => panic!("call by id failed: {e}"),
@@ -500,7 +500,7 @@ fn under_stop_churn_call_by_id_never_delivers_a_request_twice() {
     assert!(twice.is_empty(), "requests delivered twice: {twice:?}");
     let answered = handled.len();
     eprintln!(
-        "call by id under stop churn: {answered} of 12000 requests handled, {} WorkerEnded, {} workers started",
+        "call by id under stop churn: {answered} of 12000 requests handled, {} NotDelivered, {} workers started",
         ended.load(Ordering::SeqCst),
         log.inits.load(Ordering::SeqCst)
     );

@@ -20,6 +20,7 @@ mod common;
 
 mod api;
 mod bastion;
+mod delivery;
 #[cfg(feature = "tokio")]
 mod executors;
 mod faults;

@@ -1045,7 +1045,7 @@ async fn apply(
                     }
                 }
             }
-            if idle && matches!(got, Err(Error::WorkerEnded)) {
+            if idle && matches!(got, Err(Error::NotDelivered)) {
                 // The worker it called (or started) idled out before the
                 // request was queued, and its args were spent on the start.
                 return model.vanished(id);

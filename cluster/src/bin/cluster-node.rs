@@ -3,7 +3,8 @@
 //! line, answering each on standard output:
 //!
 //! - `call ID ADD` → `call ID ok TOTAL` | `call ID fenced` | `call ID err MESSAGE`
-//! - `load IDS MILLIS TASKS` → `load ok N err M max_ms X p50_us Y p99_us Z first_err E`
+//! - `load IDS MILLIS TASKS` → `load ok N err M undelivered U max_ms X p50_us Y p99_us Z first_err E`
+//!   (U of the M errors are requests no worker took: `ClusterError::NotDelivered`)
 //! - `starts FROM COUNT TASKS` → `starts ok N err M millis X`
 //! - `count` → `count LOCAL TOTAL`
 //! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
@@ -25,7 +26,7 @@
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]`
 
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, Config};
+use gen_registry_cluster::{Cluster, ClusterError, Config};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -268,7 +269,7 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
         set.spawn(async move {
             let mut seed =
                 0x9e37_79b9_7f4a_7c15_u64 ^ (task + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            let (mut ok, mut err, mut first) = (0u64, 0u64, None);
+            let (mut ok, mut err, mut undelivered, mut first) = (0u64, 0u64, 0u64, None);
             let mut latencies = Vec::new();
             while Instant::now() < end {
                 seed ^= seed << 13;
@@ -285,17 +286,21 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
                     }
                     Err(e) => {
                         err += 1;
+                        if let ClusterError::NotDelivered(_) = e {
+                            undelivered += 1;
+                        }
                         first.get_or_insert_with(|| e.to_string());
                     }
                 }
             }
-            (ok, err, first, latencies)
+            (ok, err, undelivered, first, latencies)
         });
     }
-    let (mut ok, mut err, mut first, mut latencies) = (0, 0, None, Vec::new());
-    while let Some(Ok((o, e, f, l))) = set.join_next().await {
+    let (mut ok, mut err, mut undelivered, mut first, mut latencies) = (0, 0, 0, None, Vec::new());
+    while let Some(Ok((o, e, u, f, l))) = set.join_next().await {
         ok += o;
         err += e;
+        undelivered += u;
         first = first.or(f);
         latencies.extend(l);
     }
@@ -306,7 +311,7 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
     };
     let us = |d: Option<&Duration>| d.map(|d| d.as_micros()).unwrap_or(0);
     say(format!(
-        "load ok {ok} err {err} max_ms {} p50_us {} p99_us {} first_err {}",
+        "load ok {ok} err {err} undelivered {undelivered} max_ms {} p50_us {} p99_us {} first_err {}",
         latencies.last().map(|d| d.as_millis()).unwrap_or(0),
         us(at(0.5)),
         us(at(0.99)),

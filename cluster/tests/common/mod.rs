@@ -287,6 +287,8 @@ impl Drop for Node {
 pub struct Load {
     pub ok: u64,
     pub err: u64,
+    /// Of the errors, requests no worker took (`ClusterError::NotDelivered`).
+    pub undelivered: u64,
     pub max_ms: u64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -310,6 +312,7 @@ pub fn parse_load(line: &str) -> Load {
     Load {
         ok: number("ok"),
         err: number("err"),
+        undelivered: number("undelivered"),
         max_ms: number("max_ms"),
         p50_us: number("p50_us"),
         p99_us: number("p99_us"),
