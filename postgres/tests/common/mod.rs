@@ -33,11 +33,15 @@ pub fn store(server: &Server) -> Store {
 /// A plain client of `server` (and the task driving it, on `runtime`), to
 /// look at the tables as they are.
 pub async fn client(server: &Server, runtime: &tokio::runtime::Handle) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-        .await
-        .expect("a client");
-    runtime.spawn(connection);
-    client
+    let url = server.url();
+    let connect = runtime.spawn(async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("a client");
+        tokio::spawn(connection);
+        client
+    });
+    connect.await.expect("a client")
 }
 
 /// Runs `future` to completion on its own thread and returns its output;
@@ -67,4 +71,33 @@ where
 {
     let handle = bastion::executor::spawn(future);
     async move { handle.await.expect("the spawned task panicked") }
+}
+
+/// A tokio runtime for a test's own tasks: 2 worker threads, as many as the
+/// machine CI runs on has cores, with its I/O and time drivers.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Keeps the tests' deliberate panics (their messages start with
+/// "deliberate") out of the output; other panics print as usual.
+pub fn quiet_deliberate_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
+            if !text.is_some_and(|t| t.starts_with("deliberate")) {
+                default(info);
+            }
+        }));
+    });
 }
