@@ -726,20 +726,15 @@ fn a_crash_of_the_server_amid_group_commits_fails_writers_and_keeps_every_acknow
         runtime.block_on(join_all(writers));
     });
     let count = || acked.lock().values().sum::<u64>();
-    run(60, {
-        let acked = Arc::clone(&acked);
-        async move { wait_until(|| acked.lock().values().sum::<u64>() >= 500).await }
-    });
+    wait_for(60, "500 appends acknowledged", || count() >= 500);
     server.kill().unwrap(); // in the middle of group commits
     let before = count();
-    run(60, {
-        let failures = Arc::clone(&failures);
-        async move { wait_until(|| failures.load(Ordering::SeqCst) >= 1).await }
+    wait_for(60, "a writer told of the crash", || {
+        failures.load(Ordering::SeqCst) >= 1
     });
     server.restart().unwrap();
-    run(60, {
-        let acked = Arc::clone(&acked);
-        async move { wait_until(|| acked.lock().values().sum::<u64>() >= before + 500).await }
+    wait_for(60, "500 more appends after the restart", || {
+        count() >= before + 500
     });
     stop.store(true, Ordering::SeqCst);
     writers.join().unwrap();

@@ -63,6 +63,19 @@ where
     }
 }
 
+/// Waits on this thread until `condition` holds, checking every 10 ms;
+/// panics after `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Spawns `future` as a proc on Bastion's executor.
 pub fn spawn<F>(future: F) -> impl Future<Output = F::Output>
 where
