@@ -48,6 +48,7 @@ mod backend;
 mod error;
 mod group;
 mod memory;
+mod reminders;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
@@ -56,6 +57,7 @@ mod stored;
 pub use backend::{Backend, BoxFuture, Key, Record, Reminder, ReminderWrite, Write};
 pub use error::{Refusal, Stamp, StateError, check};
 pub use memory::Memory;
+pub use reminders::{Counts, Reminded, Reminders, Scheduled, Service, When};
 #[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
 pub use store::{DEFAULT_MAX_STATE_BYTES, Store};
