@@ -662,17 +662,11 @@ where
                 .filter(|(_, outcome)| !matches!(outcome, Err(Failed::Gone)))
                 .map(|(reminder, outcome)| {
                     let next_due_ms = match outcome {
-                        Ok(()) => {
-                            self.counts.fired.fetch_add(1, Ordering::AcqRel);
-                            reminder
-                                .period_ms
-                                .map(|period| next_after(reminder.due_ms, period, until))
-                        }
+                        Ok(()) => reminder
+                            .period_ms
+                            .map(|period| next_after(reminder.due_ms, period, until)),
                         // Left for a later scan: moved one scan period on.
-                        Err(_) => {
-                            self.counts.retried.fetch_add(1, Ordering::AcqRel);
-                            Some(retry_ms)
-                        }
+                        Err(_) => Some(retry_ms),
                     };
                     ReminderWrite::Fired {
                         key: reminder.key,
@@ -683,8 +677,17 @@ where
                     }
                 })
                 .collect();
+            // Counted once the marks are written (or failed): a count
+            // seen means the store holds what it counted.
+            let answered = outcomes.iter().filter(|o| o.is_ok()).count() as u64;
+            let failed = outcomes
+                .iter()
+                .filter(|o| **o == Err(Failed::Delivery))
+                .count() as u64;
             if !marks.is_empty() {
                 let marked = backend.remind(marks).await;
+                self.counts.fired.fetch_add(answered, Ordering::AcqRel);
+                self.counts.retried.fetch_add(failed, Ordering::AcqRel);
                 let failed = match &marked {
                     Ok(outcomes) => outcomes.iter().filter(|o| o.is_err()).count(),
                     Err(_) => 1,
