@@ -26,6 +26,10 @@
 //!   than the last it accepted for the record ([`StateError::Fenced`]).
 //! - **Group commit.** Writes arriving together share one transaction
 //!   (see [`Store`]).
+//! - **Reminders are state too.** [`Reminders`] are durable timers by id
+//!   and name, kept in the same store: each due one is delivered as a call
+//!   by id (starting its worker if none runs), at least once, and marked
+//!   fired only after the worker answered.
 //!
 //! The stores: [`Memory`] for tests and [`Sqlite`] (feature `sqlite`), one
 //! file in WAL mode, through the executor's blocking pool. A store of your
