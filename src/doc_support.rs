@@ -33,6 +33,31 @@ impl Worker for Pinger {
     }
 }
 
+/// A worker whose requests are the reminders it receives, each answered
+/// with its message: the one `doc_support/alarm.md` shows.
+pub struct Alarm;
+
+impl Worker for Alarm {
+    type Id = u64;
+    type Args = ();
+    type Request = crate::state::Reminded<String>;
+    type Reply = String;
+    type Message = ();
+    type Error = std::convert::Infallible;
+
+    async fn init(_: &u64, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
+        Ok(Alarm)
+    }
+
+    async fn handle_call(
+        &mut self,
+        reminded: crate::state::Reminded<String>,
+        _: &mut Context<Self>,
+    ) -> String {
+        reminded.message
+    }
+}
+
 /// Runs a future to completion on the current thread.
 pub fn run<F: Future>(future: F) -> F::Output {
     futures::executor::block_on(future)
@@ -59,6 +84,13 @@ mod tests {
         ("executor/mod.rs", include_str!("executor/mod.rs")),
         ("worker/shared.rs", include_str!("worker/shared.rs")),
     ];
+
+    #[test]
+    fn every_page_whose_examples_use_alarm_shows_its_definition() {
+        let text = include_str!("state/reminders.rs");
+        assert!(text.contains("doc_support::Alarm"));
+        assert!(text.contains("doc_support/alarm.md\")]"));
+    }
 
     #[test]
     fn every_page_whose_examples_use_pinger_shows_its_definition() {

@@ -20,7 +20,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// let key = Key { kind: "cart", id: vec![7] };
 /// assert_eq!(key.kind, "cart");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     /// The kind of record (say, `"cart"`).
     pub kind: &'static str,

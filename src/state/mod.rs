@@ -26,6 +26,10 @@
 //!   than the last it accepted for the record ([`StateError::Fenced`]).
 //! - **Group commit.** Writes arriving together share one transaction
 //!   (see [`Store`]).
+//! - **Reminders are state too.** [`Reminders`] are durable timers by id
+//!   and name, kept in the same store: each due one is delivered as a call
+//!   by id (starting its worker if none runs), at least once, and marked
+//!   fired only after the worker answered.
 //!
 //! The stores: [`Memory`] for tests and [`Sqlite`] (feature `sqlite`), one
 //! file in WAL mode, through the executor's blocking pool. A store of your
@@ -48,6 +52,7 @@ mod backend;
 mod error;
 mod group;
 mod memory;
+mod reminders;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
@@ -56,6 +61,7 @@ mod stored;
 pub use backend::{Backend, BoxFuture, Key, Record, Reminder, ReminderWrite, Write};
 pub use error::{Refusal, Stamp, StateError, check};
 pub use memory::Memory;
+pub use reminders::{Counts, Reminded, Reminders, Scheduled, Service, When};
 #[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
 pub use store::{DEFAULT_MAX_STATE_BYTES, Store};

@@ -2,7 +2,7 @@
 //! statement run on the executor's blocking pool.
 
 use crate::executor::{Executor, Unfinished};
-use crate::state::backend::{Backend, BoxFuture, Key, Record, Write};
+use crate::state::backend::{Backend, BoxFuture, Key, Record, Reminder, ReminderWrite, Write};
 use crate::state::error::{Refusal, Stamp, check};
 use crate::state::store::Store;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -18,7 +18,23 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gen_registry_state (
     epoch INTEGER NOT NULL,
     state BLOB,
     PRIMARY KEY (kind, id)
-) WITHOUT ROWID";
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gen_registry_reminders (
+    kind TEXT NOT NULL,
+    id BLOB NOT NULL,
+    name TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    due_ms INTEGER NOT NULL,
+    period_ms INTEGER,
+    message BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    PRIMARY KEY (kind, id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gen_registry_reminders_due
+    ON gen_registry_reminders (kind, partition, due_ms)";
+
+/// The columns of a reminder, in the order [`reminder_of_row`] reads them.
+const REMINDER_COLUMNS: &str = "kind, id, name, partition, due_ms, period_ms, message, epoch";
 
 /// A [`Backend`] in one SQLite file, in WAL mode with `synchronous=FULL`:
 /// a commit returns once the write-ahead log is on disk, so an acknowledged
@@ -51,7 +67,7 @@ struct Connections {
 
 impl Sqlite {
     /// Opens (creating it if needed) the SQLite file at `path`, puts it in
-    /// WAL mode and creates the state table. It runs its statements on
+    /// WAL mode and creates the state and reminder tables. It runs its statements on
     /// `executor`'s blocking pool. Opening is itself blocking file I/O:
     /// call it at start-up, not from a worker's callback.
     ///
@@ -166,6 +182,115 @@ fn commit_blocking(
     Ok(outcomes)
 }
 
+/// A due time as SQLite keeps it: times past `i64::MAX` ms (292 million
+/// years) are kept as `i64::MAX`, so the index orders them as Rust does.
+fn due_to_sql(ms: u64) -> i64 {
+    ms.min(i64::MAX as u64) as i64
+}
+
+/// The reminder in a row of [`REMINDER_COLUMNS`]; the kind is the one asked
+/// for, as `Key` holds a `&'static str`.
+fn reminder_of_row(kind: &'static str, row: &rusqlite::Row<'_>) -> rusqlite::Result<Reminder> {
+    Ok(Reminder {
+        key: Key {
+            kind,
+            id: row.get(1)?,
+        },
+        name: row.get(2)?,
+        partition: row.get(3)?,
+        due_ms: from_sql(row.get(4)?),
+        period_ms: row.get::<_, Option<i64>>(5)?.map(from_sql),
+        message: row.get(6)?,
+        epoch: from_sql(row.get(7)?),
+    })
+}
+
+fn remind_blocking(
+    connection: &mut Connection,
+    writes: Vec<ReminderWrite>,
+) -> rusqlite::Result<Vec<Result<bool, Refusal>>> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    {
+        let mut read = transaction.prepare_cached(
+            "SELECT due_ms, epoch FROM gen_registry_reminders
+             WHERE kind = ?1 AND id = ?2 AND name = ?3",
+        )?;
+        let mut upsert = transaction.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO gen_registry_reminders ({REMINDER_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))?;
+        let mut delete = transaction.prepare_cached(
+            "DELETE FROM gen_registry_reminders WHERE kind = ?1 AND id = ?2 AND name = ?3",
+        )?;
+        let mut moved = transaction.prepare_cached(
+            "UPDATE gen_registry_reminders SET due_ms = ?4, epoch = ?5
+             WHERE kind = ?1 AND id = ?2 AND name = ?3",
+        )?;
+        for write in writes {
+            let (key, name, epoch) = match &write {
+                ReminderWrite::Set(r) => (&r.key, &r.name, r.epoch),
+                ReminderWrite::Cancel { key, name, epoch }
+                | ReminderWrite::Fired {
+                    key, name, epoch, ..
+                } => (key, name, *epoch),
+            };
+            let held: Option<(u64, u64)> = read
+                .query_row(params![key.kind, key.id, name], |row| {
+                    Ok((from_sql(row.get(0)?), from_sql(row.get(1)?)))
+                })
+                .optional()?;
+            if let Some((_, last)) = held
+                && epoch < last
+            {
+                outcomes.push(Err(Refusal::Fenced { last }));
+                continue;
+            }
+            let changed = match &write {
+                ReminderWrite::Set(r) => {
+                    upsert.execute(params![
+                        r.key.kind,
+                        r.key.id,
+                        r.name,
+                        r.partition,
+                        due_to_sql(r.due_ms),
+                        r.period_ms.map(to_sql),
+                        r.message,
+                        to_sql(r.epoch)
+                    ])?;
+                    true
+                }
+                ReminderWrite::Cancel { .. } => {
+                    held.is_some() && delete.execute(params![key.kind, key.id, name])? > 0
+                }
+                ReminderWrite::Fired {
+                    due_ms,
+                    next_due_ms,
+                    ..
+                } => match held {
+                    Some((held_due, _)) if held_due == from_sql(due_to_sql(*due_ms)) => {
+                        match next_due_ms {
+                            Some(next) => moved.execute(params![
+                                key.kind,
+                                key.id,
+                                name,
+                                due_to_sql(*next),
+                                to_sql(epoch)
+                            ])?,
+                            None => delete.execute(params![key.kind, key.id, name])?,
+                        };
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            outcomes.push(Ok(changed));
+        }
+    }
+    transaction.commit()?;
+    Ok(outcomes)
+}
+
 impl Backend for Sqlite {
     fn load(&self, key: Key) -> BoxFuture<Result<Option<Record>, String>> {
         let connections = Arc::clone(&self.connections);
@@ -193,6 +318,58 @@ impl Backend for Sqlite {
         let work = self
             .executor
             .blocking(move || commit_blocking(&mut lock(&connections.writer), writes));
+        Box::pin(async move { finished(work.await) })
+    }
+
+    fn remind(
+        &self,
+        writes: Vec<ReminderWrite>,
+    ) -> BoxFuture<Result<Vec<Result<bool, Refusal>>, String>> {
+        let connections = Arc::clone(&self.connections);
+        let work = self
+            .executor
+            .blocking(move || remind_blocking(&mut lock(&connections.writer), writes));
+        Box::pin(async move { finished(work.await) })
+    }
+
+    fn due(
+        &self,
+        kind: &'static str,
+        partition: u32,
+        until_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<Reminder>, String>> {
+        let connections = Arc::clone(&self.connections);
+        let work = self.executor.blocking(move || {
+            let connection = lock(&connections.reader);
+            let mut read = connection.prepare_cached(&format!(
+                "SELECT {REMINDER_COLUMNS} FROM gen_registry_reminders
+                 WHERE kind = ?1 AND partition = ?2 AND due_ms <= ?3
+                 ORDER BY due_ms LIMIT ?4"
+            ))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            read.query_map(
+                params![kind, partition, due_to_sql(until_ms), limit],
+                |row| reminder_of_row(kind, row),
+            )?
+            .collect()
+        });
+        Box::pin(async move { finished(work.await) })
+    }
+
+    fn reminders_of(&self, key: Key) -> BoxFuture<Result<Vec<Reminder>, String>> {
+        let connections = Arc::clone(&self.connections);
+        let work = self.executor.blocking(move || {
+            let connection = lock(&connections.reader);
+            let mut read = connection.prepare_cached(&format!(
+                "SELECT {REMINDER_COLUMNS} FROM gen_registry_reminders
+                 WHERE kind = ?1 AND id = ?2 ORDER BY name"
+            ))?;
+            read.query_map(params![key.kind, key.id], |row| {
+                reminder_of_row(key.kind, row)
+            })?
+            .collect()
+        });
         Box::pin(async move { finished(work.await) })
     }
 }
