@@ -76,7 +76,8 @@
 //! Prometheus exporter, a StatsD one…) before it creates its registries,
 //! and every registry reports to it. Each metric carries the label
 //! `registry`, the registry's [name](crate::Options::name). The metrics and
-//! what a bad value says are listed in the guide's "Seeing inside" chapter;
+//! what a bad value says are listed in the guide's "Seeing inside" chapter,
+//! with PromQL for the common alerts;
 //! in short:
 //!
 //! | metric | kind | counts |
@@ -103,7 +104,7 @@
 //! decrement.
 //!
 //! Turn the spans on with a `tracing` subscriber that enables target
-//! `gen_registry` at `DEBUG`; `examples/opentelemetry.rs` exports them
+//! `gen_registry` at `DEBUG`; `examples/otel_spans` exports them
 //! with OpenTelemetry, and `examples/http_service` serves the metrics to
 //! Prometheus.
 
@@ -144,6 +145,8 @@ mod guide {
     struct Io;
     #[doc = include_str!("../guide/src/events.md")]
     struct Events;
+    #[doc = include_str!("../guide/src/seeing-inside.md")]
+    struct SeeingInside;
     #[doc = include_str!("../guide/src/worker.md")]
     struct Writing;
     #[doc = include_str!("../guide/src/api.md")]
