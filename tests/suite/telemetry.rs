@@ -24,6 +24,9 @@ fn recorded(name: &'static str, options: Options<Probe>) -> (GenRegistry<Probe>,
     )
 }
 
+/// A metric's name and its labels, sorted.
+type Series = (String, Vec<(String, String)>);
+
 /// A registry's metrics as its recorder saw them. Each snapshot of the
 /// recorder hands over what changed since the last one (counters and
 /// gauges by their deltas, histograms by their samples), so the totals are
@@ -31,7 +34,7 @@ fn recorded(name: &'static str, options: Options<Probe>) -> (GenRegistry<Probe>,
 struct Metrics {
     snapshotter: Snapshotter,
     name: &'static str,
-    totals: std::sync::Mutex<HashMap<(String, Vec<(String, String)>), f64>>,
+    totals: std::sync::Mutex<HashMap<Series, f64>>,
 }
 
 impl Metrics {
