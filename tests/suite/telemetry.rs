@@ -205,8 +205,8 @@ fn the_snapshot_counts_workers_by_state_and_the_mail_waiting() {
     run(10, async {
         let log = Log::new();
         let registry = registry_with(Options::default());
-        // 1 runs; 2 is held in its `init`; 3 is held in a handler with
-        // three more calls queued behind it.
+        // 1 runs; 2 is held in its `init`; 3 is held in a handler, then
+        // three more calls queue behind it.
         registry.start(1, Args::new(&log)).await.unwrap();
         let (let_init_finish, held_init) = gate();
         let starting = spawn({
@@ -216,17 +216,19 @@ fn the_snapshot_counts_workers_by_state_and_the_mail_waiting() {
         });
         let busy = registry.start(3, Args::new(&log)).await.unwrap();
         let (let_handler_finish, held_handler) = handler_gate();
-        let calls = spawn({
+        let held = spawn({
             let busy = busy.clone();
-            async move {
-                let queued = futures::future::join3(
-                    busy.call(Req::Get),
-                    busy.call(Req::Get),
-                    busy.call(Req::Get),
-                );
-                let (held, queued) = futures::join!(busy.call(Req::Wait(held_handler)), queued);
-                held.and(queued.0).and(queued.1).and(queued.2).map(|_| ())
-            }
+            async move { busy.call(Req::Wait(held_handler)).await }
+        });
+        // Queued once the worker is busy: the first waits from its arrival.
+        wait_until(|| log.holding.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        let calls = spawn(async move {
+            let (a, b, c) = futures::join!(
+                busy.call(Req::Get),
+                busy.call(Req::Get),
+                busy.call(Req::Get)
+            );
+            a.and(b).and(c).map(|_| ())
         });
         wait_until(|| registry.stats().queued == 3).await;
         let stats = registry.stats();
@@ -237,6 +239,7 @@ fn the_snapshot_counts_workers_by_state_and_the_mail_waiting() {
         wait_until(|| registry.stats().oldest_wait > before).await;
 
         let_handler_finish.send(()).unwrap();
+        held.await.unwrap();
         calls.await.unwrap();
         let_init_finish.send(()).unwrap();
         starting.await.unwrap();
