@@ -28,9 +28,12 @@ build() {
 }
 
 echo "building $base_rev and HEAD" >&2
-mkdir "$work/base"
-git -C "$root" archive "$base_rev" | tar -x -C "$work/base"
-build "$work/base" "$work/peers-base"
+# BASE's sources at a fixed place (with the commit's times), so that a
+# second run finds its build up to date.
+base="$target/metrics_cost_base"
+rm -rf "$base" && mkdir -p "$base"
+git -C "$root" archive "$base_rev" | tar -x -C "$base"
+build "$base" "$work/peers-base"
 build "$root" "$work/peers-head"
 
 for round in $(seq "$rounds"); do
