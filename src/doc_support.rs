@@ -75,7 +75,7 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
 #[cfg(test)]
 mod tests {
     /// The source files of the pages whose examples use [`Pinger`](super::Pinger).
-    const PAGES: [(&str, &str); 7] = [
+    const PAGES: [(&str, &str); 8] = [
         ("registry/mod.rs", include_str!("registry/mod.rs")),
         ("worker/handle.rs", include_str!("worker/handle.rs")),
         ("worker/options.rs", include_str!("worker/options.rs")),
@@ -83,6 +83,7 @@ mod tests {
         ("registry/spec.rs", include_str!("registry/spec.rs")),
         ("executor/mod.rs", include_str!("executor/mod.rs")),
         ("worker/shared.rs", include_str!("worker/shared.rs")),
+        ("worker/stats.rs", include_str!("worker/stats.rs")),
     ];
 
     #[test]

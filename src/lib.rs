@@ -65,6 +65,48 @@
 //! The registry's async methods can be awaited from any executor (Bastion's,
 //! `futures::executor::block_on`, a Bastion child's exec); they never block a
 //! thread.
+//!
+//! # Seeing inside
+//!
+//! What a registry reports to operators: metrics through the `metrics`
+//! crate's facade, `tracing` spans around each worker's callbacks, and a
+//! health snapshot ([`GenRegistry::stats`]).
+//!
+//! The crate installs no exporter: the application installs one (a
+//! Prometheus exporter, a StatsD one…) before it creates its registries,
+//! and every registry reports to it. Each metric carries the label
+//! `registry`, the registry's [name](crate::Options::name). The metrics and
+//! what a bad value says are listed in the guide's "Seeing inside" chapter,
+//! with PromQL for the common alerts;
+//! in short:
+//!
+//! | metric | kind | counts |
+//! |---|---|---|
+//! | `gen_registry_starts_total` | counter | workers started (their first `init` succeeded) |
+//! | `gen_registry_init_failures_total` | counter | `init`s that failed, panicked or timed out (starts and restarts) |
+//! | `gen_registry_restarts_total` | counter | restarts scheduled after a crash |
+//! | `gen_registry_give_ups_total` | counter | workers whose restart policy was spent |
+//! | `gen_registry_stops_total` | counter | workers gone for good, by `reason` (`normal`, `stopped`, `shutdown`, `panicked`, `init_failed`, `killed`, `idle`, `evicted`) |
+//! | `gen_registry_capacity_refusals_total` | counter | starts refused at [`max_workers`](crate::Options::max_workers) |
+//! | `gen_registry_mailbox_full_total` | counter | messages refused by a full mailbox |
+//! | `gen_registry_calls_total` | counter | calls queued to a worker |
+//! | `gen_registry_call_timeouts_total` | counter | calls that got no reply within their timeout |
+//! | `gen_registry_calls_to_ended_total` | counter | messages refused because their worker was stopping |
+//! | `gen_registry_workers` | gauge | live workers (started, not yet stopped) |
+//! | `gen_registry_workers_in_back_off` | gauge | crashed workers waiting out a restart back-off |
+//! | `gen_registry_init_seconds` | histogram | duration of `init`, one in 64 |
+//! | `gen_registry_call_seconds` | histogram | a call's round trip, one in 64 |
+//! | `gen_registry_mailbox_wait_seconds` | histogram | time a message waited in its mailbox, one in 64 |
+//!
+//! Handles are resolved once, when the registry is created; a recorder
+//! installed later does not see that registry. Without a recorder, each
+//! count is one branch, and the histograms' sampling one thread-local
+//! decrement.
+//!
+//! Turn the spans on with a `tracing` subscriber that enables target
+//! `gen_registry` at `DEBUG`; `examples/otel_spans` exports them
+//! with OpenTelemetry, and `examples/http_service` serves the metrics to
+//! Prometheus.
 
 #![deny(missing_docs)]
 
@@ -103,6 +145,8 @@ mod guide {
     struct Io;
     #[doc = include_str!("../guide/src/events.md")]
     struct Events;
+    #[doc = include_str!("../guide/src/seeing-inside.md")]
+    struct SeeingInside;
     #[doc = include_str!("../guide/src/worker.md")]
     struct Writing;
     #[doc = include_str!("../guide/src/api.md")]
@@ -133,4 +177,5 @@ pub use worker::options::{AtCapacity, Options};
 pub use worker::reply::Deferred;
 pub use worker::restart::{BackOff, RestartPolicy};
 pub use worker::shared::ShutdownReport;
+pub use worker::stats::Stats;
 pub use worker::{ExitReason, Worker};

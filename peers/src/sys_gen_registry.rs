@@ -73,8 +73,21 @@ impl Registry for GenRegistry<Pinger> {
 
 /// `gen_registry`: workers and measuring tasks on Bastion's executor.
 pub fn run(cfg: &Config, out: &Out) {
+    install_recorder_if_asked();
     let reg = GenRegistry::new(Options::default()).expect("registry");
     measure(cfg, out, &Procs, &reg, W6t::OwnRuntime);
+}
+
+/// With `PEERS_RECORDER=prometheus`, a Prometheus recorder is installed
+/// before the registry is made, so every metric the registry reports is
+/// recorded (nothing scrapes it): the cost of metrics with an exporter
+/// (BENCHMARKS.md, "What metrics cost").
+fn install_recorder_if_asked() {
+    if std::env::var("PEERS_RECORDER").as_deref() == Ok("prometheus") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("a Prometheus recorder");
+    }
 }
 
 /// `gen_registry_tokio`: workers and measuring tasks on one tokio runtime.

@@ -249,6 +249,14 @@ impl<E: Entry> Table<E> {
         }
     }
 
+    /// Calls `f` on every cell, whatever its state, in no order. Only an
+    /// epoch is held.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<E>)) {
+        for key in self.map.pin().keys() {
+            f(&key.cell);
+        }
+    }
+
     /// Every cell, whatever its state.
     pub(crate) fn cells(&self) -> Vec<Arc<E>> {
         let map = self.map.pin();

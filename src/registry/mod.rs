@@ -374,6 +374,7 @@ impl<W: Worker> GenRegistry<W> {
         let shared = self.shared();
         if let Err(capacity) = shared.admit(&cell) {
             shared.retire(&cell);
+            shared.view.metrics.capacity_refusals.increment(1);
             return Err(Error::AtCapacity(capacity));
         }
         // Pairs with the fence in `shutdown`: either shutdown sees this entry,
@@ -608,6 +609,26 @@ impl<W: Worker> GenRegistry<W> {
             }
             return Ok(());
         }
+    }
+
+    /// The registry's health now: workers by state, the mail waiting and
+    /// how long the oldest of it has waited, the capacity's occupancy (see
+    /// [`Stats`](crate::Stats)). It visits every worker once, locking each
+    /// for a moment: about the cost of a [`reduce`](Self::reduce), fine
+    /// for a health endpoint scraped every few seconds.
+    ///
+    /// ```
+    /// # use gen_registry::doc_support::*;
+    /// # use gen_registry::{GenRegistry, Options};
+    /// # run(async {
+    /// let registry = GenRegistry::<Pinger>::new(Options::default()).unwrap();
+    /// registry.start(1, 0).await.unwrap();
+    /// let stats = registry.stats();
+    /// assert_eq!((stats.starting, stats.running, stats.stopping), (0, 1, 0));
+    /// # });
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.shared().stats()
     }
 
     /// How many workers are running. O(1): one atomic load.

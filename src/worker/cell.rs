@@ -38,6 +38,7 @@ use crate::executor::Task;
 use crate::primitives::queue::Queue;
 use crate::primitives::table::Entry;
 use crate::primitives::timers::{Repeat, Timers};
+use crate::worker::telemetry::{Metrics, Sampled, sampled};
 use crate::worker::{ExitReason, Worker};
 use futures::channel::oneshot;
 use parking_lot::lock_api::RawMutex as _;
@@ -48,7 +49,7 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where a worker is in its lifecycle (drawn in this module's doc). Kept in
 /// one atomic byte that lookups read without locking; it only moves forward.
@@ -89,6 +90,8 @@ pub(crate) struct RegistryView {
     pub(crate) mailbox_bound: u32,
     /// How long a call on a handle waits for its reply.
     pub(crate) call_timeout: Duration,
+    /// The registry's metric handles (see [`crate::worker::telemetry`]).
+    pub(crate) metrics: Metrics,
 }
 
 /// The largest mailbox capacity (in messages) kept once the mailbox is empty.
@@ -227,6 +230,25 @@ struct Rare<W: Worker> {
     timers: Option<Timers<W::Message>>,
     /// Tasks waiting for the lifecycle to move on, after `Inner::waiter`.
     waiters: Vec<Waker>,
+    /// Since when the message at the head of the mailbox has waited for a
+    /// busy worker (see [`Stats::oldest_wait`](crate::Stats::oldest_wait));
+    /// `None` while the mailbox is empty or the worker is about to take it.
+    head_since: Option<Instant>,
+    /// A message timed for the mailbox-wait histogram: when it was queued,
+    /// and how many messages are still ahead of it.
+    timed: Option<(Instant, usize)>,
+}
+
+impl<W: Worker> Rare<W> {
+    /// Whether none of its parts is in use, so the box can go.
+    fn is_unused(&self) -> bool {
+        self.start_failure.is_none()
+            && self.exit.is_none()
+            && self.timers.is_none()
+            && self.waiters.is_empty()
+            && self.head_since.is_none()
+            && self.timed.is_none()
+    }
 }
 
 /// Where the id table keeps its copy of "this worker is Running": a flag
@@ -318,6 +340,57 @@ pub(crate) fn idle_millis(timeout: Duration) -> u32 {
 }
 
 impl<W: Worker> Inner<W> {
+    /// A message is about to be queued: if the worker is busy and the
+    /// mailbox empty, the message starts waiting now; one in
+    /// [`SAMPLE_EVERY`](crate::worker::telemetry::SAMPLE_EVERY) is timed until the
+    /// worker takes it. Only a busy worker, or a timed message, makes the
+    /// rare parts and reads the clock.
+    fn note_queued(&mut self) {
+        let waits = !self.parked && self.queue.is_empty();
+        let timed =
+            sampled(Sampled::Mailbox) && self.rare.as_ref().is_none_or(|r| r.timed.is_none());
+        if !waits && !timed {
+            return;
+        }
+        let now = Instant::now();
+        let ahead = self.queue.len();
+        let rare = self.rare();
+        if waits {
+            rare.head_since = Some(now);
+        }
+        if timed {
+            rare.timed = Some((now, ahead));
+        }
+    }
+
+    /// The worker takes the message at the head of its mailbox: the next
+    /// one, if any, waits from now on. How long the taken one waited, if it
+    /// was the timed one.
+    fn note_taken(&mut self) -> Option<Duration> {
+        let more = !self.queue.is_empty();
+        if !more && self.rare.is_none() {
+            return None;
+        }
+        let rare = self.rare();
+        let waited = match &mut rare.timed {
+            Some((at, 0)) => {
+                let waited = at.elapsed();
+                rare.timed = None;
+                Some(waited)
+            }
+            Some((_, ahead)) => {
+                *ahead -= 1;
+                None
+            }
+            None => None,
+        };
+        rare.head_since = more.then(Instant::now);
+        if rare.is_unused() {
+            self.rare = None;
+        }
+        waited
+    }
+
     /// The rare parts, made on first use.
     fn rare(&mut self) -> &mut Rare<W> {
         self.rare.get_or_insert_with(|| {
@@ -326,6 +399,8 @@ impl<W: Worker> Inner<W> {
                 exit: None,
                 timers: None,
                 waiters: Vec::new(),
+                head_since: None,
+                timed: None,
             })
         })
     }
@@ -573,15 +648,25 @@ impl<W: Worker> Cell<W> {
     pub(crate) fn push(&self, envelope: Envelope<W>) -> Result<Duration, Refused<W>> {
         let (call_timeout, waker) = {
             let mut g = self.lock();
-            if self.state() >= State::Stopping {
+            let state = self.state();
+            if state >= State::Stopping {
+                if state == State::Stopping {
+                    // Not Ended: the registry is alive.
+                    g.registry.get().metrics.calls_to_ended.increment(1);
+                }
                 return Err(Refused::Closed(envelope));
             }
             // The registry is alive: the worker has not ended.
             let registry = g.registry.get();
             let (bound, call_timeout) = (registry.mailbox_bound, registry.call_timeout);
             if bound != 0 && g.queue.len() >= bound as usize {
+                registry.metrics.mailbox_full.increment(1);
                 return Err(Refused::Full(envelope));
             }
+            if let Envelope::Call(..) = envelope {
+                registry.metrics.calls.increment(1);
+            }
+            g.note_queued();
             g.queue.push_back(envelope);
             self.touched.store(true, Ordering::Relaxed);
             g.handed = true;
@@ -607,15 +692,41 @@ impl<W: Worker> Cell<W> {
             }
         }
         if let Some(e) = g.queue.pop_front() {
+            let waited = g.note_taken();
             // A mailbox that was flooded gives its memory back once drained,
             // instead of holding its peak size for the worker's whole life.
             if g.queue.is_empty() && g.queue.capacity() > KEEP_MAILBOX_CAPACITY {
                 g.queue = Queue::new();
             }
+            if let Some(waited) = waited {
+                // Not Ended: the worker takes mail.
+                let histogram = g.registry.get().metrics.mailbox_wait_seconds.clone();
+                drop(g);
+                histogram.record(waited.as_secs_f64());
+            }
             return Poll::Ready(Next::Mail(e));
         }
         g.parked = true;
         park(&mut g.worker, cx)
+    }
+
+    /// The worker's state, the messages in its mailbox and since when its
+    /// head has waited for a busy worker (`None` if it does not), seen in
+    /// one step.
+    pub(crate) fn mailbox(&self) -> (State, usize, Option<Instant>) {
+        let g = self.lock();
+        let len = g.queue.len();
+        let since = g.rare.as_deref().and_then(|r| r.head_since);
+        (self.state(), len, since.filter(|_| len > 0))
+    }
+
+    /// Runs `f` on the registry's view, unless the worker has ended (when
+    /// its registry may be gone).
+    pub(crate) fn with_registry(&self, f: impl FnOnce(&RegistryView)) {
+        let g = self.lock();
+        if self.state() != State::Ended {
+            f(g.registry.get());
+        }
     }
 
     /// Schedules a timer of the current incarnation (see [`crate::primitives::timers`]).

@@ -5,6 +5,7 @@ use crate::primitives::table::Entry;
 use crate::primitives::timer::{Elapsed, timeout};
 use crate::worker::cell::{CallFailure, Cell, Envelope, Refused, State};
 use crate::worker::error::Error;
+use crate::worker::telemetry::{Sampled, start_clock};
 use crate::worker::{ExitReason, ShownId, Worker};
 use futures::channel::oneshot;
 use std::fmt;
@@ -152,6 +153,7 @@ impl<W: Worker> WorkerRef<W> {
         }
         let (reply_to, reply) = oneshot::channel();
         let envelope = Envelope::Call(request, reply_to);
+        let clock = start_clock(Sampled::Call);
         let delivered = match timeout {
             Some(timeout) => self.cell.push(envelope).map(|_| timeout),
             None => self.cell.push(envelope),
@@ -165,14 +167,25 @@ impl<W: Worker> WorkerRef<W> {
             Err(Refused::Full(_)) => return Err(Attempt::Failed(Error::MailboxFull)),
         };
         match self::timeout(timeout, reply).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Ok(reply))) => {
+                if let Some(at) = clock {
+                    let took = at.elapsed().as_secs_f64();
+                    self.cell
+                        .with_registry(|r| r.metrics.call_seconds.record(took));
+                }
+                Ok(reply)
+            }
             Ok(Ok(Err(CallFailure::Panicked(message)))) => {
                 Err(Attempt::Failed(Error::HandlerPanicked(message)))
             }
             Ok(Ok(Err(CallFailure::Dropped))) => Err(Attempt::Failed(Error::ReplyDropped)),
             Ok(Ok(Err(CallFailure::Undelivered(request)))) => Err(Attempt::Undelivered(request)),
             Ok(Err(oneshot::Canceled)) => Err(Attempt::Failed(Error::WorkerEnded)),
-            Err(Elapsed) => Err(Attempt::Failed(Error::CallTimeout(timeout))),
+            Err(Elapsed) => {
+                self.cell
+                    .with_registry(|r| r.metrics.call_timeouts.increment(1));
+                Err(Attempt::Failed(Error::CallTimeout(timeout)))
+            }
         }
     }
 

@@ -24,7 +24,9 @@ pub(crate) mod options;
 pub(crate) mod reply;
 pub(crate) mod restart;
 pub(crate) mod shared;
+pub(crate) mod stats;
 pub(crate) mod supervise;
+pub(crate) mod telemetry;
 
 use crate::worker::context::Context;
 use std::fmt::{self, Debug};

@@ -15,6 +15,8 @@ use crate::worker::cell::{
 };
 use crate::worker::event::{Event, notify};
 use crate::worker::options::{AtCapacity, Options};
+use crate::worker::stats::Stats;
+use crate::worker::telemetry::Metrics;
 use crate::worker::{ExitReason, Worker};
 use futures::task::AtomicWaker;
 use std::future::Future;
@@ -81,6 +83,7 @@ impl<W: Worker> Owner<W> {
                     running: AtomicUsize::new(0),
                     mailbox_bound: options.get_mailbox_capacity().map_or(0, |n| n as u32),
                     call_timeout: options.get_call_timeout(),
+                    metrics: Metrics::new(options.get_name()),
                 },
                 stopped: AtomicBool::new(false),
                 moved: AtomicBool::new(false),
@@ -172,6 +175,33 @@ impl<W: Worker> Shared<W> {
             }
             Err(_) => Err(evictor.capacity()),
         }
+    }
+
+    /// The registry's health now (see [`Stats`]).
+    pub(crate) fn stats(&self) -> Stats {
+        let now = Instant::now();
+        let mut stats = Stats {
+            resident: self.evictor.as_ref().map(Evictor::len),
+            ..Stats::default()
+        };
+        self.table.for_each(|cell| {
+            let (state, queued, since) = cell.mailbox();
+            match state {
+                State::Starting => stats.starting += 1,
+                State::Running => stats.running += 1,
+                State::Stopping => stats.stopping += 1,
+                State::Ended => return,
+            }
+            stats.queued += queued;
+            if let Some(since) = since {
+                stats.oldest_wait = stats.oldest_wait.max(now.saturating_duration_since(since));
+            }
+        });
+        let backing_off = self.view.metrics.backing_off.load(Ordering::Relaxed);
+        // Seen at another moment than the walk: never more than it found.
+        stats.in_back_off = backing_off.min(stats.running);
+        stats.running -= stats.in_back_off;
+        stats
     }
 
     /// Counts a use of `cell` for the eviction policy (a lookup, a call by

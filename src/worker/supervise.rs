@@ -17,6 +17,7 @@ use crate::worker::cell::{CallFailure, Cell, Envelope, Next, StartFailure, State
 use crate::worker::context::Context;
 use crate::worker::event::{Event, notify};
 use crate::worker::restart::{Permit, Restarts};
+use crate::worker::telemetry::{Callback, Sampled, in_span, span_for, start_clock};
 use crate::worker::{ExitReason, Worker};
 use futures::FutureExt;
 use futures::future::{self, Either, OptionFuture};
@@ -48,6 +49,7 @@ impl<W: Worker> Guard<W> {
     }
 
     fn notify(&self, event: Event<'_, W>) {
+        self.ctx.shared.view.metrics.count(&event);
         notify(self.ctx.shared.options.observer(), event);
     }
 
@@ -210,11 +212,9 @@ fn live<W: Worker>(mut life: Life<W>) -> impl Future<Output = ()> {
                             // In the context while the handler runs, so that it
                             // can take it along (`Context::defer`).
                             life.guard.ctx.reply = Some(reply_to);
-                            let reply = AssertUnwindSafe(
-                                life.worker.handle_call(request, &mut life.guard.ctx),
-                            )
-                            .catch_unwind()
-                            .await;
+                            let span = span_for(Callback::Call, &life.guard.ctx);
+                            let call = life.worker.handle_call(request, &mut life.guard.ctx);
+                            let reply = AssertUnwindSafe(in_span(call, span)).catch_unwind().await;
                             // `None`: the handler deferred its reply.
                             let reply_to = life.guard.ctx.reply.take();
                             match reply {
@@ -330,20 +330,25 @@ async fn restart<W: Worker>(
     mut permit: Permit,
 ) -> Option<W> {
     exit(guard, crashed, &reason).await;
-    let options = &guard.ctx.shared.options;
-    let (policy, back_off) = (options.get_restart(), options.get_back_off());
+    let shared = guard.ctx.shared.clone();
+    let (policy, back_off) = (shared.options.get_restart(), shared.options.get_back_off());
     loop {
+        // Counted from the crash until the next `init` has returned.
+        let in_back_off = shared.view.metrics.back_off();
         guard.notify(Event::Restarting {
             id: guard.ctx.id(),
             attempt: permit.attempt,
             delay: permit.delay,
         });
         if let Some(stop) = wait_or_stop(guard.cell(), permit.delay).await {
+            drop(in_back_off);
             guard.end(&stop);
             return None;
         }
         guard.ctx.restarts = guard.ctx.restarts.saturating_add(1);
-        let failure = match init(&guard.ctx, restarts.args()).await {
+        let started = init(&guard.ctx, restarts.args()).await;
+        drop(in_back_off);
+        let failure = match started {
             Ok(worker) => match guard.cell().take_stop() {
                 Some(stop) => {
                     finish(guard, worker, stop, None).await;
@@ -393,13 +398,18 @@ fn init<W: Worker>(
 ) -> impl Future<Output = Result<W, StartFailure<W::Error>>> + '_ {
     async move {
         let options = &ctx.shared.options;
-        let init = AssertUnwindSafe(W::init(ctx.id(), args, ctx)).catch_unwind();
-        match timeout(options.get_start_timeout(), init).await {
+        let clock = start_clock(Sampled::Init);
+        let init = in_span(W::init(ctx.id(), args, ctx), span_for(Callback::Init, ctx));
+        let init = AssertUnwindSafe(init).catch_unwind();
+        let outcome = match timeout(options.get_start_timeout(), init).await {
             Ok(Ok(Ok(worker))) => Ok(worker),
             Ok(Ok(Err(e))) => Err(StartFailure::Init(e)),
             Ok(Err(panic)) => Err(StartFailure::Panicked(panic_message(panic))),
             Err(Elapsed) => Err(StartFailure::Timeout(options.get_start_timeout())),
-        }
+        };
+        let took = clock.map(|at| at.elapsed());
+        ctx.shared.view.metrics.init_ended(took, outcome.is_err());
+        outcome
     }
 }
 
@@ -408,7 +418,9 @@ fn init<W: Worker>(
 async fn exit<W: Worker>(guard: &mut Guard<W>, mut worker: W, reason: &ExitReason) {
     // The incarnation's timers go with it: a restart never duplicates them.
     guard.cell().clear_timers();
-    let _ = AssertUnwindSafe(worker.terminate(reason, &mut guard.ctx))
+    let span = span_for(Callback::Terminate, &guard.ctx);
+    let terminate = worker.terminate(reason, &mut guard.ctx);
+    let _ = AssertUnwindSafe(in_span(terminate, span))
         .catch_unwind()
         .await;
     // The state goes before the entry: once `stop` returns, the worker's

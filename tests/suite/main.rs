@@ -38,6 +38,7 @@ mod parity;
 mod restarts;
 mod self_and_kill;
 mod stress;
+mod telemetry;
 
 /// The executor of the registries of `api`, `guarantees` and `model` at the
 /// top of the suite: Bastion's.

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# What the registry's metrics cost: the peers benchmark's gen_registry system
+# (W1 starts, W6 calls, W8 stops), built at BASE (a commit without metrics)
+# and at HEAD, run alternately in one session: BASE, HEAD without a
+# recorder, HEAD with a Prometheus recorder (PEERS_RECORDER=prometheus),
+# ROUNDS times; prints the medians and the ratios to BASE as a markdown
+# table (BENCHMARKS.md, "What metrics cost").
+#
+#   peers/metrics_cost.sh BASE [ROUNDS] [--quick]
+set -euo pipefail
+
+base_rev="${1:?usage: peers/metrics_cost.sh BASE [ROUNDS] [--quick]}"
+rounds="${2:-5}"
+quick="${3:-}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# The bench binary of the workspace at $1, copied to $2. Both builds share
+# one target directory, so the dependencies are built once.
+build() {
+    local exe
+    exe=$(cd "$1" && CARGO_TARGET_DIR="$target" cargo bench -p gen_registry_peers --bench peers --no-run 2>&1 |
+        sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
+    case "$exe" in /*) ;; *) exe="$target/${exe#target/}" ;; esac
+    cp "$exe" "$2"
+}
+
+echo "building $base_rev and HEAD" >&2
+# BASE's sources at a fixed place (with the commit's times), so that a
+# second run finds its build up to date.
+base="$target/metrics_cost_base"
+rm -rf "$base" && mkdir -p "$base"
+git -C "$root" archive "$base_rev" | tar -x -C "$base"
+build "$base" "$work/peers-base"
+build "$root" "$work/peers-head"
+
+for round in $(seq "$rounds"); do
+    for variant in base none prometheus; do
+        echo "round $round of $rounds: $variant" >&2
+        exe="$work/peers-head"
+        [ "$variant" = base ] && exe="$work/peers-base"
+        recorder=""
+        [ "$variant" = prometheus ] && recorder=prometheus
+        (cd "$root/peers" && PEERS_RECORDER="$recorder" "$exe" --system gen_registry --runs 1 \
+            $quick --json "$work/$variant-$round.json") >/dev/null 2>&1
+    done
+done
+
+python3 - "$work" "$rounds" <<'EOF'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+metrics = [("W1", "W1 starts/s ↑"), ("W6p50", "W6 call p50 µs ↓"), ("W6p99", "W6 call p99 µs ↓"), ("W8", "W8 stops/s ↑")]
+def values(variant, metric):
+    out = []
+    for r in range(1, rounds + 1):
+        for row in json.load(open(f"{work}/{variant}-{r}.json")):
+            if row["system"] == "gen_registry" and row["metric"] == metric and row["value"] is not None:
+                out.append(row["value"])
+    return out
+print("| metric | no metrics (base) | metrics, no recorder | cost | metrics, Prometheus recorder | cost |")
+print("|---|---|---|---|---|---|")
+for metric, label in metrics:
+    base = statistics.median(values("base", metric))
+    row = [label, f"{base:,.3f}" if base < 100 else f"{base:,.0f}"]
+    for variant in ("none", "prometheus"):
+        v = statistics.median(values(variant, metric))
+        # A cost is how much worse: slower calls, or fewer starts/stops per second.
+        cost = (v / base - 1) if metric.startswith("W6") else (base / v - 1)
+        row += [f"{v:,.3f}" if v < 100 else f"{v:,.0f}", f"{cost * 100:+.1f} %"]
+    print("| " + " | ".join(row) + " |")
+EOF
