@@ -450,11 +450,15 @@ fn standard_chart(run: &Run) -> Result<String, ChartError> {
         root.fill(&WHITE).map_err(draw_error)?;
         let (head, rest) = root.split_vertically(HEAD);
         let (grid, foot) = rest.split_vertically(rows as u32 * panel_height);
-        draw_head(
-            &head,
-            "gen_registry and its peers, standard tier (N = 100,000 ids unless the run was quick)",
-            &run.label,
-        )?;
+        let n = run.systems.iter().find_map(|s| run.value(s, "N"));
+        let title = match n {
+            Some(n) => format!(
+                "gen_registry and its peers, standard tier: N = {} ids",
+                fmt_value(n)
+            ),
+            None => "gen_registry and its peers, standard tier".to_owned(),
+        };
+        draw_head(&head, &title, &run.label)?;
         for ((id, bars), area) in panels.iter().zip(grid.split_evenly((rows, COLUMNS))) {
             let title = match BAR_PANELS.iter().find(|(p, _)| p == id) {
                 Some((_, Some(behind))) => format!(
@@ -777,6 +781,7 @@ mod tests {
         "started": "2026-12-07 06:30 UTC", "commit": "abc1234", "cores": 2,
         "load": {"before": 1.25, "min": 1.0, "max": 3.5},
         "rows": [
+            {"system": "gen_registry", "metric": "N", "value": 100000, "unit": "ids"},
             {"system": "gen_registry", "metric": "W1", "value": 728086, "unit": "starts/s"},
             {"system": "gen_registry", "metric": "W2", "value": 446, "unit": "B/worker"},
             {"system": "gen_registry", "metric": "W6p50", "value": 0.801, "unit": "µs"},
@@ -852,6 +857,11 @@ mod tests {
             1
         );
         let texts = texts(&doc);
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.ends_with("standard tier: N = 100,000 ids"))
+        );
         for figure in [
             "728,086",
             "42,534",
@@ -927,7 +937,11 @@ mod tests {
         assert_eq!(lines("ractor"), 1 + 1);
         // The floor is dashed: many short segments (a solid line would be
         // one, beside the legend's three dashes).
-        assert!(lines("floor_probe_msg") > 3 + 6, "{}", lines("floor_probe_msg"));
+        assert!(
+            lines("floor_probe_msg") > 3 + 6,
+            "{}",
+            lines("floor_probe_msg")
+        );
         // A point per figure.
         let points = count(&doc, "circle", "fill", &rgb(color("gen_registry", 0)));
         assert_eq!(points, 4 + 1, "four figures and the legend's swatch");
