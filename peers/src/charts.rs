@@ -417,6 +417,33 @@ struct Bar<'a> {
     behind: Option<f64>,
 }
 
+impl Bar<'_> {
+    /// The figure written right of the bar.
+    fn figure(&self) -> String {
+        match (self.value, self.behind) {
+            (Some(v), Some(p)) => format!("{} (p99 {})", fmt_value(v), fmt_value(p)),
+            (Some(v), None) => fmt_value(v),
+            (None, _) => "—".to_owned(),
+        }
+    }
+
+    /// Where the bar (or the outline behind it) ends.
+    fn end(&self) -> f64 {
+        self.behind
+            .into_iter()
+            .chain(self.value)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// The width left of a bar panel for the systems' names, in pixels.
+const NAMES: u32 = 150;
+/// The gap between a bar and its figure, in pixels.
+const LABEL_GAP: f64 = 5.0;
+/// About the width of a character of a bar's figure (12 px sans-serif),
+/// for the room kept right of the bars; a little more than the average.
+const CHAR_WIDTH: f64 = 7.0;
+
 fn standard_chart(run: &Run) -> Result<String, ChartError> {
     let panels: Vec<(&str, Vec<Bar>)> = BAR_PANELS
         .iter()
@@ -490,18 +517,21 @@ fn bar_panel<DB: DrawingBackend>(
     bars: &[Bar],
 ) -> Result<(), ChartError> {
     let k = bars.len() as f64;
-    let top = bars
+    // The x axis ends where every bar's figure fits right of it.
+    let plot_width = f64::from(area.dim_in_pixel().0.saturating_sub(NAMES + 2 * 8)).max(1.0);
+    let x_max = bars
         .iter()
-        .flat_map(|b| [b.value, b.behind])
-        .flatten()
+        .map(|b| {
+            let room = plot_width - LABEL_GAP - CHAR_WIDTH * b.figure().chars().count() as f64;
+            b.end() * plot_width / room.max(plot_width / 4.0)
+        })
         .fold(0.0, f64::max);
-    // Room right of the longest bar for its figure.
-    let x_max = if top > 0.0 { top * 1.5 } else { 1.0 };
+    let x_max = if x_max > 0.0 { x_max } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 15))
         .margin(8)
         .x_label_area_size(22)
-        .y_label_area_size(150)
+        .y_label_area_size(NAMES)
         .build_cartesian_2d(0.0..x_max, 0.0..k)
         .map_err(draw_error)?;
     chart
@@ -537,12 +567,7 @@ fn bar_panel<DB: DrawingBackend>(
                 )))
                 .map_err(draw_error)?;
         }
-        let figure = match (bar.value, bar.behind) {
-            (Some(v), Some(p)) => format!("{} (p99 {})", fmt_value(v), fmt_value(p)),
-            (Some(v), None) => fmt_value(v),
-            (None, _) => "—".to_owned(),
-        };
-        let end = bar.behind.into_iter().chain(bar.value).fold(0.0, f64::max);
+        let (figure, end) = (bar.figure(), bar.end());
         if let Some(v) = bar.value {
             chart
                 .draw_series(std::iter::once(Rectangle::new(
@@ -553,7 +578,8 @@ fn bar_panel<DB: DrawingBackend>(
         }
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at((end, y + 0.5)) + Text::new(figure, (5, 0), label_left.clone()),
+                EmptyElement::at((end, y + 0.5))
+                    + Text::new(figure, (LABEL_GAP as i32, 0), label_left.clone()),
             ))
             .map_err(draw_error)?;
     }
