@@ -1,25 +1,46 @@
 #!/usr/bin/env bash
 # Runs the full peers benchmark (every system in its own child process,
-# 5 runs each, medians) and prints the result as a markdown table on stdout,
-# ready for BENCHMARKS.md. Progress goes to stderr.
+# 5 runs each, medians), prints the result as a markdown table on stdout,
+# ready for BENCHMARKS.md, and writes the run's JSON and its chart (SVG).
+# Progress goes to stderr.
 #
 #   peers/bench.sh > table.md             # full run (several minutes on 2 cores)
 #   peers/bench.sh --quick > table.md     # quick run (N = 20,000, one run each)
-#   PEERS_JSON=/tmp/peers.json peers/bench.sh   # keep the JSON somewhere else
 #   peers/bench.sh --scale > scale.md     # the scale tier: N = 100k, 1M, 10M (about half an hour)
+#   peers/bench.sh --scale --sizes 100000,1000000   # the scale tier at some sizes only
+#   PEERS_RESULTS=/tmp/run peers/bench.sh # the JSON and the chart into /tmp/run
+#   PEERS_JSON=/tmp/peers.json peers/bench.sh       # the JSON there, the chart beside it
 #
-# Extra arguments go to the bench binary (--quick, --scale, --system NAME, --runs K).
+# Extra arguments go to the bench binary (--quick, --scale, --sizes N,N,
+# --system NAME, --runs K).
 # The BEAM peer (elixir_registry, peers/beam/) needs Debian's `elixir`: it is
 # installed with apt-get when missing (as root), else skipped with a note.
-# The JSON array of {system, metric, value, unit} is written to $PEERS_JSON
-# (default: target/peers.json at the workspace root, or under
-# $CARGO_TARGET_DIR when that is set).
+#
+# The JSON (the run's date, commit, cores and load average, and its rows
+# {system, metric, value, unit}, with n in the scale tier) and the chart
+# drawn from it go to guide/src/benchmarks/ for a full run, as standard.json
+# and standard.svg (scale.json and scale.svg with --scale): the run
+# BENCHMARKS.md and the guide show, committed with its chart. A --quick run
+# writes them under target/peers/ instead (or $CARGO_TARGET_DIR/peers/).
+# To redraw a chart from a saved JSON alone:
+#
+#   cargo run --release -p gen_registry_peers --bin charts -- guide/src/benchmarks/standard.json guide/src/benchmarks
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-json="${PEERS_JSON:-$target/peers.json}"
-mkdir -p "$(dirname "$json")"
+tier=standard results="$root/guide/src/benchmarks"
+for arg in "$@"; do
+    case "$arg" in
+        --scale) tier=scale ;;
+        --quick) results="$target/peers" ;;
+    esac
+done
+results="${PEERS_RESULTS:-$results}"
+json="${PEERS_JSON:-$results/$tier.json}"
+case "$json" in /*) ;; *) json="$PWD/$json" ;; esac
+charts="$(dirname "$json")"
+mkdir -p "$charts"
 
 if ! command -v elixir >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -37,7 +58,7 @@ trap 'rm -f "$md"' EXIT
 # every path handed to it is absolute. Its plain-text table goes to stderr
 # here, so that stdout carries the markdown only.
 (cd "$root" && cargo bench -p gen_registry_peers --bench peers -- \
-    --json "$json" --markdown "$md" "$@") 1>&2
+    --json "$json" --charts "$charts" --markdown "$md" "$@") 1>&2
 
 cat "$md"
-echo "JSON written to $json" >&2
+echo "JSON written to $json, its chart to $charts/$tier.svg" >&2

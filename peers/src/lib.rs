@@ -53,6 +53,7 @@
 pub mod allocators;
 mod bastion_rt;
 mod beam;
+pub mod charts;
 mod common;
 mod drivers;
 #[doc = include_str!("eviction.md")]
@@ -60,6 +61,7 @@ mod drivers;
 pub mod eviction;
 pub mod eviction_study;
 pub mod lifecycle;
+mod record;
 mod scale;
 mod sys_bastion_groups;
 mod sys_floors;
@@ -69,7 +71,7 @@ mod sys_ractor;
 mod tokio_rt;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -446,7 +448,12 @@ struct Args {
     scale: bool,
     /// `--n N`: the size a scale child runs at.
     n: Option<usize>,
+    /// `--sizes N,N…`: the sizes a scale run runs at (default: all of
+    /// [`scale::SIZES`]).
+    sizes: Vec<usize>,
     json: Option<String>,
+    /// `--charts DIR`: draw the chart of the `--json` file into DIR.
+    charts: Option<String>,
     markdown: Option<String>,
     systems: Vec<String>,
     runs: Option<usize>,
@@ -457,7 +464,9 @@ fn parse_args() -> Args {
         quick: false,
         scale: false,
         n: None,
+        sizes: Vec::new(),
         json: None,
+        charts: None,
         markdown: None,
         systems: Vec::new(),
         runs: None,
@@ -474,7 +483,24 @@ fn parse_args() -> Args {
                         .expect("--n N (a number)"),
                 )
             }
+            "--sizes" => {
+                let list = it.next().unwrap_or_default();
+                let sizes: Option<Vec<usize>> = list
+                    .split(',')
+                    .map(|n| n.trim().replace('_', "").parse().ok().filter(|n| *n > 0))
+                    .collect();
+                match sizes {
+                    Some(sizes) => a.sizes = sizes,
+                    None => {
+                        eprintln!(
+                            "--sizes takes sizes separated by commas, such as 100000,1000000; got {list:?}"
+                        );
+                        std::process::exit(2);
+                    }
+                }
+            }
             "--json" => a.json = Some(it.next().expect("--json FILE")),
+            "--charts" => a.charts = Some(it.next().expect("--charts DIR")),
             "--markdown" => a.markdown = Some(it.next().expect("--markdown FILE")),
             "--system" => a.systems.extend(
                 it.next()
@@ -493,11 +519,19 @@ fn parse_args() -> Args {
             "--bench" => {}
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; usage: [--quick] [--scale] [--json FILE] [--markdown FILE] [--system NAME[,NAME]] [--runs K]"
+                    "unknown argument {other:?}; usage: [--quick] [--scale [--sizes N,N]] [--json FILE [--charts DIR]] [--markdown FILE] [--system NAME[,NAME]] [--runs K]"
                 );
                 std::process::exit(2);
             }
         }
+    }
+    if a.charts.is_some() && a.json.is_none() {
+        eprintln!("--charts DIR draws the chart from the --json file: give --json FILE too");
+        std::process::exit(2);
+    }
+    if !a.sizes.is_empty() && !a.scale {
+        eprintln!("--sizes is an option of the scale tier: give --scale too");
+        std::process::exit(2);
     }
     let known: Vec<&str> = if a.scale {
         scale::SYSTEMS.iter().map(|(s, _)| *s).collect()
@@ -615,6 +649,7 @@ fn run_parent(args: &Args) {
         runs
     );
     let started = Instant::now();
+    let mut info = record::RunInfo::start("standard", args.quick, runs);
     let mut results = Results::default();
     for system in &systems {
         if *system == beam::SYSTEM && !beam::available() {
@@ -623,6 +658,7 @@ fn run_parent(args: &Args) {
             continue;
         }
         for run in 1..=runs {
+            info.sample_load();
             eprintln!("== {system} (run {run}/{runs})");
             let cmd = if *system == beam::SYSTEM {
                 beam::command(cfg.n, cfg.m, cfg.churn, cfg.pool, None)
@@ -642,7 +678,7 @@ fn run_parent(args: &Args) {
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
 
     let header = format!(
-        "{} run: N = {}, M = {}, W9 = {} cycles on a pool of {} ids; {}; {} core(s).",
+        "{} run: N = {}, M = {}, W9 = {} cycles on a pool of {} ids; {}; {} core(s); {}.",
         if args.quick { "Quick" } else { "Full" },
         fmt_value(cfg.n as f64),
         fmt_value(cfg.m as f64),
@@ -654,6 +690,7 @@ fn run_parent(args: &Args) {
             format!("median of {runs} runs per system, each a fresh child process")
         },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        info.load_summary(),
     );
     let table = build_table(&systems, &results);
     let targets = check_targets(&systems, &results);
@@ -670,7 +707,8 @@ fn run_parent(args: &Args) {
         }
     }
     if let Some(path) = &args.json {
-        write_json(path, &systems, &results);
+        write_json(path, info.finish(json_rows(&systems, &results)));
+        draw_chart(path, args.charts.as_deref());
     }
     if let Some(path) = &args.markdown {
         let mut md = format!("{header}\n\n{}\n", render_markdown(&table));
@@ -761,7 +799,11 @@ fn run_one(
 /// scale targets under them.
 fn run_parent_scale(args: &Args) {
     let exe = std::env::current_exe().expect("current_exe");
-    let sizes = scale::sizes(args.quick);
+    let sizes = if args.sizes.is_empty() {
+        scale::sizes(args.quick)
+    } else {
+        &args.sizes[..]
+    };
     eprintln!(
         "peers benchmark, scale tier: N = {}; each system in a fresh child process per N, once",
         sizes
@@ -771,12 +813,14 @@ fn run_parent_scale(args: &Args) {
             .join(", ")
     );
     let started = Instant::now();
+    let mut info = record::RunInfo::start("scale", args.quick, 1);
     let beam_ok = beam::available();
     let mut by_n: Vec<(usize, Results)> = Vec::new();
     for &n in sizes {
         let mut results = Results::default();
         let systems = scale::systems_at(n, &args.systems);
         for system in &systems {
+            info.sample_load();
             let limit = scale::limit_for(n);
             eprintln!(
                 "== {system} at N = {} (limit {} s; {:.0} s into the run)",
@@ -806,8 +850,9 @@ fn run_parent_scale(args: &Args) {
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
 
     let mut md = format!(
-        "Scale tier: one run per system and N, each a fresh child process; {} core(s).\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Scale tier: one run per system and N, each a fresh child process; {} core(s); {}.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        info.load_summary()
     );
     for (n, r) in &by_n {
         let systems = scale::systems_at(*n, &args.systems);
@@ -846,8 +891,8 @@ fn run_parent_scale(args: &Args) {
                 }));
             }
         }
-        let text = serde_json::to_string_pretty(&serde_json::Value::Array(arr)).expect("json");
-        std::fs::write(path, text + "\n").expect("write --json file");
+        write_json(path, info.finish(arr));
+        draw_chart(path, args.charts.as_deref());
     }
     if let Some(path) = &args.markdown {
         std::fs::write(path, md).expect("write --markdown file");
@@ -998,7 +1043,8 @@ fn legend(r: &Results) -> Vec<String> {
     v
 }
 
-fn write_json(path: &str, systems: &[&str], r: &Results) {
+/// The figures of a standard run, a JSON object per system and metric.
+fn json_rows(systems: &[&str], r: &Results) -> Vec<serde_json::Value> {
     let mut arr = Vec::new();
     for s in systems {
         for met in METRICS {
@@ -1013,10 +1059,23 @@ fn write_json(path: &str, systems: &[&str], r: &Results) {
             }));
         }
     }
-    let mut f = std::fs::File::create(path).expect("create --json file");
-    let text = serde_json::to_string_pretty(&serde_json::Value::Array(arr)).expect("json");
-    f.write_all(text.as_bytes()).expect("write --json file");
-    f.write_all(b"\n").expect("write --json file");
+    arr
+}
+
+/// Writes the `--json` file.
+fn write_json(path: &str, doc: serde_json::Value) {
+    let text = serde_json::to_string_pretty(&doc).expect("json");
+    std::fs::write(path, text + "\n").expect("write --json file");
+}
+
+/// Draws the chart of the `--json` file at `json` into `dir`, if given; a
+/// failure is reported, and leaves the figures in the JSON file.
+fn draw_chart(json: &str, dir: Option<&str>) {
+    let Some(dir) = dir else { return };
+    match charts::write_chart(std::path::Path::new(json), std::path::Path::new(dir)) {
+        Ok(path) => eprintln!("chart written to {}", path.display()),
+        Err(e) => eprintln!("!! no chart of {json}: {e}"),
+    }
 }
 
 #[cfg(test)]
