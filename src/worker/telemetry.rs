@@ -51,7 +51,7 @@ pub(crate) fn sampled(kind: Sampled) -> bool {
 }
 
 /// The stop reasons, as `gen_registry_stops_total`'s `reason` label.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "normal",
     "stopped",
     "shutdown",
@@ -60,6 +60,7 @@ const REASONS: [&str; 8] = [
     "killed",
     "idle",
     "evicted",
+    "moved",
 ];
 
 fn reason_index(reason: &ExitReason) -> usize {
@@ -72,6 +73,7 @@ fn reason_index(reason: &ExitReason) -> usize {
         ExitReason::Killed => 5,
         ExitReason::Idle => 6,
         ExitReason::Evicted => 7,
+        ExitReason::Moved => 8,
     }
 }
 
