@@ -293,6 +293,19 @@ impl Drop for Node {
     }
 }
 
+/// Waits until every node answers `count` with a total, which needs every
+/// member reachable: the cluster has settled.
+pub fn settled(nodes: &mut [Node]) {
+    for node in nodes.iter_mut() {
+        wait_until(Duration::from_secs(20), "the cluster to settle", || {
+            node.ask("count", "count ", Duration::from_secs(10))
+                .split_whitespace()
+                .nth(1)
+                != Some("err")
+        });
+    }
+}
+
 /// The summary of a `load` command.
 #[derive(Debug)]
 pub struct Load {
