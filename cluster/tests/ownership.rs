@@ -7,11 +7,12 @@ mod common;
 
 use common::*;
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, Config};
+use gen_registry_cluster::Cluster;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The shard count `common::config` gives.
 const SHARDS: u32 = 16;
 const IDS: u64 = 24;
 
@@ -53,28 +54,12 @@ impl Worker for Where {
     }
 }
 
-fn config(etcd: &Etcd, name: &str, host: u8) -> Config {
-    Config::new(name, [etcd.url()], SECRET)
-        .listen(format!("127.0.0.{host}:0").parse().expect("an address"))
-        .lease_ttl(TTL)
-        .fence_margin(Duration::from_millis(MARGIN_MS))
-        .shards(SHARDS)
-}
-
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 /// Waits until both nodes serve shards, and each shard is served by one.
