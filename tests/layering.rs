@@ -15,11 +15,14 @@ use std::path::Path;
 /// Top to bottom; a module belongs to the layer of the longest prefix of its
 /// path that is listed.
 const LAYERS: &[(&str, &[&str])] = &[
+    // The service that fires reminders: calls by id through a registry.
+    ("reminder service", &["state::reminders"]),
     ("facade", &["registry"]),
+    // Workers for the API docs' examples (one receives reminders), and the
+    // tests inside src/.
+    ("documentation helpers", &["doc_support"]),
     // Persisted state: built on the worker machinery, used by no layer below.
     ("persisted state", &["state"]),
-    // A worker for the API docs' examples, and the tests inside src/.
-    ("documentation helpers", &["doc_support"]),
     ("worker loop", &["worker::supervise"]),
     ("worker machinery", &["worker"]),
     ("primitives", &["primitives"]),

@@ -8,35 +8,41 @@
 use crate::common;
 use gen_registry::{Context, Error, Executor, ExitReason, GenRegistry, Options, Worker};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // A kill silences the reply.
 
-/// A worker whose handler kills itself, or computes for a while without
-/// awaiting, before it answers.
+/// A worker whose handler kills itself, or computes without awaiting
+/// until its kill was sent, before it answers.
 struct Doomed {
-    /// Set when the busy handler has begun.
-    busy: Arc<AtomicBool>,
+    /// Where the busy handler is: [`IDLE`], [`BUSY`], then [`KILL_SENT`]
+    /// (set by the test once `kill` returned).
+    busy: Arc<AtomicU8>,
 }
+
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+const KILL_SENT: u8 = 2;
 
 enum Job {
     /// Kill its own handle, then answer.
     KillSelfThenAnswer,
-    /// Compute for 30 ms without an `.await`, then answer.
+    /// Compute without an `.await` until the kill was sent (at most 10 s),
+    /// then answer.
     Compute,
 }
 
 impl Worker for Doomed {
     type Id = u32;
-    type Args = Arc<AtomicBool>;
+    type Args = Arc<AtomicU8>;
     type Request = Job;
     type Reply = &'static str;
     type Message = ();
     type Error = std::convert::Infallible;
 
-    async fn init(_: &u32, busy: Arc<AtomicBool>, _: &Context<Self>) -> Result<Self, Self::Error> {
+    async fn init(_: &u32, busy: Arc<AtomicU8>, _: &Context<Self>) -> Result<Self, Self::Error> {
         Ok(Doomed { busy })
     }
 
@@ -47,9 +53,11 @@ impl Worker for Doomed {
                 "answered after its own kill"
             }
             Job::Compute => {
-                self.busy.store(true, Ordering::SeqCst);
+                self.busy.store(BUSY, Ordering::SeqCst);
                 let began = Instant::now();
-                while began.elapsed() < Duration::from_millis(30) {
+                while self.busy.load(Ordering::SeqCst) != KILL_SENT
+                    && began.elapsed() < Duration::from_secs(10)
+                {
                     std::hint::spin_loop();
                 }
                 "answered after a kill from outside"
@@ -109,12 +117,13 @@ fn a_busy_handler_killed_from_outside_never_answers_its_caller() {
         let registry = doomed_on(executor);
         common::run(60, async move {
             for round in 0..10 {
-                let busy = Arc::new(AtomicBool::new(false));
+                let busy = Arc::new(AtomicU8::new(IDLE));
                 let worker = registry.lookup_or_start(round, busy.clone()).await.unwrap();
                 let caller = worker.clone();
                 let reply = common::spawn(async move { caller.call(Job::Compute).await });
-                common::wait_until(|| busy.load(Ordering::SeqCst)).await;
+                common::wait_until(|| busy.load(Ordering::SeqCst) == BUSY).await;
                 worker.kill();
+                busy.store(KILL_SENT, Ordering::SeqCst);
                 let reply = reply.await;
                 assert!(
                     matches!(reply, Err(Error::WorkerEnded)),
