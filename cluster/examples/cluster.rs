@@ -140,7 +140,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         assert_eq!(balance, 30);
     }
-    println!("workers: {} in the cluster", nodes[0].count().await?);
+    println!(
+        "workers: {} in the cluster",
+        nodes[0].count().await?.workers
+    );
 
     // Node c leaves: its accounts stop (terminate runs), and the others
     // take its shards; the accounts start again there on their next call.

@@ -92,9 +92,9 @@ mod server;
 mod view;
 mod wire;
 
-pub use cluster::{Cluster, Owner};
+pub use cluster::{Cluster, Count, Owner};
 pub use config::Config;
-pub use error::ClusterError;
+pub use error::{ClusterError, Failure, WorkerFailure};
 pub use etcd_client;
 
 use gen_registry::Worker;

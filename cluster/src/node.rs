@@ -15,8 +15,8 @@ use etcd_client::Client;
 use gen_registry::{GenRegistry, Options};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -47,7 +47,13 @@ pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once by `leave`: from then on every operation fails with `Left`.
     pub(crate) left: AtomicBool,
+    /// Encodes a worker's `init` error for its caller, once the node was
+    /// told to send them as values (`Cluster::send_init_errors`).
+    pub(crate) init_codec: OnceLock<InitCodec<W>>,
 }
+
+/// Encodes a worker's own `init` error (postcard), or `None` if it fails.
+pub(crate) type InitCodec<W> = fn(&<W as gen_registry::Worker>::Error) -> Option<Vec<u8>>;
 
 /// A request being delivered to a local shard's registry: a graceful
 /// release waits for these to finish before it stops the shard's workers,
@@ -93,6 +99,7 @@ impl<W: ClusterWorker> Node<W> {
             wake: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             left: AtomicBool::new(false),
+            init_codec: OnceLock::new(),
         }
     }
 
