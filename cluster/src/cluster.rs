@@ -108,6 +108,27 @@ impl<W: ClusterWorker> Cluster<W> {
     /// runtime; workers run on it unless `options` name another tokio
     /// executor.
     ///
+    /// **Restarting under the same name.** A process killed without
+    /// leaving (a crash, `kill -9`) leaves its lease in etcd until the lease's
+    /// TTL runs out. A node joining under that name waits it out: it polls
+    /// until the old member key is gone, logging the time left through
+    /// `tracing` about once a second, and joins then, so a restart right
+    /// after a crash takes up to one TTL. It never takes the old lease over:
+    /// whether the old process is gone cannot be proved from here, and a
+    /// process that is merely paused has fenced itself before etcd lets its
+    /// lease go, exactly as for any node that stops renewing. If the key is
+    /// still there after that lease's whole TTL and a second more, a live
+    /// process renews it, and `join` fails with [`ClusterError::NameTaken`].
+    ///
+    /// **Options apply per shard.** Each shard this node serves gets a
+    /// `GenRegistry` of its own built from `options` (64 shards by default,
+    /// spread over the nodes), so per-registry limits hold per shard, not
+    /// per node: with [`max_workers`](Options::max_workers)`(n)`, a node
+    /// serving `k` shards may run up to `k × n` workers, and
+    /// [`idle_timeout`](Options::idle_timeout) and the shutdown options act
+    /// on each shard's registry. To bound a node, divide: give each shard
+    /// the node's capacity over the shards it may serve.
+    ///
     /// Fails with [`ClusterError::Config`] for a bad configuration or a named
     /// registry (each shard has its own), [`ClusterError::Etcd`] if etcd
     /// cannot be reached, [`ClusterError::ShardCountMismatch`], or

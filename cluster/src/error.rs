@@ -32,8 +32,12 @@ pub enum ClusterError {
         /// The count this node was given.
         configured: u32,
     },
-    /// A live node is registered under this node's name.
-    #[error("a live node is already registered under the name {0:?}; give each node its own name")]
+    /// A live node is registered under this node's name: its lease was
+    /// still renewed after `join` had waited out its TTL (a lease a killed
+    /// process left behind is waited out, not reported).
+    #[error(
+        "another live process is registered under the name {0:?}: it kept renewing its lease while this node waited one lease TTL for it to expire; stop that process, or give each node its own name"
+    )]
     NameTaken(String),
     /// Bad configuration (an empty name, a margin not below the lease TTL…).
     #[error("invalid cluster configuration: {0}")]
