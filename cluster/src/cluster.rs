@@ -126,8 +126,9 @@ impl<W: ClusterWorker> Cluster<W> {
     /// per node: with [`max_workers`](Options::max_workers)`(n)`, a node
     /// serving `k` shards may run up to `k × n` workers, and
     /// [`idle_timeout`](Options::idle_timeout) and the shutdown options act
-    /// on each shard's registry. To bound a node, divide: give each shard
-    /// the node's capacity over the shards it may serve.
+    /// on each shard's registry (the idle timeout and the shutdown timeout
+    /// are per worker, so they mean the same either way). To bound the
+    /// workers of the whole node, set [`Config::max_workers`].
     ///
     /// Fails with [`ClusterError::Config`] for a bad configuration or a named
     /// registry (each shard has its own), [`ClusterError::Etcd`] if etcd
@@ -294,9 +295,13 @@ impl<W: ClusterWorker> Cluster<W> {
                 &id,
                 within,
                 |registry| {
+                    let slot = self.node.admit(&registry, &id)?;
                     let request = take_or_decode(&mut request, &request_bytes)?;
                     let (id, args) = (id.clone(), args.clone());
-                    Ok(async move { registry.call(id, args, request).await })
+                    Ok(async move {
+                        let _slot = slot;
+                        registry.call(id, args, request).await
+                    })
                 },
                 |epoch, left| {
                     Ok(Request::Call {
@@ -342,9 +347,13 @@ impl<W: ClusterWorker> Cluster<W> {
                 &id,
                 self.node.config.call_timeout,
                 |registry| {
+                    let slot = self.node.admit(&registry, &id)?;
                     let message = take_or_decode(&mut message, &message_bytes)?;
                     let (id, args) = (id.clone(), args.clone());
-                    Ok(async move { registry.cast(id, args, message).await })
+                    Ok(async move {
+                        let _slot = slot;
+                        registry.cast(id, args, message).await
+                    })
                 },
                 |epoch, _| {
                     Ok(Request::Cast {

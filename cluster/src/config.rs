@@ -37,6 +37,7 @@ pub struct Config {
     pub(crate) fence_margin: Duration,
     pub(crate) call_timeout: Duration,
     pub(crate) max_frame: usize,
+    pub(crate) max_workers: Option<usize>,
 }
 
 impl Config {
@@ -68,6 +69,7 @@ impl Config {
             fence_margin: Duration::from_secs(2),
             call_timeout: Duration::from_secs(5),
             max_frame: 4 << 20,
+            max_workers: None,
         }
     }
 
@@ -187,6 +189,34 @@ impl Config {
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
+    }
+
+    /// The most workers this node runs at once, over all the shards it
+    /// serves (default: no limit). A call or cast that would start one
+    /// more fails with [`Failure::AtCapacity`](crate::Failure::AtCapacity)
+    /// naming this node; calls to running workers are unaffected. It is
+    /// the node's limit, unlike
+    /// [`Options::max_workers`](gen_registry::Options::max_workers), which
+    /// bounds (and evicts within) each shard's registry.
+    ///
+    /// ```
+    /// use gen_registry_cluster::Config;
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").max_workers(10_000);
+    /// assert_eq!(config.get_max_workers(), Some(10_000));
+    /// ```
+    pub fn max_workers(mut self, workers: usize) -> Self {
+        self.max_workers = Some(workers);
+        self
+    }
+
+    /// The node's worker limit, if any.
+    ///
+    /// ```
+    /// use gen_registry_cluster::Config;
+    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").get_max_workers(), None);
+    /// ```
+    pub fn get_max_workers(&self) -> Option<usize> {
+        self.max_workers
     }
 
     /// The shard count this node was given.

@@ -74,6 +74,10 @@ impl<W: ClusterWorker> Node<W> {
                         Ok(d) => d,
                         Err(e) => return Response::Failed(e.to_string()),
                     };
+                let _slot = match self.admit(&registry, &id) {
+                    Ok(slot) => slot,
+                    Err(e) => return respond(e),
+                };
                 let within = Duration::from_millis(timeout_ms).min(self.config.call_timeout);
                 match timeout(within, registry.call(id.clone(), args, request)).await {
                     Ok(Ok(reply)) => match encode(&reply) {
@@ -99,6 +103,10 @@ impl<W: ClusterWorker> Node<W> {
                         Ok(d) => d,
                         Err(e) => return Response::Failed(e.to_string()),
                     };
+                let _slot = match self.admit(&registry, &id) {
+                    Ok(slot) => slot,
+                    Err(e) => return respond(e),
+                };
                 let cast = registry.cast(id.clone(), args, message);
                 match timeout(self.config.call_timeout, cast).await {
                     Ok(Ok(())) => Response::Done,
@@ -130,12 +138,7 @@ impl<W: ClusterWorker> Node<W> {
         match e {
             Error::RegistryStopped => Response::NotOwner,
             Error::NotDelivered => Response::NotDelivered,
-            e => match self.worker_error(id, e) {
-                ClusterError::NotFound => Response::NotFound,
-                ClusterError::Timeout(d) => timed_out(d),
-                ClusterError::Worker(failure) => Response::Worker(failure),
-                other => Response::Failed(other.to_string()),
-            },
+            e => respond(self.worker_error(id, e)),
         }
     }
 
@@ -160,6 +163,16 @@ impl<W: ClusterWorker> Node<W> {
             )));
         }
         decode(bytes)
+    }
+}
+
+/// The answer that the caller turns back into `e`.
+fn respond(e: ClusterError) -> Response {
+    match e {
+        ClusterError::NotFound => Response::NotFound,
+        ClusterError::Timeout(d) => timed_out(d),
+        ClusterError::Worker(failure) => Response::Worker(failure),
+        other => Response::Failed(other.to_string()),
     }
 }
 

@@ -309,3 +309,107 @@ fn a_count_names_the_members_that_did_not_answer_and_counts_the_others() {
         a.leave().await;
     });
 }
+
+#[test]
+fn a_node_s_worker_limit_holds_over_all_its_shards_and_refuses_starts_beyond_it() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    runtime().block_on(async {
+        // Each shard's registry alone would allow 2 workers: 16 shards
+        // would allow 32. The node's limit is 3, over all its shards.
+        let options = || Options::default().max_workers(2);
+        let a = Cluster::<Adder>::join(config(&etcd, "a", 2).max_workers(3), options())
+            .await
+            .expect("a joins");
+        let b = Cluster::<Adder>::join(config(&etcd, "b", 3).max_workers(3), options())
+            .await
+            .expect("b joins");
+        spread(&a, &b).await;
+        let (mut started, mut refused) = (Vec::new(), 0);
+        for id in 0..40u64 {
+            match a.call(id, 0, 1).await {
+                Ok(_) => started.push(id),
+                Err(ClusterError::Worker(failure)) => {
+                    assert_eq!(failure.failure, Failure::AtCapacity(3), "{failure}");
+                    let owner = a.owner(&id).await.expect("an owner").expect("owned");
+                    assert_eq!(failure.node, owner.node);
+                    refused += 1;
+                }
+                Err(e) => panic!("id {id}: {e}"),
+            }
+        }
+        assert_eq!(started.len(), 6, "3 on each node: {started:?}");
+        assert_eq!(refused, 34);
+        assert_eq!((a.local_count(), b.local_count()), (3, 3));
+        // Calls to running workers go on; a stopped one makes room on its
+        // node, and only there.
+        for id in &started {
+            assert_eq!(b.call(*id, 0, 1).await.expect("a running worker"), 2);
+        }
+        let freed = started[0];
+        let freed_on = a
+            .owner(&freed)
+            .await
+            .expect("an owner")
+            .expect("owned")
+            .node;
+        a.stop(&freed).await.expect("a stop");
+        let mut restarted = None;
+        for id in 0..40u64 {
+            if started.contains(&id) {
+                continue;
+            }
+            if b.call(id, 0, 1).await.is_ok() {
+                restarted = Some(id);
+                break;
+            }
+        }
+        let restarted = restarted.expect("room for one more worker");
+        let on = a
+            .owner(&restarted)
+            .await
+            .expect("an owner")
+            .expect("owned")
+            .node;
+        assert_eq!(on, freed_on);
+        assert_eq!(a.count().await.expect("a count").workers, 6);
+        b.leave().await;
+        a.leave().await;
+    });
+}
+
+#[test]
+fn concurrent_starts_never_take_a_node_beyond_its_worker_limit() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    runtime().block_on(async {
+        let a = Cluster::<Adder>::join(config(&etcd, "a", 2).max_workers(5), Options::default())
+            .await
+            .expect("a joins");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !(0..16).all(|s| a.serves(s)) {
+            assert!(std::time::Instant::now() < deadline, "a serves every shard");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for round in 0..5u64 {
+            let mut calls = tokio::task::JoinSet::new();
+            for id in 0..200u64 {
+                let a = a.clone();
+                calls.spawn(async move { a.call(round * 1000 + id, 0, 1).await.is_ok() });
+            }
+            let mut started = 0;
+            while let Some(ok) = calls.join_next().await {
+                started += usize::from(ok.expect("a call task"));
+            }
+            assert!(
+                (1..=5).contains(&started),
+                "round {round}: {started} started"
+            );
+            assert!(a.local_count() <= 5, "round {round}: {}", a.local_count());
+            for id in 0..200u64 {
+                let _ = a.stop(&(round * 1000 + id)).await;
+            }
+        }
+        a.leave().await;
+    });
+}
