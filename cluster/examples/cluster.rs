@@ -3,7 +3,8 @@
 //! every node, shows where they live, and has one node leave gracefully.
 //!
 //! Run: `cargo run -p gen_registry_cluster --example cluster`
-//! (needs etcd: `apt-get install etcd-server` on Debian or Ubuntu).
+//! (needs etcd, and protoc to build etcd's client: `apt-get install
+//! etcd-server protobuf-compiler` on Debian or Ubuntu).
 
 use gen_registry::{Context, ExitReason, Options, Worker};
 use gen_registry_cluster::{Cluster, Config};

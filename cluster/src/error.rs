@@ -39,7 +39,8 @@ pub enum ClusterError {
         "another live process is registered under the name {0:?}: it kept renewing its lease while this node waited one lease TTL for it to expire; stop that process, or give each node its own name"
     )]
     NameTaken(String),
-    /// Bad configuration (an empty name, a margin not below the lease TTL…).
+    /// Bad configuration (an empty name, a secret under 16 bytes, a fence
+    /// margin above 3/4 of the lease TTL…).
     #[error("invalid cluster configuration: {0}")]
     Config(String),
     /// No worker runs under the id.
