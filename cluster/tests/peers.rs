@@ -114,7 +114,7 @@ fn call_frame(node: &mut Node, id: u64, add: u64) -> Request {
             .expect("an epoch"),
         id: postcard::to_stdvec(&id).expect("encodes"),
         args: postcard::to_stdvec(&()).expect("encodes"),
-        request: postcard::to_stdvec(&add).expect("encodes"),
+        request: postcard::to_stdvec(&(add, false)).expect("encodes"),
         timeout_ms: 5_000,
     }
 }
@@ -166,8 +166,8 @@ fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker
         panic!("expected a reply");
     };
     assert_eq!(
-        postcard::from_bytes::<Option<u64>>(&bytes).expect("decodes"),
-        Some(2)
+        postcard::from_bytes::<Result<u64, String>>(&bytes).expect("decodes"),
+        Ok(2)
     );
 }
 

@@ -248,10 +248,21 @@ impl Node {
 
     /// The answer to the call of `id` sent last: `Ok(total)` or `Err(line)`.
     pub fn call_answer(&mut self, id: u64) -> Result<u64, String> {
-        let line = self.expect(&format!("call {id} "), Duration::from_secs(15));
+        self.answer("call", id)
+    }
+
+    /// `write ID ADD` (a call whose worker writes its persisted total before
+    /// answering): `Ok(total)` or `Err(line)`.
+    pub fn write(&mut self, id: u64, add: u64) -> Result<u64, String> {
+        self.send(&format!("write {id} {add}"));
+        self.answer("write", id)
+    }
+
+    fn answer(&mut self, verb: &str, id: u64) -> Result<u64, String> {
+        let line = self.expect(&format!("{verb} {id} "), Duration::from_secs(15));
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["call", _, "ok", total] => Ok(total.parse().expect("a number")),
+            [_, _, "ok", total] => Ok(total.parse().expect("a number")),
             _ => Err(line),
         }
     }
@@ -333,6 +344,9 @@ pub struct Incarnation {
     pub ended: bool,
     /// Its `terminate` ran after its node had fenced itself.
     pub ended_fenced: bool,
+    /// How the flush of its persisted state in `terminate` went: `ok`,
+    /// `fenced` or `error` (nodes with a store only).
+    pub flush: Option<String>,
 }
 
 /// Reads the log: every incarnation, by id.
@@ -355,6 +369,7 @@ pub fn incarnations(log: &Path) -> BTreeMap<u64, Vec<Incarnation>> {
                         last: t,
                         ended: false,
                         ended_fenced: false,
+                        flush: None,
                     },
                 );
             }
@@ -371,6 +386,12 @@ pub fn incarnations(log: &Path) -> BTreeMap<u64, Vec<Incarnation>> {
                     .get_mut(*inc)
                     .unwrap_or_else(|| panic!("{inc} logged before its start"));
                 i.ended_fenced = true;
+            }
+            ["flush", _, inc, outcome, _] => {
+                let i = by_name
+                    .get_mut(*inc)
+                    .unwrap_or_else(|| panic!("{inc} logged before its start"));
+                i.flush = Some(outcome.to_string());
             }
             _ => panic!("unreadable log line {line:?}"),
         }
