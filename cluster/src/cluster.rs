@@ -12,7 +12,7 @@ use crate::routing::{MAX_BACKOFF, done, encode_once, take_or_decode};
 use crate::view::Keys;
 use crate::wire::{Request, Response, decode, encode};
 use crate::{ClusterError, ClusterWorker, Config};
-use crate::{membership, ownership, server};
+use crate::{membership, ownership, server, suspicion};
 use etcd_client::Client;
 use gen_registry::{Executor, Options};
 use serde::Serialize;
@@ -189,6 +189,7 @@ impl<W: ClusterWorker> Cluster<W> {
             tokio::spawn(membership::fence_timer(node.clone())),
             tokio::spawn(ownership::watch(node.clone())),
             tokio::spawn(ownership::reconcile_loop(node.clone())),
+            tokio::spawn(suspicion::probe_peers(node.clone())),
         ];
         *node.tasks.lock() = tasks;
         let _ = ownership::reconcile(&node).await;

@@ -134,6 +134,7 @@ mod node;
 mod ownership;
 mod routing;
 mod server;
+mod suspicion;
 mod view;
 mod wire;
 

@@ -196,6 +196,11 @@ async fn rejoin<W: ClusterWorker>(node: &Node<W>, safe: Duration, interval: Dura
     while !node.left.load(Ordering::Acquire) {
         let old = node.lease.load(Ordering::Acquire);
         let _ = timeout(interval, etcd.lease_revoke(old)).await;
+        // Voted out by its peers: not back until they can reach it again.
+        if node.refresh_view().await.is_err() || node.voted_out() {
+            tokio::time::sleep(interval).await;
+            continue;
+        }
         let sent = node.live.now();
         let granted = timeout(
             interval,
