@@ -65,16 +65,16 @@ pub(crate) enum Response {
     /// no worker; refresh the view and retry.
     NotOwner,
     NotFound,
-    /// The worker's error, with this node's name and the id.
-    Worker(WorkerFailure),
-    /// No answer from the worker within this many milliseconds: the request
-    /// may still be handled.
-    Timeout(u64),
     /// A request this node could not decode, or a reply it could not encode.
     Failed(String),
     /// Every worker of the id ended before reading the request: no handler
     /// saw it; retry.
     NotDelivered,
+    /// The worker's error, with this node's name and the id.
+    Worker(WorkerFailure),
+    /// No answer from the worker within this many milliseconds: the request
+    /// may still be handled.
+    Timeout(u64),
 }
 
 /// A worker's value (an id, args, a request, a reply, a message) as the
