@@ -8,9 +8,11 @@
 //! it answers again, the report is deleted. A report lives only as long as
 //! its reporter's lease: a reporter that dies or fences withdraws it.
 //!
-//! A node that a majority of the live members report (itself counted in
-//! the electorate: [`View::voted_out`](crate::view::View::voted_out)) is
-//! voted out. It learns this from etcd, which it still reaches, in its
+//! A node that a majority of the live members report at its current
+//! address (itself counted in the electorate:
+//! [`View::voted_out`](crate::view::View::voted_out)) is voted out; reports
+//! of the address of an earlier process of its name do not count, and
+//! their reporters withdraw them once the name is registered elsewhere. It learns this from etcd, which it still reaches, in its
 //! reconciler, and fences itself exactly as when it loses etcd: it stops
 //! serving, stops its workers, then revokes its lease so that its shards
 //! move at once. It does not join again while the vote stands; its peers
@@ -41,7 +43,10 @@ pub(crate) async fn probe_peers<W: ClusterWorker>(node: Arc<Node<W>>) {
     while !node.left.load(Ordering::Acquire) {
         tokio::time::sleep(tick).await;
         // The members, and the peers this node reports (voted out, they
-        // are no longer members, but must be heard from again).
+        // are no longer members, but must be heard from again). A report of
+        // an address its target no longer has (it restarted elsewhere) is
+        // stale: withdrawn.
+        let mut stale = Vec::new();
         let targets: BTreeMap<String, String> = {
             let view = node.view.lock();
             let mut targets: BTreeMap<String, String> = view
@@ -50,16 +55,26 @@ pub(crate) async fn probe_peers<W: ClusterWorker>(node: Arc<Node<W>>) {
                 .filter(|(name, _)| **name != me)
                 .map(|(n, a)| (n.clone(), a.clone()))
                 .collect();
+            reported.clear();
             for (target, reports) in &view.suspects {
-                if let Some(address) = reports.get(&me) {
-                    targets.entry(target.clone()).or_insert(address.clone());
-                    reported.insert(target.clone());
+                let Some(address) = reports.get(&me) else {
+                    continue;
+                };
+                match view.members.get(target) {
+                    Some(now) if now != address => stale.push(target.clone()),
+                    _ => {
+                        targets.entry(target.clone()).or_insert(address.clone());
+                        reported.insert(target.clone());
+                    }
                 }
             }
             targets
         };
+        let mut etcd = node.etcd.clone();
+        for target in stale {
+            let _ = timeout(tick, etcd.delete(node.keys.suspect(&target, &me), None)).await;
+        }
         answered.retain(|peer, _| targets.contains_key(peer));
-        reported.retain(|peer| targets.contains_key(peer));
         let mut probes = tokio::task::JoinSet::new();
         for (peer, address) in &targets {
             let (node, peer, address) = (node.clone(), peer.clone(), address.clone());
@@ -69,7 +84,6 @@ pub(crate) async fn probe_peers<W: ClusterWorker>(node: Arc<Node<W>>) {
             });
         }
         let now = Instant::now();
-        let mut etcd = node.etcd.clone();
         while let Some(Ok((peer, address, ok))) = probes.join_next().await {
             let key = node.keys.suspect(&peer, &me);
             if ok {
@@ -100,7 +114,7 @@ pub(crate) async fn probe_peers<W: ClusterWorker>(node: Arc<Node<W>>) {
 impl<W: ClusterWorker> Node<W> {
     /// Whether the live members have voted this node out, as last read.
     pub(crate) fn voted_out(&self) -> bool {
-        self.view.lock().voted_out(&self.config.name)
+        self.view.lock().voted_out(&self.config.name, &self.address)
     }
 
     /// Fences this node because its peers voted it out: stops serving and

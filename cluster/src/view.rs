@@ -127,17 +127,18 @@ impl View {
 
 impl View {
     /// Whether a majority of the live members (`node` counted among them,
-    /// member or not) report that they cannot reach `node`: it is voted
-    /// out, and must not serve. Reports by nodes that are not live members
-    /// do not count; a node that only one peer of three cannot reach is
-    /// never voted out.
-    pub(crate) fn voted_out(&self, node: &str) -> bool {
+    /// member or not) report that they cannot reach `node` at `address`: it
+    /// is voted out, and must not serve. Reports by nodes that are not live
+    /// members do not count, nor reports of another address (a process of
+    /// the same name before a restart); a node that only one peer of three
+    /// cannot reach is never voted out.
+    pub(crate) fn voted_out(&self, node: &str, address: &str) -> bool {
         let Some(reports) = self.suspects.get(node) else {
             return false;
         };
         let voters = reports
-            .keys()
-            .filter(|r| *r != node && self.members.contains_key(*r))
+            .iter()
+            .filter(|(r, a)| *r != node && *a == address && self.members.contains_key(*r))
             .count();
         let electorate = self.members.keys().filter(|m| *m != node).count() + 1;
         voters * 2 > electorate
@@ -148,6 +149,8 @@ impl View {
 mod tests {
     use super::*;
 
+    /// Members, and reports (target, reporter) of the target's address
+    /// "here".
     fn view(members: &[&str], reports: &[(&str, &str)]) -> View {
         let mut view = View::default();
         for m in members {
@@ -157,29 +160,43 @@ mod tests {
             view.suspects
                 .entry(target.to_string())
                 .or_default()
-                .insert(reporter.to_string(), String::new());
+                .insert(reporter.to_string(), "here".to_string());
         }
         view
+    }
+
+    fn out(view: &View, node: &str) -> bool {
+        view.voted_out(node, "here")
     }
 
     #[test]
     fn a_node_is_voted_out_by_a_majority_of_the_live_members_only() {
         // Cut off from both peers: out.
-        assert!(view(&["a", "b", "c"], &[("c", "a"), ("c", "b")]).voted_out("c"));
+        assert!(out(&view(&["a", "b", "c"], &[("c", "a"), ("c", "b")]), "c"));
         // One peer cannot reach it (and it cannot reach that peer): neither is out.
         let one_link = view(&["a", "b", "c"], &[("c", "b"), ("b", "c")]);
-        assert!(!one_link.voted_out("c") && !one_link.voted_out("b"));
+        assert!(!out(&one_link, "c") && !out(&one_link, "b"));
         // Two nodes: nobody has a majority over the other.
         let pair = view(&["a", "b"], &[("a", "b"), ("b", "a")]);
-        assert!(!pair.voted_out("a") && !pair.voted_out("b"));
+        assert!(!out(&pair, "a") && !out(&pair, "b"));
         // Reports from nodes that are no longer members do not count.
-        assert!(!view(&["a", "b", "c"], &[("c", "a"), ("c", "x")]).voted_out("c"));
+        assert!(!out(
+            &view(&["a", "b", "c"], &[("c", "a"), ("c", "x")]),
+            "c"
+        ));
         // A node that has left the members (it fenced itself) stays out
         // while the reports stand: it counts itself in the electorate.
-        assert!(view(&["a", "b"], &[("c", "a"), ("c", "b")]).voted_out("c"));
+        assert!(out(&view(&["a", "b"], &[("c", "a"), ("c", "b")]), "c"));
         // Five nodes: two reports are not a majority, three are.
         let five = ["a", "b", "c", "d", "e"];
-        assert!(!view(&five, &[("e", "a"), ("e", "b")]).voted_out("e"));
-        assert!(view(&five, &[("e", "a"), ("e", "b"), ("e", "c")]).voted_out("e"));
+        assert!(!out(&view(&five, &[("e", "a"), ("e", "b")]), "e"));
+        assert!(out(
+            &view(&five, &[("e", "a"), ("e", "b"), ("e", "c")]),
+            "e"
+        ));
+        // Reports of the address a process of that name had before a
+        // restart do not count against the new one.
+        let before = view(&["a", "b", "c"], &[("c", "a"), ("c", "b")]);
+        assert!(!before.voted_out("c", "elsewhere"));
     }
 }
