@@ -72,14 +72,12 @@ pub(crate) fn take_or_decode<T: DeserializeOwned>(
 impl<W: ClusterWorker> Node<W> {
     /// What the local registry's error for `id` becomes for the caller: a
     /// [`WorkerFailure`] naming this node and the id, but for the errors
-    /// the cluster has a variant of its own for.
+    /// the cluster has a variant of its own for. (A request that reached
+    /// no worker never gets here: it is retried.)
     pub(crate) fn worker_error(&self, id: &W::Id, e: Error<W>) -> ClusterError {
         let failure = match e {
             Error::NotFound => return ClusterError::NotFound,
             Error::CallTimeout(d) => return ClusterError::Timeout(d),
-            Error::NotDelivered | Error::RegistryStopped => {
-                return ClusterError::NotDelivered(Duration::ZERO);
-            }
             Error::Init(e) => Failure::Init {
                 message: e.to_string(),
                 error: self.init_codec.get().and_then(|encode| encode(&e)),
