@@ -111,6 +111,12 @@ fn a_node_that_one_peer_cannot_reach_is_not_voted_out() {
 }
 
 #[test]
+fn a_voted_out_node_killed_and_started_again_elsewhere_is_not_held_out_by_the_old_votes() {
+    let _turn = one_at_a_time();
+    in_own_network_namespace("restarted_after_a_vote_inside_its_own_network_namespace");
+}
+
+#[test]
 #[ignore = "run by a test above, inside its own network namespace"]
 fn voted_out_inside_its_own_network_namespace() {
     let etcd = Etcd::start();
@@ -206,6 +212,39 @@ fn one_link_cut_inside_its_own_network_namespace() {
         nodes[0]
             .call(id, 0)
             .unwrap_or_else(|e| panic!("id {id} from a: {e}"));
+    }
+    assert_no_overlap(&log);
+}
+
+#[test]
+#[ignore = "run by a test above, inside its own network namespace"]
+fn restarted_after_a_vote_inside_its_own_network_namespace() {
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes = start_three(&etcd, &log);
+    cut("127.0.0.4", &["127.0.0.2", "127.0.0.3"]);
+    wait_until(Duration::from_secs(30), "c to be voted out", || {
+        served(&mut nodes[2]) == 0
+    });
+    // Killed while out: a and b's reports of its address stand, and
+    // nothing will ever answer there again.
+    nodes[2].signal("KILL");
+    nodes[2].wait_exit(Duration::from_secs(10));
+    heal();
+    // Started again on another port: the old votes are not against it.
+    nodes[2] = Node::start(&etcd, "c", 4, &log);
+    wait_until(Duration::from_secs(30), "the new c to serve", || {
+        served(&mut nodes[2]) > 0
+    });
+    let until = Instant::now() + 2 * TTL;
+    while Instant::now() < until {
+        assert!(served(&mut nodes[2]) > 0, "the new c was voted out");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for id in 0..IDS {
+        wait_until(Duration::from_secs(20), "every id from c", || {
+            nodes[2].call(id, 0).is_ok()
+        });
     }
     assert_no_overlap(&log);
 }
