@@ -10,6 +10,7 @@ use crate::wire::{self, HANDSHAKE, Request, Response};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -54,6 +55,9 @@ impl Peers {
         request: &Request,
         within: Duration,
     ) -> Result<Response, RpcFail> {
+        // Set once the request starts to leave: a timeout before that
+        // (dialing, the handshake) sent nothing.
+        let sending = AtomicBool::new(false);
         let run = async {
             let mut stream = match self.checkout(address) {
                 Some(s) => s,
@@ -66,6 +70,7 @@ impl Peers {
                     s
                 }
             };
+            sending.store(true, Ordering::Relaxed);
             wire::write_frame(&mut stream, request)
                 .await
                 .map_err(|e| RpcFail::Sent(e.to_string()))?;
@@ -79,7 +84,11 @@ impl Peers {
             }
             Ok(response)
         };
-        timeout(within, run).await.unwrap_or(Err(RpcFail::Timeout))
+        match timeout(within, run).await {
+            Ok(outcome) => outcome,
+            Err(_) if sending.load(Ordering::Relaxed) => Err(RpcFail::Timeout),
+            Err(_) => Err(RpcFail::NotSent),
+        }
     }
 
     /// Closes every idle connection.

@@ -69,13 +69,8 @@ fn start_three(etcd: &Etcd, log: &std::path::Path) -> Vec<Node> {
         Node::start(etcd, "b", 3, log),
         Node::start(etcd, "c", 4, log),
     ];
+    settled(&mut nodes);
     for node in nodes.iter_mut() {
-        wait_until(Duration::from_secs(20), "the cluster to settle", || {
-            node.ask("count", "count ", Duration::from_secs(10))
-                .split_whitespace()
-                .nth(1)
-                != Some("err")
-        });
         for id in 0..IDS {
             wait_until(Duration::from_secs(20), "a warm-up call", || {
                 node.call(id, 1).is_ok()

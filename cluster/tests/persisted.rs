@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use gen_registry_postgres::testing::Server;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const IDS: u64 = 24;
@@ -28,17 +28,18 @@ fn node(etcd: &Etcd, name: &str, host: u8, log: &Path, pg: &Server) -> Node {
     )
 }
 
-/// Waits until every node answers `count` with a total (every member
-/// reachable).
-fn settled(nodes: &mut [Node]) {
-    for node in nodes.iter_mut() {
-        wait_until(Duration::from_secs(20), "the cluster to settle", || {
-            node.ask("count", "count ", Duration::from_secs(10))
-                .split_whitespace()
-                .nth(1)
-                != Some("err")
-        });
-    }
+/// A PostgreSQL, an etcd, and nodes on 127.0.0.2 on sharing them, settled;
+/// the incarnation log's path.
+fn cluster(names: &[&str]) -> (Server, Etcd, PathBuf, Vec<Node>) {
+    let pg = start_postgres();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut nodes: Vec<Node> = (2..)
+        .zip(names)
+        .map(|(host, name)| node(&etcd, name, host, &log, &pg))
+        .collect();
+    settled(&mut nodes);
+    (pg, etcd, log, nodes)
 }
 
 /// The node named in `owner ID`'s answer.
@@ -68,14 +69,7 @@ fn call_until_ok(node: &mut Node, id: u64, add: u64) -> u64 {
 #[test]
 fn a_moving_shard_hands_its_workers_state_to_the_new_owner_through_postgres() {
     let _turn = one_at_a_time();
-    let pg = start_postgres();
-    let etcd = Etcd::start();
-    let log = log_path(&etcd.dir);
-    let mut nodes = vec![
-        node(&etcd, "a", 2, &log, &pg),
-        node(&etcd, "b", 3, &log, &pg),
-    ];
-    settled(&mut nodes);
+    let (pg, etcd, log, mut nodes) = cluster(&["a", "b"]);
     // Three calls per id from both nodes: totals only in the workers'
     // memory, never written by a call.
     for round in 0..3 {
@@ -123,15 +117,7 @@ fn a_moving_shard_hands_its_workers_state_to_the_new_owner_through_postgres() {
 #[test]
 fn a_node_paused_past_its_lease_is_refused_by_the_store_when_it_writes_on_waking() {
     let _turn = one_at_a_time();
-    let pg = start_postgres();
-    let etcd = Etcd::start();
-    let log = log_path(&etcd.dir);
-    let mut nodes = vec![
-        node(&etcd, "a", 2, &log, &pg),
-        node(&etcd, "b", 3, &log, &pg),
-        node(&etcd, "c", 4, &log, &pg),
-    ];
-    settled(&mut nodes);
+    let (_pg, _etcd, log, mut nodes) = cluster(&["a", "b", "c"]);
     let on_c: Vec<u64> = (0..IDS)
         .filter(|id| owner(&mut nodes[0], *id) == "c")
         .collect();

@@ -18,19 +18,6 @@ fn three_nodes(etcd: &Etcd, log: &Path) -> Vec<Node> {
     ]
 }
 
-/// Waits until every node answers `count` with a total: each sees every
-/// member, and every member answers.
-fn settled(nodes: &mut [Node]) {
-    for node in nodes.iter_mut() {
-        wait_until(Duration::from_secs(20), "the cluster to settle", || {
-            node.ask("count", "count ", Duration::from_secs(10))
-                .split_whitespace()
-                .nth(1)
-                != Some("err")
-        });
-    }
-}
-
 /// Calls every id from `node` until the call succeeds (bounded); the number
 /// of calls that succeeded.
 fn every_id_answers(node: &mut Node) -> u64 {

@@ -35,6 +35,25 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The configuration of a node joined in the test's own process, on
+/// 127.0.0.`host`, with the harness's lease and 16 shards.
+pub fn config(etcd: &Etcd, name: &str, host: u8) -> gen_registry_cluster::Config {
+    gen_registry_cluster::Config::new(name, [etcd.url()], SECRET)
+        .listen(format!("127.0.0.{host}:0").parse().expect("an address"))
+        .lease_ttl(TTL)
+        .fence_margin(Duration::from_millis(MARGIN_MS))
+        .shards(16)
+}
+
+/// The runtime the nodes of an in-process test run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// Waits until `check` holds, or panics with `what` after `within`.
 pub fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -290,6 +309,19 @@ impl Drop for Node {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until every node answers `count` with a total, which needs every
+/// member reachable: the cluster has settled.
+pub fn settled(nodes: &mut [Node]) {
+    for node in nodes.iter_mut() {
+        wait_until(Duration::from_secs(20), "the cluster to settle", || {
+            node.ask("count", "count ", Duration::from_secs(10))
+                .split_whitespace()
+                .nth(1)
+                != Some("err")
+        });
     }
 }
 
