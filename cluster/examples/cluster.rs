@@ -6,7 +6,8 @@
 //! share a process; PostgreSQL across machines, see the guide).
 //!
 //! Run: `cargo run -p gen_registry_cluster --example cluster`
-//! (needs etcd: `apt-get install etcd-server` on Debian or Ubuntu).
+//! (needs etcd, and protoc to build etcd's client: `apt-get install
+//! etcd-server protobuf-compiler` on Debian or Ubuntu).
 
 use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
@@ -156,7 +157,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         assert_eq!(balance, 30);
     }
-    println!("workers: {} in the cluster", nodes[0].count().await?);
+    println!(
+        "workers: {} in the cluster",
+        nodes[0].count().await?.workers
+    );
 
     // Node c leaves: its accounts stop (terminate runs), and the others
     // take its shards; the accounts start again there on their next call.

@@ -5,7 +5,6 @@
 //! under a lease of its own, and starts the node's tasks: the RPC server,
 //! the lease keeper and the fence timer, the watcher and the reconciler.
 
-use crate::client::RpcFail;
 use crate::fence::Liveness;
 use crate::hash::shard_of;
 use crate::node::Node;
@@ -13,9 +12,10 @@ use crate::routing::{MAX_BACKOFF, done, encode_once, take_or_decode};
 use crate::view::Keys;
 use crate::wire::{Request, Response, decode, encode};
 use crate::{ClusterError, ClusterWorker, Config};
-use crate::{membership, ownership, server};
+use crate::{membership, ownership, server, suspicion};
 use etcd_client::Client;
 use gen_registry::{Executor, Options};
+use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,6 +40,39 @@ pub struct Owner {
     pub address: String,
     /// The shard's epoch.
     pub epoch: i64,
+}
+
+/// The answer of [`Cluster::count`]: the workers of the nodes that
+/// answered, and the nodes that did not.
+///
+/// ```
+/// use gen_registry_cluster::Count;
+///
+/// let count = Count { workers: 10, answered: vec!["a".into()], unanswered: vec!["b".into()] };
+/// assert!(!count.is_complete()); // b's workers are missing from the 10
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// The workers running on the nodes that answered.
+    pub workers: usize,
+    /// The members that answered (this node among them), by name.
+    pub answered: Vec<String>,
+    /// The members that did not answer within the call timeout, or could
+    /// not be reached, by name: their workers are not in `workers`.
+    pub unanswered: Vec<String>,
+}
+
+impl Count {
+    /// Whether every live member answered: `workers` is then the total.
+    ///
+    /// ```
+    /// use gen_registry_cluster::Count;
+    /// let count = Count { workers: 3, answered: vec!["a".into()], unanswered: vec![] };
+    /// assert!(count.is_complete());
+    /// ```
+    pub fn is_complete(&self) -> bool {
+        self.unanswered.is_empty()
+    }
 }
 
 /// A node of a cluster of `W` workers.
@@ -80,6 +113,28 @@ impl<W: ClusterWorker> Cluster<W> {
     /// [`epoch_check`](gen_registry::Options::epoch_check),
     /// [`node`](gen_registry::Options::node)): whatever `options` held for
     /// those is replaced.
+    ///
+    /// **Restarting under the same name.** A process killed without
+    /// leaving (a crash, `kill -9`) leaves its lease in etcd until the lease's
+    /// TTL runs out. A node joining under that name waits it out: it polls
+    /// until the old member key is gone, logging the time left through
+    /// `tracing` about once a second, and joins then, so a restart right
+    /// after a crash takes up to one TTL. It never takes the old lease over:
+    /// whether the old process is gone cannot be proved from here, and a
+    /// process that is merely paused has fenced itself before etcd lets its
+    /// lease go, exactly as for any node that stops renewing. If the key is
+    /// still there after that lease's whole TTL and a second more, a live
+    /// process renews it, and `join` fails with [`ClusterError::NameTaken`].
+    ///
+    /// **Options apply per shard.** Each shard this node serves gets a
+    /// `GenRegistry` of its own built from `options` (64 shards by default,
+    /// spread over the nodes), so per-registry limits hold per shard, not
+    /// per node: with [`max_workers`](Options::max_workers)`(n)`, a node
+    /// serving `k` shards may run up to `k × n` workers, and
+    /// [`idle_timeout`](Options::idle_timeout) and the shutdown options act
+    /// on each shard's registry (the idle timeout and the shutdown timeout
+    /// are per worker, so they mean the same either way). To bound the
+    /// workers of the whole node, set [`Config::max_workers`].
     ///
     /// Fails with [`ClusterError::Config`] for a bad configuration or a named
     /// registry (each shard has its own), [`ClusterError::Etcd`] if etcd
@@ -140,6 +195,7 @@ impl<W: ClusterWorker> Cluster<W> {
             tokio::spawn(membership::fence_timer(node.clone())),
             tokio::spawn(ownership::watch(node.clone())),
             tokio::spawn(ownership::reconcile_loop(node.clone())),
+            tokio::spawn(suspicion::probe_peers(node.clone())),
         ];
         *node.tasks.lock() = tasks;
         let _ = ownership::reconcile(&node).await;
@@ -243,11 +299,16 @@ impl<W: ClusterWorker> Cluster<W> {
         self.node
             .routed(
                 shard,
+                &id,
                 within,
                 |registry| {
+                    let slot = self.node.admit(&registry, &id)?;
                     let request = take_or_decode(&mut request, &request_bytes)?;
                     let (id, args) = (id.clone(), args.clone());
-                    Ok(async move { registry.call(id, args, request).await })
+                    Ok(async move {
+                        let _slot = slot;
+                        registry.call(id, args, request).await
+                    })
                 },
                 |epoch, left| {
                     Ok(Request::Call {
@@ -290,11 +351,16 @@ impl<W: ClusterWorker> Cluster<W> {
         self.node
             .routed(
                 shard,
+                &id,
                 self.node.config.call_timeout,
                 |registry| {
+                    let slot = self.node.admit(&registry, &id)?;
                     let message = take_or_decode(&mut message, &message_bytes)?;
                     let (id, args) = (id.clone(), args.clone());
-                    Ok(async move { registry.cast(id, args, message).await })
+                    Ok(async move {
+                        let _slot = slot;
+                        registry.cast(id, args, message).await
+                    })
                 },
                 |epoch, _| {
                     Ok(Request::Cast {
@@ -327,6 +393,7 @@ impl<W: ClusterWorker> Cluster<W> {
         self.node
             .routed(
                 shard,
+                id,
                 self.node.config.call_timeout,
                 |registry| Ok(async move { registry.stop(id).await }),
                 |epoch, _| {
@@ -388,16 +455,24 @@ impl<W: ClusterWorker> Cluster<W> {
         self.node.local_count()
     }
 
-    /// The workers running on every live node, asked of each.
+    /// The workers running on every live node, asked of all of them at
+    /// once, each within the call timeout. A node that does not answer in
+    /// time (or cannot be reached) is named in [`Count::unanswered`]
+    /// rather than failing the whole count: the total is then a lower
+    /// bound.
     ///
     /// ```no_run
     /// # use gen_registry_cluster::doc_support::*;
     /// # run(|cluster| async move {
     /// cluster.call(1, 0, 0).await.unwrap();
-    /// assert!(cluster.count().await.unwrap() >= 1);
+    /// let count = cluster.count().await.unwrap();
+    /// assert!(count.workers >= 1);
+    /// if !count.is_complete() {
+    ///     println!("no answer from {:?}", count.unanswered);
+    /// }
     /// # });
     /// ```
-    pub async fn count(&self) -> Result<usize, ClusterError> {
+    pub async fn count(&self) -> Result<Count, ClusterError> {
         self.node.not_left()?;
         self.node.refresh_view().await?;
         let members: Vec<(String, String)> = self
@@ -408,34 +483,94 @@ impl<W: ClusterWorker> Cluster<W> {
             .iter()
             .map(|(n, a)| (n.clone(), a.clone()))
             .collect();
-        let mut total = 0;
+        let within = self.node.config.call_timeout;
+        let mut asks = tokio::task::JoinSet::new();
+        let mut count = Count {
+            workers: 0,
+            answered: Vec::new(),
+            unanswered: Vec::new(),
+        };
         for (name, address) in members {
             if name == self.node.config.name {
-                total += self.node.local_count();
+                count.workers += self.node.local_count();
+                count.answered.push(name);
                 continue;
             }
-            match self
-                .node
-                .peers
-                .rpc(&address, &Request::Count, self.node.config.call_timeout)
-                .await
-            {
-                Ok(Response::Count(n)) => total += n as usize,
-                Ok(other) => {
-                    return Err(ClusterError::Rpc(format!(
-                        "{name} answered {other:?} to a count"
-                    )));
+            let node = self.node.clone();
+            asks.spawn(async move {
+                let answer = node.peers.rpc(&address, &Request::Count, within).await;
+                (name, answer)
+            });
+        }
+        while let Some(asked) = asks.join_next().await {
+            match asked {
+                Ok((name, Ok(Response::Count(n)))) => {
+                    count.workers += n as usize;
+                    count.answered.push(name);
                 }
-                Err(RpcFail::Timeout) => {
-                    return Err(ClusterError::Timeout(self.node.config.call_timeout));
-                }
-                Err(RpcFail::NotSent) => {
-                    return Err(ClusterError::Rpc(format!("{name} could not be reached")));
-                }
-                Err(RpcFail::Sent(e)) => return Err(ClusterError::Rpc(e)),
+                Ok((name, _)) => count.unanswered.push(name),
+                // A panicked ask names nobody; it cannot happen short of a
+                // bug, and the count stays a lower bound.
+                Err(_) => {}
             }
         }
-        Ok(total)
+        count.answered.sort();
+        count.unanswered.sort();
+        Ok(count)
+    }
+
+    /// Sends the `init` errors of this node's workers to their remote
+    /// callers as values, not only as text: a caller on any node reads
+    /// them with [`WorkerFailure::init_error`](crate::WorkerFailure::init_error).
+    /// Call it on every node, right after [`join`](Cluster::join).
+    ///
+    /// ```no_run
+    /// use gen_registry::{Context, Options, Worker};
+    /// use gen_registry_cluster::{Cluster, ClusterError, Config, Failure};
+    ///
+    /// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// enum OpenError { NoSuchAccount(u64) }
+    /// # impl std::fmt::Display for OpenError {
+    /// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
+    /// # }
+    ///
+    /// struct Account;
+    ///
+    /// impl Worker for Account {
+    ///     type Id = u64;
+    ///     type Args = ();
+    ///     type Request = ();
+    ///     type Reply = ();
+    ///     type Message = ();
+    ///     type Error = OpenError;
+    ///     async fn init(id: &u64, _: (), _: &Context<Self>) -> Result<Self, OpenError> {
+    ///         Err(OpenError::NoSuchAccount(*id))
+    ///     }
+    ///     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) {}
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// let config = Config::new("node-a", ["http://127.0.0.1:2379"], "a long shared cluster secret");
+    /// let cluster = Cluster::<Account>::join(config, Options::default()).await.unwrap().send_init_errors();
+    /// match cluster.call(7, (), ()).await {
+    ///     Err(ClusterError::Worker(failure)) => {
+    ///         assert!(matches!(failure.failure, Failure::Init { .. }));
+    ///         assert!(matches!(failure.init_error::<OpenError>(), Some(OpenError::NoSuchAccount(7))));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # cluster.leave().await;
+    /// # }
+    /// ```
+    pub fn send_init_errors(self) -> Self
+    where
+        W::Error: Serialize,
+    {
+        fn encode<E: Serialize>(e: &E) -> Option<Vec<u8>> {
+            postcard::to_stdvec(e).ok()
+        }
+        let _ = self.node.init_codec.set(encode::<W::Error>);
+        self
     }
 
     /// Leaves the cluster gracefully: stops serving, stops every local worker

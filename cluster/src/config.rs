@@ -37,17 +37,21 @@ pub struct Config {
     pub(crate) fence_margin: Duration,
     pub(crate) call_timeout: Duration,
     pub(crate) max_frame: usize,
+    pub(crate) max_workers: Option<usize>,
 }
 
 impl Config {
-    /// A node named `name` (unique among live nodes), using the etcd
-    /// `endpoints`, proving `secret` to its peers. Defaults: listens on
+    /// A node named `name` (unique among live nodes, without `/`), using
+    /// the etcd `endpoints`, proving `secret` to its peers: the same on
+    /// every node, and **at least 16 bytes** (a shorter one fails
+    /// [`Cluster::join`](crate::Cluster::join) with
+    /// [`ClusterError::Config`]). Defaults: listens on
     /// 127.0.0.1 on a free port, 64 shards, a 5 s lease TTL, a 2 s fence
     /// margin, 5 s calls, 4 MiB frames, keys under `gen_registry_cluster/`.
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// let config = Config::new("node-a", ["http://127.0.0.1:2379"], "secret");
+    /// let config = Config::new("node-a", ["http://127.0.0.1:2379"], "a long shared secret");
     /// assert_eq!(config.get_shards(), 64);
     /// ```
     pub fn new<E: Into<String>>(
@@ -68,6 +72,7 @@ impl Config {
             fence_margin: Duration::from_secs(2),
             call_timeout: Duration::from_secs(5),
             max_frame: 4 << 20,
+            max_workers: None,
         }
     }
 
@@ -76,7 +81,7 @@ impl Config {
     ///
     /// ```
     /// use gen_registry_cluster::{Config, etcd_client::ConnectOptions};
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s")
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret")
     ///     .etcd_options(ConnectOptions::new().with_user("registry", "password"));
     /// # let _ = config;
     /// ```
@@ -90,7 +95,7 @@ impl Config {
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").prefix("sessions");
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").prefix("sessions");
     /// # let _ = config;
     /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -102,7 +107,7 @@ impl Config {
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").listen("127.0.0.2:0".parse().unwrap());
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").listen("127.0.0.2:0".parse().unwrap());
     /// # let _ = config;
     /// ```
     pub fn listen(mut self, address: SocketAddr) -> Self {
@@ -114,7 +119,7 @@ impl Config {
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").advertise("10.0.0.7:7400");
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").advertise("10.0.0.7:7400");
     /// # let _ = config;
     /// ```
     pub fn advertise(mut self, address: impl Into<String>) -> Self {
@@ -127,7 +132,7 @@ impl Config {
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").shards(1024);
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").shards(1024);
     /// assert_eq!(config.get_shards(), 1024);
     /// ```
     pub fn shards(mut self, shards: u32) -> Self {
@@ -135,12 +140,14 @@ impl Config {
         self
     }
 
-    /// The etcd lease's TTL (whole seconds, at least 2).
+    /// The etcd lease's TTL (whole seconds, at least 2, and more than the
+    /// fence margin by a quarter of itself: see
+    /// [`fence_margin`](Config::fence_margin)).
     ///
     /// ```
     /// use gen_registry_cluster::Config;
     /// use std::time::Duration;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").lease_ttl(Duration::from_secs(10));
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").lease_ttl(Duration::from_secs(10));
     /// assert_eq!(config.get_lease_ttl(), Duration::from_secs(10));
     /// ```
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
@@ -149,12 +156,15 @@ impl Config {
     }
 
     /// How long before its lease could expire a node that cannot renew it
-    /// stops serving (below the TTL).
+    /// stops serving: above zero and at most 3/4 of the lease TTL (the
+    /// node must keep a quarter of the TTL to renew in), else
+    /// [`Cluster::join`](crate::Cluster::join) fails with
+    /// [`ClusterError::Config`].
     ///
     /// ```
     /// use gen_registry_cluster::Config;
     /// use std::time::Duration;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").fence_margin(Duration::from_millis(1500));
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").fence_margin(Duration::from_millis(1500));
     /// assert_eq!(config.get_fence_margin(), Duration::from_millis(1500));
     /// ```
     pub fn fence_margin(mut self, margin: Duration) -> Self {
@@ -168,7 +178,7 @@ impl Config {
     /// ```
     /// use gen_registry_cluster::Config;
     /// use std::time::Duration;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").call_timeout(Duration::from_secs(2));
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").call_timeout(Duration::from_secs(2));
     /// # let _ = config;
     /// ```
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
@@ -181,7 +191,7 @@ impl Config {
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "s").max_frame(1 << 20);
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").max_frame(1 << 20);
     /// # let _ = config;
     /// ```
     pub fn max_frame(mut self, bytes: usize) -> Self {
@@ -189,11 +199,39 @@ impl Config {
         self
     }
 
+    /// The most workers this node runs at once, over all the shards it
+    /// serves (default: no limit). A call or cast that would start one
+    /// more fails with [`Failure::AtCapacity`](crate::Failure::AtCapacity)
+    /// naming this node; calls to running workers are unaffected. It is
+    /// the node's limit, unlike
+    /// [`Options::max_workers`](gen_registry::Options::max_workers), which
+    /// bounds (and evicts within) each shard's registry.
+    ///
+    /// ```
+    /// use gen_registry_cluster::Config;
+    /// let config = Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").max_workers(10_000);
+    /// assert_eq!(config.get_max_workers(), Some(10_000));
+    /// ```
+    pub fn max_workers(mut self, workers: usize) -> Self {
+        self.max_workers = Some(workers);
+        self
+    }
+
+    /// The node's worker limit, if any.
+    ///
+    /// ```
+    /// use gen_registry_cluster::Config;
+    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").get_max_workers(), None);
+    /// ```
+    pub fn get_max_workers(&self) -> Option<usize> {
+        self.max_workers
+    }
+
     /// The shard count this node was given.
     ///
     /// ```
     /// use gen_registry_cluster::Config;
-    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "s").get_shards(), 64);
+    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").get_shards(), 64);
     /// ```
     pub fn get_shards(&self) -> u32 {
         self.shards
@@ -204,7 +242,7 @@ impl Config {
     /// ```
     /// use gen_registry_cluster::Config;
     /// use std::time::Duration;
-    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "s").get_lease_ttl(), Duration::from_secs(5));
+    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").get_lease_ttl(), Duration::from_secs(5));
     /// ```
     pub fn get_lease_ttl(&self) -> Duration {
         self.lease_ttl
@@ -215,7 +253,7 @@ impl Config {
     /// ```
     /// use gen_registry_cluster::Config;
     /// use std::time::Duration;
-    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "s").get_fence_margin(), Duration::from_secs(2));
+    /// assert_eq!(Config::new("a", ["http://127.0.0.1:2379"], "a long shared secret").get_fence_margin(), Duration::from_secs(2));
     /// ```
     pub fn get_fence_margin(&self) -> Duration {
         self.fence_margin

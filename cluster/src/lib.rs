@@ -18,6 +18,13 @@
 //! - A node that cannot renew its lease fences itself: it stops serving, and
 //!   stops its workers, before its lease could have expired at etcd
 //!   ([`Config::fence_margin`]).
+//! - A node that etcd sees but a majority of its peers cannot reach for a
+//!   lease TTL is voted out (its peers report it in etcd): it fences itself
+//!   the same way and gives up its lease, so its shards move; one peer alone
+//!   never votes a node out.
+//! - A worker's failure reaches the caller typed, naming the node and the id
+//!   ([`WorkerFailure`]); [`Cluster::count`] names the nodes that did not
+//!   answer rather than failing.
 //!
 //! **The guarantee.** At most one live worker per id at any time, provided
 //! that no process pause or clock-rate drift exceeds the fence margin.
@@ -134,12 +141,13 @@ mod node;
 mod ownership;
 mod routing;
 mod server;
+mod suspicion;
 mod view;
 mod wire;
 
-pub use cluster::{Cluster, Owner};
+pub use cluster::{Cluster, Count, Owner};
 pub use config::Config;
-pub use error::ClusterError;
+pub use error::{ClusterError, Failure, WorkerFailure};
 pub use etcd_client;
 
 use gen_registry::Worker;

@@ -15,8 +15,8 @@ use etcd_client::Client;
 use gen_registry::{GenRegistry, Options};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -47,7 +47,15 @@ pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once by `leave`: from then on every operation fails with `Left`.
     pub(crate) left: AtomicBool,
+    /// Encodes a worker's `init` error for its caller, once the node was
+    /// told to send them as values (`Cluster::send_init_errors`).
+    pub(crate) init_codec: OnceLock<InitCodec<W>>,
+    /// Starts admitted under the node's worker limit and not yet done.
+    pub(crate) starting: Arc<AtomicUsize>,
 }
+
+/// Encodes a worker's own `init` error (postcard), or `None` if it fails.
+pub(crate) type InitCodec<W> = fn(&<W as gen_registry::Worker>::Error) -> Option<Vec<u8>>;
 
 /// A request being delivered to a local shard's registry: a graceful
 /// release waits for these to finish before it stops the shard's workers,
@@ -64,6 +72,17 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A start admitted under the node's worker limit, counted until dropped.
+pub(crate) struct Slot(Option<Arc<AtomicUsize>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(starting) = &self.0 {
+            starting.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -93,6 +112,8 @@ impl<W: ClusterWorker> Node<W> {
             wake: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             left: AtomicBool::new(false),
+            init_codec: OnceLock::new(),
+            starting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -149,6 +170,32 @@ impl<W: ClusterWorker> Node<W> {
             }
             _ => None,
         }
+    }
+
+    /// Admits an operation on `id` under the node's worker limit
+    /// (`Config::max_workers`): at once if no limit is set or the id's
+    /// worker runs; else only if the workers running here plus the starts
+    /// admitted and not yet done stay within it. Each admitted start counts
+    /// until its slot drops, so concurrent starts cannot overshoot the limit
+    /// between them (a worker that started is briefly counted twice, which
+    /// errs on the side of refusing).
+    pub(crate) fn admit(
+        &self,
+        registry: &GenRegistry<W>,
+        id: &W::Id,
+    ) -> Result<Slot, ClusterError> {
+        let Some(limit) = self.config.max_workers else {
+            return Ok(Slot(None));
+        };
+        if registry.lookup(id).is_ok() {
+            return Ok(Slot(None));
+        }
+        self.starting.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Some(self.starting.clone()));
+        if self.local_count() + self.starting.load(Ordering::Acquire) > limit {
+            return Err(self.worker_error(id, gen_registry::Error::AtCapacity(limit)));
+        }
+        Ok(slot)
     }
 
     pub(crate) fn local_count(&self) -> usize {

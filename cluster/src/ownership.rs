@@ -60,6 +60,10 @@ pub(crate) async fn reconcile<W: ClusterWorker>(node: &Arc<Node<W>>) -> Result<(
     if node.left.load(Ordering::Acquire) || !node.live.valid() {
         return Ok(());
     }
+    if node.voted_out() {
+        node.fence_voted_out().await;
+        return Ok(());
+    }
     let me = node.config.name.as_str();
     let lease = node.lease.load(Ordering::Acquire);
     let mut release = Vec::new();

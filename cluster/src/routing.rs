@@ -12,6 +12,7 @@
 //! instead.
 
 use crate::client::RpcFail;
+use crate::error::{Failure, WorkerFailure};
 use crate::hash::shard_of;
 use crate::node::{Busy, Node};
 use crate::wire::{Request, Response, decode, encode};
@@ -68,15 +69,35 @@ pub(crate) fn take_or_decode<T: DeserializeOwned>(
     }
 }
 
-/// What a worker error becomes for the caller.
-fn worker_error<W: Worker>(e: Error<W>) -> ClusterError {
-    match e {
-        Error::NotFound => ClusterError::NotFound,
-        other => ClusterError::Worker(other.to_string()),
-    }
-}
-
 impl<W: ClusterWorker> Node<W> {
+    /// What the local registry's error for `id` becomes for the caller: a
+    /// [`WorkerFailure`] naming this node and the id, but for the errors
+    /// the cluster has a variant of its own for. (A request that reached
+    /// no worker never gets here: it is retried.)
+    pub(crate) fn worker_error(&self, id: &W::Id, e: Error<W>) -> ClusterError {
+        let failure = match e {
+            Error::NotFound => return ClusterError::NotFound,
+            Error::CallTimeout(d) => return ClusterError::Timeout(d),
+            Error::Init(e) => Failure::Init {
+                message: e.to_string(),
+                error: self.init_codec.get().and_then(|encode| encode(&e)),
+            },
+            Error::InitPanicked(m) => Failure::InitPanicked(m),
+            Error::StartTimeout(d) => Failure::StartTimeout(d),
+            Error::HandlerPanicked(m) => Failure::HandlerPanicked(m),
+            Error::WorkerEnded => Failure::Ended,
+            Error::ReplyDropped => Failure::ReplyDropped,
+            Error::MailboxFull => Failure::MailboxFull,
+            Error::AtCapacity(n) => Failure::AtCapacity(n),
+            other => Failure::Other(other.to_string()),
+        };
+        ClusterError::Worker(WorkerFailure {
+            node: self.config.name.clone(),
+            id: format!("{id:?}"),
+            failure,
+        })
+    }
+
     fn route(&self, shard: u32) -> Route<W> {
         if let Some((_, registry, busy)) = self.local.lock().get(&shard)
             && self.live.valid()
@@ -97,7 +118,7 @@ impl<W: ClusterWorker> Node<W> {
         Ok((shard_of(&bytes, self.shards), bytes))
     }
 
-    /// Delivers one operation on an id of `shard` to the id's worker,
+    /// Delivers one operation on `id`, of `shard`, to the id's worker,
     /// wherever it runs, within `within` (retries included), by the rules of
     /// this module.
     ///
@@ -113,6 +134,7 @@ impl<W: ClusterWorker> Node<W> {
     pub(crate) async fn routed<T, L, F>(
         &self,
         shard: u32,
+        id: &W::Id,
         within: Duration,
         mut local: L,
         mut remote: impl FnMut(i64, Duration) -> Result<Request, ClusterError>,
@@ -132,7 +154,7 @@ impl<W: ClusterWorker> Node<W> {
                         // Nothing reached a worker: the shard moved, or
                         // every worker of the id ended before reading it.
                         Ok(Err(Error::RegistryStopped | Error::NotDelivered)) => {}
-                        Ok(Err(e)) => return Err(worker_error(e)),
+                        Ok(Err(e)) => return Err(self.worker_error(id, e)),
                         Err(_) => return Err(ClusterError::Timeout(within)),
                     }
                 }
@@ -178,7 +200,9 @@ impl Pending {
         match response {
             Response::NotOwner | Response::NotDelivered => Ok(()),
             Response::NotFound => Err(ClusterError::NotFound),
-            Response::Failed(m) => Err(ClusterError::Worker(m)),
+            Response::Worker(failure) => Err(ClusterError::Worker(failure)),
+            Response::Timeout(ms) => Err(ClusterError::Timeout(Duration::from_millis(ms))),
+            Response::Failed(m) => Err(ClusterError::Codec(m)),
             other => Err(ClusterError::Rpc(format!("unexpected answer {other:?}"))),
         }
     }

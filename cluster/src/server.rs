@@ -74,16 +74,18 @@ impl<W: ClusterWorker> Node<W> {
                         Ok(d) => d,
                         Err(e) => return Response::Failed(e.to_string()),
                     };
+                let _slot = match self.admit(&registry, &id) {
+                    Ok(slot) => slot,
+                    Err(e) => return respond(e),
+                };
                 let within = Duration::from_millis(timeout_ms).min(self.config.call_timeout);
-                match timeout(within, registry.call(id, args, request)).await {
+                match timeout(within, registry.call(id.clone(), args, request)).await {
                     Ok(Ok(reply)) => match encode(&reply) {
                         Ok(bytes) => Response::Reply(bytes),
                         Err(e) => Response::Failed(e.to_string()),
                     },
-                    Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
-                    Ok(Err(Error::NotDelivered)) => Response::NotDelivered,
-                    Ok(Err(e)) => Response::Failed(e.to_string()),
-                    Err(_) => Response::Failed(ClusterError::Timeout(within).to_string()),
+                    Ok(Err(e)) => self.failed(&id, e),
+                    Err(_) => timed_out(within),
                 }
             }
             Request::Cast {
@@ -101,14 +103,15 @@ impl<W: ClusterWorker> Node<W> {
                         Ok(d) => d,
                         Err(e) => return Response::Failed(e.to_string()),
                     };
-                match timeout(self.config.call_timeout, registry.cast(id, args, message)).await {
+                let _slot = match self.admit(&registry, &id) {
+                    Ok(slot) => slot,
+                    Err(e) => return respond(e),
+                };
+                let cast = registry.cast(id.clone(), args, message);
+                match timeout(self.config.call_timeout, cast).await {
                     Ok(Ok(())) => Response::Done,
-                    Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
-                    Ok(Err(Error::NotDelivered)) => Response::NotDelivered,
-                    Ok(Err(e)) => Response::Failed(e.to_string()),
-                    Err(_) => Response::Failed(
-                        ClusterError::Timeout(self.config.call_timeout).to_string(),
-                    ),
+                    Ok(Err(e)) => self.failed(&id, e),
+                    Err(_) => timed_out(self.config.call_timeout),
                 }
             }
             Request::Stop { shard, epoch, id } => {
@@ -121,15 +124,21 @@ impl<W: ClusterWorker> Node<W> {
                 };
                 match timeout(self.config.call_timeout, registry.stop(&id)).await {
                     Ok(Ok(())) => Response::Done,
-                    Ok(Err(Error::NotFound)) => Response::NotFound,
-                    Ok(Err(Error::RegistryStopped)) => Response::NotOwner,
-                    Ok(Err(e)) => Response::Failed(e.to_string()),
-                    Err(_) => Response::Failed(
-                        ClusterError::Timeout(self.config.call_timeout).to_string(),
-                    ),
+                    Ok(Err(e)) => self.failed(&id, e),
+                    Err(_) => timed_out(self.config.call_timeout),
                 }
             }
             Request::Count => Response::Count(self.local_count() as u64),
+        }
+    }
+
+    /// The answer for a local registry's error on `id`: the one the caller
+    /// turns back into the error a local caller would get.
+    fn failed(&self, id: &W::Id, e: Error<W>) -> Response {
+        match e {
+            Error::RegistryStopped => Response::NotOwner,
+            Error::NotDelivered => Response::NotDelivered,
+            e => respond(self.worker_error(id, e)),
         }
     }
 
@@ -155,4 +164,18 @@ impl<W: ClusterWorker> Node<W> {
         }
         decode(bytes)
     }
+}
+
+/// The answer that the caller turns back into `e`.
+fn respond(e: ClusterError) -> Response {
+    match e {
+        ClusterError::NotFound => Response::NotFound,
+        ClusterError::Timeout(d) => timed_out(d),
+        ClusterError::Worker(failure) => Response::Worker(failure),
+        other => Response::Failed(other.to_string()),
+    }
+}
+
+fn timed_out(after: Duration) -> Response {
+    Response::Timeout(after.as_millis() as u64)
 }

@@ -9,6 +9,7 @@
 //! stream can no longer be trusted, and the node goes on serving others.
 
 use crate::ClusterError;
+use crate::error::WorkerFailure;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::Sha256;
@@ -53,7 +54,8 @@ pub(crate) enum Request {
     Count,
 }
 
-/// The answer to a [`Request`].
+/// The answer to a [`Request`]. Every failure is typed, so the caller gets
+/// the same [`ClusterError`] as from a worker of its own node.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
     Reply(Vec<u8>),
@@ -63,11 +65,16 @@ pub(crate) enum Response {
     /// no worker; refresh the view and retry.
     NotOwner,
     NotFound,
-    /// The worker's error, or a request this node could not decode.
+    /// A request this node could not decode, or a reply it could not encode.
     Failed(String),
     /// Every worker of the id ended before reading the request: no handler
     /// saw it; retry.
     NotDelivered,
+    /// The worker's error, with this node's name and the id.
+    Worker(WorkerFailure),
+    /// No answer from the worker within this many milliseconds: the request
+    /// may still be handled.
+    Timeout(u64),
 }
 
 /// A worker's value (an id, args, a request, a reply, a message) as the

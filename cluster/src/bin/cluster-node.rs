@@ -8,7 +8,7 @@
 //! - `load IDS MILLIS TASKS` → `load ok N err M undelivered U max_ms X p50_us Y p99_us Z first_err E`
 //!   (U of the M errors are requests no worker took: `ClusterError::NotDelivered`)
 //! - `starts FROM COUNT TASKS` → `starts ok N err M millis X`
-//! - `count` → `count LOCAL TOTAL`
+//! - `count` → `count LOCAL TOTAL` | `count err partial WORKERS unanswered NODES` | `count err MESSAGE`
 //! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
 //! - `shard ID` → `shard ID SHARD`
 //! - `served` → `served SHARDS` (the shards this node serves)
@@ -283,7 +283,14 @@ fn main() {
                 ["count"] => {
                     tokio::spawn(async move {
                         say(match cluster.count().await {
-                            Ok(total) => format!("count {} {total}", cluster.local_count()),
+                            Ok(c) if c.is_complete() => {
+                                format!("count {} {}", cluster.local_count(), c.workers)
+                            }
+                            Ok(c) => format!(
+                                "count err partial {} unanswered {}",
+                                c.workers,
+                                c.unanswered.join(",")
+                            ),
                             Err(e) => format!("count err {e}"),
                         })
                     });
