@@ -355,6 +355,12 @@ fn color(system: &str, index: usize) -> RGBColor {
     }
 }
 
+/// Text of `size` pixels, centred vertically on its point and placed
+/// horizontally as `h` says.
+fn centred(size: u32, h: HPos) -> TextStyle<'static> {
+    TextStyle::from((FONT, size).into_font()).pos(Pos::new(h, VPos::Center))
+}
+
 fn draw_error(e: impl fmt::Display) -> ChartError {
     ChartError::Draw(e.to_string())
 }
@@ -471,21 +477,15 @@ fn standard_chart(run: &Run) -> Result<String, ChartError> {
     let rows = panels.len().div_ceil(COLUMNS);
     let panel_height = 78 + 22 * run.systems.len() as u32;
     let height = HEAD + rows as u32 * panel_height + FOOT;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let (head, rest) = root.split_vertically(HEAD);
+    let title = match run.systems.iter().find_map(|s| run.value(s, "N")) {
+        Some(n) => format!(
+            "gen_registry and its peers, standard tier: N = {} ids",
+            fmt_value(n)
+        ),
+        None => "gen_registry and its peers, standard tier".to_owned(),
+    };
+    document(height, &title, &run.label, |rest| {
         let (grid, foot) = rest.split_vertically(rows as u32 * panel_height);
-        let n = run.systems.iter().find_map(|s| run.value(s, "N"));
-        let title = match n {
-            Some(n) => format!(
-                "gen_registry and its peers, standard tier: N = {} ids",
-                fmt_value(n)
-            ),
-            None => "gen_registry and its peers, standard tier".to_owned(),
-        };
-        draw_head(&head, &title, &run.label)?;
         for ((id, bars), area) in panels.iter().zip(grid.split_evenly((rows, COLUMNS))) {
             let title = match BAR_PANELS.iter().find(|(p, _)| p == id) {
                 Some((_, Some(behind))) => format!(
@@ -503,7 +503,25 @@ fn standard_chart(run: &Run) -> Result<String, ChartError> {
             (14, 10),
             (FONT, 13).into_font().color(&RGBColor(80, 80, 80)),
         ))
-        .map_err(draw_error)?;
+        .map_err(draw_error)
+    })
+}
+
+/// An SVG document `height` pixels high: `title` and the run's `label` at
+/// the top, and what `body` draws under them.
+fn document(
+    height: u32,
+    title: &str,
+    label: &str,
+    body: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), ChartError>,
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (head, rest) = root.split_vertically(HEAD);
+        draw_head(&head, title, label)?;
+        body(&rest)?;
         root.present().map_err(draw_error)?;
     }
     Ok(svg)
@@ -545,10 +563,8 @@ fn bar_panel<DB: DrawingBackend>(
         .bold_line_style(RGBColor(230, 230, 230))
         .draw()
         .map_err(draw_error)?;
-    let label_left =
-        TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    let label_right =
-        TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    let label_left = centred(12, HPos::Left);
+    let label_right = centred(12, HPos::Right);
     for (i, bar) in bars.iter().enumerate() {
         // The first system at the top.
         let y = k - 1.0 - i as f64;
@@ -654,27 +670,17 @@ fn scale_chart(run: &Run) -> Result<String, ChartError> {
         .map(|(i, s)| (i, s.as_str()))
         .collect();
     let height = HEAD + 440 + FOOT + 26 * drawn.len().div_ceil(4) as u32;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let (head, rest) = root.split_vertically(HEAD);
+    let title = "gen_registry and its peers, scale tier: starts and memory against N";
+    document(height, title, &run.label, |rest| {
         let (grid, foot) = rest.split_vertically(440);
-        draw_head(
-            &head,
-            "gen_registry and its peers, scale tier: starts and memory against N",
-            &run.label,
-        )?;
         for ((id, lines), area) in panels
             .iter()
             .zip(grid.split_evenly((1, SCALE_PANELS.len())))
         {
             line_panel(&area, &caption(crate::scale::METRICS, id), lines)?;
         }
-        legend(&foot, &drawn)?;
-        root.present().map_err(draw_error)?;
-    }
-    Ok(svg)
+        legend(&foot, &drawn)
+    })
 }
 
 /// One panel of the scale chart: a line per system over N, log–log.
@@ -713,8 +719,7 @@ fn line_panel<DB: DrawingBackend>(
         .bold_line_style(RGBColor(230, 230, 230))
         .draw()
         .map_err(draw_error)?;
-    let label_style =
-        TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let label_style = centred(11, HPos::Left);
     for Line {
         index,
         system,
@@ -762,7 +767,6 @@ fn legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     systems: &[(usize, &str)],
 ) -> Result<(), ChartError> {
-    let font = (FONT, 13).into_font();
     for (slot, (index, system)) in systems.iter().enumerate() {
         let x = 80 + (slot % 4) as i32 * 290;
         let y = 12 + (slot / 4) as i32 * 26;
@@ -787,12 +791,8 @@ fn legend<DB: DrawingBackend>(
         } else {
             (*system).to_owned()
         };
-        area.draw(&Text::new(
-            name,
-            (x + 38, y),
-            TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(draw_error)?;
+        area.draw(&Text::new(name, (x + 38, y), centred(13, HPos::Left)))
+            .map_err(draw_error)?;
     }
     Ok(())
 }
