@@ -245,6 +245,10 @@ impl Run {
     }
 }
 
+/// The magnitudes of the figures a chart draws (and 0): far wider than any
+/// benchmark gives, and narrow enough that every axis stays finite.
+const MAGNITUDES: std::ops::RangeInclusive<f64> = 1e-12..=1e15;
+
 fn format_error(what: impl Into<String>) -> ChartError {
     ChartError::Format(what.into())
 }
@@ -263,7 +267,14 @@ fn parse_row(i: usize, v: &Value) -> Result<Row, ChartError> {
     let metric = text("metric")?;
     let number = |key: &str| match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(x)) => Ok(x.as_f64()),
+        Some(Value::Number(x)) => match x.as_f64() {
+            Some(v) if v == 0.0 || (MAGNITUDES.contains(&v.abs())) => Ok(Some(v)),
+            _ => Err(format_error(format!(
+                "row {i} ({system} {metric}): \"{key}\" is {x}, outside the figures a chart can show ({:e} to {:e})",
+                MAGNITUDES.start(),
+                MAGNITUDES.end()
+            ))),
+        },
         Some(other) => Err(format_error(format!(
             "row {i} ({system} {metric}): \"{key}\" is {other}, not a number"
         ))),
@@ -1031,6 +1042,13 @@ mod tests {
             text.contains("row 1 (b W1): \"value\" is \"fast\", not a number"),
             "{text}"
         );
+        for value in ["1e300", "-1e16", "1e-300"] {
+            let e = error(&format!(
+                r#"[{{"system": "a", "metric": "W1", "value": {value}}}]"#
+            ));
+            assert!(e.contains("row 0 (a W1): \"value\" is "), "{e}");
+            assert!(e.contains("outside the figures a chart can show"), "{e}");
+        }
         let tier = error(r#"{"tier": "huge", "rows": []}"#);
         assert!(tier.contains("\"tier\" is \"huge\""), "{tier}");
     }
