@@ -180,7 +180,7 @@ struct Run {
     tier: Tier,
     /// What the chart's second line says of the run.
     label: String,
-    /// The systems, in the order of their first row.
+    /// The systems, in the bench's column order.
     systems: Vec<String>,
     rows: Vec<Row>,
 }
@@ -228,6 +228,14 @@ impl Run {
                 systems.push(r.system.clone());
             }
         }
+        // The bench's column order, whatever the order of the rows; the
+        // systems it does not know after those, as they came.
+        let known = crate::SYSTEMS
+            .iter()
+            .copied()
+            .chain(crate::scale::SYSTEMS.iter().map(|(s, _)| *s));
+        let known: Vec<&str> = known.collect();
+        systems.sort_by_key(|s| known.iter().position(|k| k == s).unwrap_or(usize::MAX));
         Ok(Run {
             tier,
             label: run_label(tier, head),
@@ -754,14 +762,25 @@ fn line_panel<DB: DrawingBackend>(
                 .draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))
                 .map_err(draw_error)?;
         }
-        // gen_registry's own figures, written beside its points.
-        if system.starts_with("gen_registry") {
-            chart
-                .draw_series(points.iter().map(|p| {
-                    EmptyElement::at(*p) + Text::new(fmt_value(p.1), (7, -9), label_style.clone())
-                }))
-                .map_err(draw_error)?;
-        }
+        // gen_registry's own figures (on either executor), written beside
+        // its points: above a point, or below it where the other
+        // executor's figure at that N is higher, so that the two stay apart.
+        let other = match *system {
+            "gen_registry" => "gen_registry_tokio",
+            "gen_registry_tokio" => "gen_registry",
+            _ => continue,
+        };
+        let other: &[(f64, f64)] = lines
+            .iter()
+            .find(|l| l.system == other)
+            .map_or(&[], |l| &l.points);
+        chart
+            .draw_series(points.iter().map(|p| {
+                let below = other.iter().any(|o| o.0 == p.0 && o.1 > p.1);
+                let dy = if below { 9 } else { -9 };
+                EmptyElement::at(*p) + Text::new(fmt_value(p.1), (7, dy), label_style.clone())
+            }))
+            .map_err(draw_error)?;
     }
     Ok(())
 }
@@ -1005,6 +1024,17 @@ mod tests {
                 .iter()
                 .any(|t| t.contains("not recorded"))
         );
+    }
+
+    #[test]
+    fn the_systems_keep_the_bench_column_order_whatever_the_order_of_the_rows() {
+        let rows = r#"[
+            {"system": "zeta_peer", "metric": "W3", "value": 3, "unit": "ns/op"},
+            {"system": "ractor", "metric": "W3", "value": 2, "unit": "ns/op"},
+            {"system": "gen_registry", "metric": "W3", "value": 1, "unit": "ns/op"}
+        ]"#;
+        let run = Run::parse(rows).unwrap();
+        assert_eq!(run.systems, ["gen_registry", "ractor", "zeta_peer"]);
     }
 
     #[test]
