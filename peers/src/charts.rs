@@ -180,7 +180,7 @@ struct Run {
     tier: Tier,
     /// What the chart's second line says of the run.
     label: String,
-    /// The systems, in the order of their first row.
+    /// The systems, in the bench's column order.
     systems: Vec<String>,
     rows: Vec<Row>,
 }
@@ -228,6 +228,14 @@ impl Run {
                 systems.push(r.system.clone());
             }
         }
+        // The bench's column order, whatever the order of the rows; the
+        // systems it does not know after those, as they came.
+        let known = crate::SYSTEMS
+            .iter()
+            .copied()
+            .chain(crate::scale::SYSTEMS.iter().map(|(s, _)| *s));
+        let known: Vec<&str> = known.collect();
+        systems.sort_by_key(|s| known.iter().position(|k| k == s).unwrap_or(usize::MAX));
         Ok(Run {
             tier,
             label: run_label(tier, head),
@@ -244,6 +252,10 @@ impl Run {
             .filter(|v| *v >= 0.0)
     }
 }
+
+/// The magnitudes of the figures a chart draws (and 0): far wider than any
+/// benchmark gives, and narrow enough that every axis stays finite.
+const MAGNITUDES: std::ops::RangeInclusive<f64> = 1e-12..=1e15;
 
 fn format_error(what: impl Into<String>) -> ChartError {
     ChartError::Format(what.into())
@@ -263,7 +275,14 @@ fn parse_row(i: usize, v: &Value) -> Result<Row, ChartError> {
     let metric = text("metric")?;
     let number = |key: &str| match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(x)) => Ok(x.as_f64()),
+        Some(Value::Number(x)) => match x.as_f64() {
+            Some(v) if v == 0.0 || (MAGNITUDES.contains(&v.abs())) => Ok(Some(v)),
+            _ => Err(format_error(format!(
+                "row {i} ({system} {metric}): \"{key}\" is {x}, outside the figures a chart can show ({:e} to {:e})",
+                MAGNITUDES.start(),
+                MAGNITUDES.end()
+            ))),
+        },
         Some(other) => Err(format_error(format!(
             "row {i} ({system} {metric}): \"{key}\" is {other}, not a number"
         ))),
@@ -353,6 +372,12 @@ fn color(system: &str, index: usize) -> RGBColor {
             RGBColor(r, g, b)
         }
     }
+}
+
+/// Text of `size` pixels, centred vertically on its point and placed
+/// horizontally as `h` says.
+fn centred(size: u32, h: HPos) -> TextStyle<'static> {
+    TextStyle::from((FONT, size).into_font()).pos(Pos::new(h, VPos::Center))
 }
 
 fn draw_error(e: impl fmt::Display) -> ChartError {
@@ -471,21 +496,15 @@ fn standard_chart(run: &Run) -> Result<String, ChartError> {
     let rows = panels.len().div_ceil(COLUMNS);
     let panel_height = 78 + 22 * run.systems.len() as u32;
     let height = HEAD + rows as u32 * panel_height + FOOT;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let (head, rest) = root.split_vertically(HEAD);
+    let title = match run.systems.iter().find_map(|s| run.value(s, "N")) {
+        Some(n) => format!(
+            "gen_registry and its peers, standard tier: N = {} ids",
+            fmt_value(n)
+        ),
+        None => "gen_registry and its peers, standard tier".to_owned(),
+    };
+    document(height, &title, &run.label, |rest| {
         let (grid, foot) = rest.split_vertically(rows as u32 * panel_height);
-        let n = run.systems.iter().find_map(|s| run.value(s, "N"));
-        let title = match n {
-            Some(n) => format!(
-                "gen_registry and its peers, standard tier: N = {} ids",
-                fmt_value(n)
-            ),
-            None => "gen_registry and its peers, standard tier".to_owned(),
-        };
-        draw_head(&head, &title, &run.label)?;
         for ((id, bars), area) in panels.iter().zip(grid.split_evenly((rows, COLUMNS))) {
             let title = match BAR_PANELS.iter().find(|(p, _)| p == id) {
                 Some((_, Some(behind))) => format!(
@@ -503,7 +522,25 @@ fn standard_chart(run: &Run) -> Result<String, ChartError> {
             (14, 10),
             (FONT, 13).into_font().color(&RGBColor(80, 80, 80)),
         ))
-        .map_err(draw_error)?;
+        .map_err(draw_error)
+    })
+}
+
+/// An SVG document `height` pixels high: `title` and the run's `label` at
+/// the top, and what `body` draws under them.
+fn document(
+    height: u32,
+    title: &str,
+    label: &str,
+    body: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), ChartError>,
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (head, rest) = root.split_vertically(HEAD);
+        draw_head(&head, title, label)?;
+        body(&rest)?;
         root.present().map_err(draw_error)?;
     }
     Ok(svg)
@@ -545,10 +582,8 @@ fn bar_panel<DB: DrawingBackend>(
         .bold_line_style(RGBColor(230, 230, 230))
         .draw()
         .map_err(draw_error)?;
-    let label_left =
-        TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    let label_right =
-        TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    let label_left = centred(12, HPos::Left);
+    let label_right = centred(12, HPos::Right);
     for (i, bar) in bars.iter().enumerate() {
         // The first system at the top.
         let y = k - 1.0 - i as f64;
@@ -654,27 +689,17 @@ fn scale_chart(run: &Run) -> Result<String, ChartError> {
         .map(|(i, s)| (i, s.as_str()))
         .collect();
     let height = HEAD + 440 + FOOT + 26 * drawn.len().div_ceil(4) as u32;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let (head, rest) = root.split_vertically(HEAD);
+    let title = "gen_registry and its peers, scale tier: starts and memory against N";
+    document(height, title, &run.label, |rest| {
         let (grid, foot) = rest.split_vertically(440);
-        draw_head(
-            &head,
-            "gen_registry and its peers, scale tier: starts and memory against N",
-            &run.label,
-        )?;
         for ((id, lines), area) in panels
             .iter()
             .zip(grid.split_evenly((1, SCALE_PANELS.len())))
         {
             line_panel(&area, &caption(crate::scale::METRICS, id), lines)?;
         }
-        legend(&foot, &drawn)?;
-        root.present().map_err(draw_error)?;
-    }
-    Ok(svg)
+        legend(&foot, &drawn)
+    })
 }
 
 /// One panel of the scale chart: a line per system over N, log–log.
@@ -713,8 +738,7 @@ fn line_panel<DB: DrawingBackend>(
         .bold_line_style(RGBColor(230, 230, 230))
         .draw()
         .map_err(draw_error)?;
-    let label_style =
-        TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let label_style = centred(11, HPos::Left);
     for Line {
         index,
         system,
@@ -738,14 +762,25 @@ fn line_panel<DB: DrawingBackend>(
                 .draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled())))
                 .map_err(draw_error)?;
         }
-        // gen_registry's own figures, written beside its points.
-        if system.starts_with("gen_registry") {
-            chart
-                .draw_series(points.iter().map(|p| {
-                    EmptyElement::at(*p) + Text::new(fmt_value(p.1), (7, -9), label_style.clone())
-                }))
-                .map_err(draw_error)?;
-        }
+        // gen_registry's own figures (on either executor), written beside
+        // its points: above a point, or below it where the other
+        // executor's figure at that N is higher, so that the two stay apart.
+        let other = match *system {
+            "gen_registry" => "gen_registry_tokio",
+            "gen_registry_tokio" => "gen_registry",
+            _ => continue,
+        };
+        let other: &[(f64, f64)] = lines
+            .iter()
+            .find(|l| l.system == other)
+            .map_or(&[], |l| &l.points);
+        chart
+            .draw_series(points.iter().map(|p| {
+                let below = other.iter().any(|o| o.0 == p.0 && o.1 > p.1);
+                let dy = if below { 9 } else { -9 };
+                EmptyElement::at(*p) + Text::new(fmt_value(p.1), (7, dy), label_style.clone())
+            }))
+            .map_err(draw_error)?;
     }
     Ok(())
 }
@@ -762,7 +797,6 @@ fn legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     systems: &[(usize, &str)],
 ) -> Result<(), ChartError> {
-    let font = (FONT, 13).into_font();
     for (slot, (index, system)) in systems.iter().enumerate() {
         let x = 80 + (slot % 4) as i32 * 290;
         let y = 12 + (slot / 4) as i32 * 26;
@@ -787,12 +821,8 @@ fn legend<DB: DrawingBackend>(
         } else {
             (*system).to_owned()
         };
-        area.draw(&Text::new(
-            name,
-            (x + 38, y),
-            TextStyle::from(font.clone()).pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(draw_error)?;
+        area.draw(&Text::new(name, (x + 38, y), centred(13, HPos::Left)))
+            .map_err(draw_error)?;
     }
     Ok(())
 }
@@ -997,6 +1027,17 @@ mod tests {
     }
 
     #[test]
+    fn the_systems_keep_the_bench_column_order_whatever_the_order_of_the_rows() {
+        let rows = r#"[
+            {"system": "zeta_peer", "metric": "W3", "value": 3, "unit": "ns/op"},
+            {"system": "ractor", "metric": "W3", "value": 2, "unit": "ns/op"},
+            {"system": "gen_registry", "metric": "W3", "value": 1, "unit": "ns/op"}
+        ]"#;
+        let run = Run::parse(rows).unwrap();
+        assert_eq!(run.systems, ["gen_registry", "ractor", "zeta_peer"]);
+    }
+
+    #[test]
     fn a_bare_array_of_rows_as_earlier_runs_wrote_is_drawn() {
         let rows = r#"[{"system": "kameo", "metric": "W3", "value": 2435, "unit": "ns/op"}]"#;
         let chart = render(rows).unwrap();
@@ -1031,6 +1072,13 @@ mod tests {
             text.contains("row 1 (b W1): \"value\" is \"fast\", not a number"),
             "{text}"
         );
+        for value in ["1e300", "-1e16", "1e-300"] {
+            let e = error(&format!(
+                r#"[{{"system": "a", "metric": "W1", "value": {value}}}]"#
+            ));
+            assert!(e.contains("row 0 (a W1): \"value\" is "), "{e}");
+            assert!(e.contains("outside the figures a chart can show"), "{e}");
+        }
         let tier = error(r#"{"tier": "huge", "rows": []}"#);
         assert!(tier.contains("\"tier\" is \"huge\""), "{tier}");
     }

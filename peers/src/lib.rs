@@ -2,7 +2,14 @@
 //! standard workload W1–W11 of `shared/reference/peers.md`.
 //!
 //! Run it as
-//! `cargo bench -p gen_registry_peers --bench peers -- [--quick] [--json FILE] [--markdown FILE] [--system NAME[,NAME…]] [--runs K]`.
+//! `cargo bench -p gen_registry_peers --bench peers -- [--quick] [--scale [--sizes N,N…]] [--json FILE [--charts DIR]] [--markdown FILE] [--system NAME[,NAME…]] [--runs K]`.
+//!
+//! `--json FILE` writes the run as a JSON object: its facts (`tier`,
+//! `mode`, `runs`, `started`, `finished`, `commit`, `cores`, and `load`:
+//! the 1-minute load average `before` the run and its `min` and `max`
+//! while it ran) and its `rows`, one `{system, metric, value, unit}` per
+//! figure (with `n` in the scale tier). `--charts DIR` then draws that file
+//! into DIR (module [`charts`]); `peers/bench.sh` does both.
 //!
 //! The parent process runs every system in a child process of its own (it
 //! re-executes `std::env::current_exe()` with `--system NAME` and
@@ -43,7 +50,8 @@
 //! `DynamicSupervisor`s, `peers/beam/`), run by `elixir` as a child that
 //! prints the same JSON lines; it is skipped with a note when `elixir` is not
 //! installed. `--scale` runs the scale tier instead (module `scale`: the
-//! figures at 100k, 1M and 10M ids, and the floors at each size).
+//! figures at 100k, 1M and 10M ids, and the floors at each size; `--sizes`
+//! picks some of those sizes, or others).
 //!
 //! `gen_registry` runs its workers on Bastion's executor (the default);
 //! `gen_registry_tokio` runs them as tokio tasks (`Executor::Tokio`) on the
