@@ -784,13 +784,17 @@ fn a_crash_of_the_server_amid_group_commits_fails_writers_and_keeps_every_acknow
     assert!(failures.load(Ordering::SeqCst) >= 1);
 }
 
+/// A batch as [`Logged`] keeps it: each write's record and expected
+/// version, and whether the batch committed.
+type Batch = (Vec<(Key, u64)>, bool);
+
 /// A backend that logs every batch it commits (each write's record and
 /// expected version, and whether the batch committed) and counts the
 /// batches being committed.
 #[derive(Clone)]
 struct Logged {
     inner: Postgres,
-    log: Arc<parking_lot::Mutex<Vec<(Vec<(Key, u64)>, bool)>>>,
+    log: Arc<parking_lot::Mutex<Vec<Batch>>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -820,7 +824,7 @@ impl Backend for Logged {
 /// of a failure reloads before it writes again): it expects the failed
 /// write's version if it was, the one before if not; or, with no write
 /// after it, in the record's final version.
-async fn half_applied(log: &[(Vec<(Key, u64)>, bool)], store: &Postgres) -> usize {
+async fn half_applied(log: &[Batch], store: &Postgres) -> usize {
     let mut half = 0;
     for (i, (batch, committed)) in log.iter().enumerate() {
         if *committed {
