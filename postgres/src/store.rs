@@ -583,7 +583,7 @@ impl Statements {
                 .await?,
             reminders_read: client
                 .prepare(
-                    "SELECT r.kind, r.id, r.name, r.partition, r.due_ms, r.period_ms, r.message, r.epoch
+                    "SELECT r.id, r.name, r.partition, r.due_ms, r.period_ms, r.message, r.epoch, r.kind
                      FROM gen_registry_reminders r
                      JOIN unnest($1::text[], $2::bytea[], $3::text[]) AS k(kind, id, name)
                        ON r.kind = k.kind AND r.id = k.id AND r.name = k.name",
@@ -610,14 +610,14 @@ impl Statements {
                 .await?,
             due: client
                 .prepare(
-                    "SELECT id, name, due_ms, period_ms, message, epoch FROM gen_registry_reminders
+                    "SELECT id, name, partition, due_ms, period_ms, message, epoch FROM gen_registry_reminders
                      WHERE kind = $1 AND partition = $2 AND due_ms <= $3
                      ORDER BY due_ms LIMIT $4",
                 )
                 .await?,
             reminders_of: client
                 .prepare(
-                    "SELECT name, partition, due_ms, period_ms, message, epoch
+                    "SELECT id, name, partition, due_ms, period_ms, message, epoch
                      FROM gen_registry_reminders WHERE kind = $1 AND id = $2
                      ORDER BY name COLLATE \"C\"",
                 )
@@ -715,26 +715,14 @@ async fn remind_batch(
         .await?;
     let mut found: HashMap<(String, Vec<u8>, String), tokio_postgres::Row> = HashMap::new();
     for row in rows {
-        found.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?), row);
+        found.insert((row.try_get(7)?, row.try_get(0)?, row.try_get(1)?), row);
     }
     let mut held = HashMap::with_capacity(found.len());
     for key in distinct {
         let Some(row) = found.get(&(key.0.to_owned(), key.1.to_vec(), key.2.to_owned())) else {
             continue;
         };
-        let reminder = Reminder {
-            key: Key {
-                kind: key.0,
-                id: key.1.to_vec(),
-            },
-            name: key.2.to_owned(),
-            partition: row.try_get::<_, i64>(3)? as u32,
-            due_ms: from_sql(row.try_get(4)?),
-            period_ms: row.try_get::<_, Option<i64>>(5)?.map(from_sql),
-            message: row.try_get(6)?,
-            epoch: from_sql(row.try_get(7)?),
-        };
-        held.insert(key, reminder);
+        held.insert(key, reminder(key.0, row)?);
     }
     let plan = plan::reminders(writes, held);
     if !plan.deletes.is_empty() {
@@ -773,6 +761,34 @@ async fn remind_batch(
     }
     transaction.commit().await?;
     Ok(plan.outcomes)
+}
+
+/// A reminder of `kind` from a row whose first columns are `id, name,
+/// partition, due_ms, period_ms, message, epoch` (every reminder query's).
+fn reminder(
+    kind: &'static str,
+    row: &tokio_postgres::Row,
+) -> Result<Reminder, tokio_postgres::Error> {
+    Ok(Reminder {
+        key: Key {
+            kind,
+            id: row.try_get(0)?,
+        },
+        name: row.try_get(1)?,
+        partition: row.try_get::<_, i64>(2)? as u32,
+        due_ms: from_sql(row.try_get(3)?),
+        period_ms: row.try_get::<_, Option<i64>>(4)?.map(from_sql),
+        message: row.try_get(5)?,
+        epoch: from_sql(row.try_get(6)?),
+    })
+}
+
+/// The reminders of `kind` in `rows`, as [`reminder`] reads each.
+fn reminders(kind: &'static str, rows: &[tokio_postgres::Row]) -> Result<Vec<Reminder>, String> {
+    rows.iter()
+        .map(|row| reminder(kind, row))
+        .collect::<Result<_, _>>()
+        .map_err(|e| describe(&e))
 }
 
 /// Refuses a batch whose times do not fit a BIGINT, before it starts.
@@ -861,23 +877,7 @@ impl Backend for Postgres {
                         .await
                 })
                 .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(Reminder {
-                        key: Key {
-                            kind,
-                            id: row.try_get(0)?,
-                        },
-                        name: row.try_get(1)?,
-                        partition: partition as u32,
-                        due_ms: from_sql(row.try_get(2)?),
-                        period_ms: row.try_get::<_, Option<i64>>(3)?.map(from_sql),
-                        message: row.try_get(4)?,
-                        epoch: from_sql(row.try_get(5)?),
-                    })
-                })
-                .collect::<Result<_, tokio_postgres::Error>>()
-                .map_err(|e| describe(&e))
+            reminders(kind, &rows)
         })
     }
 
@@ -891,20 +891,7 @@ impl Backend for Postgres {
                         .await
                 })
                 .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(Reminder {
-                        key: key.clone(),
-                        name: row.try_get(0)?,
-                        partition: row.try_get::<_, i64>(1)? as u32,
-                        due_ms: from_sql(row.try_get(2)?),
-                        period_ms: row.try_get::<_, Option<i64>>(3)?.map(from_sql),
-                        message: row.try_get(4)?,
-                        epoch: from_sql(row.try_get(5)?),
-                    })
-                })
-                .collect::<Result<_, tokio_postgres::Error>>()
-                .map_err(|e| describe(&e))
+            reminders(key.kind, &rows)
         })
     }
 }

@@ -279,7 +279,7 @@ fn the_due_query_reads_through_its_index() {
         // The store's due statement, with the values a scheduler passes.
         let plan = client
             .query(
-                "EXPLAIN SELECT id, name, due_ms, period_ms, message, epoch FROM gen_registry_reminders
+                "EXPLAIN SELECT id, name, partition, due_ms, period_ms, message, epoch FROM gen_registry_reminders
                  WHERE kind = 'rule' AND partition = 2 AND due_ms <= 1800000600000
                  ORDER BY due_ms LIMIT 100",
                 &[],
