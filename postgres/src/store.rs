@@ -2,6 +2,7 @@
 //! [`Backend`] methods as SQL.
 
 use crate::plan::{self, RecordKey, ReminderKey};
+use futures_util::future::{try_join, try_join3};
 use gen_registry::state::{
     Backend, BoxFuture, Key, Record, Refusal, Reminder, ReminderWrite, Stamp, Write,
 };
@@ -508,7 +509,12 @@ impl Shared {
                     *slot = Some(connection);
                     return Ok(outcome);
                 }
-                Err(e) if retryable(&e) && tries < TRIES => continue,
+                Err(e) if retryable(&e) && tries < TRIES => {
+                    // The batch's transaction failed: end it before the next try.
+                    if let Err(e) = connection.client.batch_execute("ROLLBACK").await {
+                        return Err(describe(&e));
+                    }
+                }
                 Err(e) => return Err(describe(&e)),
             }
         }
@@ -650,20 +656,42 @@ fn distinct_keys<'a>(keys: impl Iterator<Item = RecordKey<'a>>) -> (Vec<&'a str>
     keys.filter(|key| seen.insert(*key)).unzip()
 }
 
-/// One batch of record writes, in the transaction `connection` opens.
+/// Begins a transaction, takes the advisory locks of the records (or
+/// workers) `kinds` and `ids` name, and runs `read` with `params` once they
+/// are held: three statements in one round trip (the client pipelines
+/// requests in the order they are first polled, and the server runs them in
+/// that order; the read's snapshot is taken after the locks are held).
+async fn begin_locked(
+    client: &Client,
+    statements: &Statements,
+    kinds: &[&str],
+    ids: &[&[u8]],
+    read: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let begin = client.batch_execute("BEGIN");
+    let keys: [&(dyn ToSql + Sync); 2] = [&kinds, &ids];
+    let lock = client.execute(&statements.lock, &keys);
+    let (_, _, rows) = try_join3(begin, lock, client.query(read, params)).await?;
+    Ok(rows)
+}
+
+/// One batch of record writes, in a transaction of its own.
 async fn commit_batch(
     connection: &mut Connection,
     writes: &[Write],
 ) -> Result<Vec<Result<(), Refusal>>, tokio_postgres::Error> {
-    let statements = &connection.statements;
-    let transaction = connection.client.transaction().await?;
+    let (client, statements) = (&connection.client, &connection.statements);
     let (kinds, ids) = distinct_keys(writes.iter().map(|w| (w.key.kind, w.key.id.as_slice())));
-    transaction
-        .execute(&statements.lock, &[&kinds, &ids])
-        .await?;
-    let rows = transaction
-        .query(&statements.stamps, &[&kinds, &ids])
-        .await?;
+    let rows = begin_locked(
+        client,
+        statements,
+        &kinds,
+        &ids,
+        &statements.stamps,
+        &[&kinds, &ids],
+    )
+    .await?;
     let mut found: HashMap<(String, Vec<u8>), Stamp> = HashMap::with_capacity(rows.len());
     for row in rows {
         let stamp = Stamp {
@@ -688,31 +716,36 @@ async fn commit_batch(
         let epochs: Vec<i64> = f.iter().map(|w| to_sql(w.epoch)).collect();
         let states: Vec<Option<&[u8]>> = f.iter().map(|w| w.state.as_deref()).collect();
         let params: [&(dyn ToSql + Sync); 5] = [&kinds, &ids, &versions, &epochs, &states];
-        transaction.execute(&statements.upsert, &params).await?;
+        let upsert = client.execute(&statements.upsert, &params);
+        try_join(upsert, client.batch_execute("COMMIT")).await?;
+    } else {
+        client.batch_execute("COMMIT").await?;
     }
-    transaction.commit().await?;
     Ok(plan.outcomes)
 }
 
-/// One batch of reminder writes, in the transaction `connection` opens.
+/// One batch of reminder writes, in a transaction of its own.
 async fn remind_batch(
     connection: &mut Connection,
     writes: &[ReminderWrite],
 ) -> Result<Vec<Result<bool, Refusal>>, tokio_postgres::Error> {
-    let statements = &connection.statements;
-    let transaction = connection.client.transaction().await?;
+    let (client, statements) = (&connection.client, &connection.statements);
     let keys: Vec<ReminderKey<'_>> = writes.iter().map(plan::reminder_key).collect();
-    let (kinds, ids) = distinct_keys(keys.iter().map(|(kind, id, _)| (*kind, *id)));
-    transaction
-        .execute(&statements.lock, &[&kinds, &ids])
-        .await?;
+    let (workers, worker_ids) = distinct_keys(keys.iter().map(|(kind, id, _)| (*kind, *id)));
     let distinct: HashSet<ReminderKey<'_>> = keys.iter().copied().collect();
     let kinds: Vec<&str> = distinct.iter().map(|k| k.0).collect();
     let ids: Vec<&[u8]> = distinct.iter().map(|k| k.1).collect();
     let names: Vec<&str> = distinct.iter().map(|k| k.2).collect();
-    let rows = transaction
-        .query(&statements.reminders_read, &[&kinds, &ids, &names])
-        .await?;
+    let read = &statements.reminders_read;
+    let rows = begin_locked(
+        client,
+        statements,
+        &workers,
+        &worker_ids,
+        read,
+        &[&kinds, &ids, &names],
+    )
+    .await?;
     let mut found: HashMap<(String, Vec<u8>, String), tokio_postgres::Row> = HashMap::new();
     for row in rows {
         found.insert((row.try_get(7)?, row.try_get(0)?, row.try_get(1)?), row);
@@ -730,7 +763,7 @@ async fn remind_batch(
         let kinds: Vec<&str> = d.iter().map(|k| k.0).collect();
         let ids: Vec<&[u8]> = d.iter().map(|k| k.1).collect();
         let names: Vec<&str> = d.iter().map(|k| k.2).collect();
-        transaction
+        client
             .execute(&statements.reminders_delete, &[&kinds, &ids, &names])
             .await?;
     }
@@ -755,11 +788,11 @@ async fn remind_batch(
             &messages,
             &epochs,
         ];
-        transaction
+        client
             .execute(&statements.reminders_upsert, &params)
             .await?;
     }
-    transaction.commit().await?;
+    client.batch_execute("COMMIT").await?;
     Ok(plan.outcomes)
 }
 
