@@ -91,6 +91,15 @@ struct Sample {
     p99_ms: f64,
 }
 
+/// The machine's 1-, 5- and 15-minute load averages (it may be shared).
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
@@ -323,6 +332,7 @@ fn main() {
             floor: pg_floor(server.url(), &runtime),
         },
     ];
+    println!("load average at the start: {}", load_average());
     println!(
         "W14, the persisted call: {runs} runs of {secs} s each, medians; calls/s, p50 and p99 in ms\n"
     );
@@ -454,4 +464,5 @@ fn main() {
             db.name, m.per_sec, m.p50_ms, m.p99_ms
         );
     }
+    println!("\nload average at the end: {}", load_average());
 }
