@@ -91,10 +91,12 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// How many connections commit batches (default 2, at least 1); loads
-    /// and reminder reads share one more connection of their own, pipelined.
-    /// A [`Store`](gen_registry::state::Store) commits one batch at a time,
-    /// so more than one helps only when several stores share this backend.
+    /// How many connections commit batches, and how many more serve
+    /// loads and reminder reads (default 2 of each, at least 1). Reads are
+    /// pipelined on their connections, taken in turn. A
+    /// [`Store`](gen_registry::state::Store) commits one batch at a time,
+    /// so more than one committing connection helps only when several
+    /// stores share this backend.
     ///
     /// ```
     /// let settings = gen_registry_postgres::Settings::default().connections(1);
@@ -229,8 +231,9 @@ struct Shared {
     /// after a success, so one left in an unknown state is closed.
     writers: Vec<tokio::sync::Mutex<Option<Connection>>>,
     next_writer: AtomicUsize,
-    /// The connection reads share, pipelined.
-    reader: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The connections reads share, each pipelined, taken in turn.
+    readers: Vec<tokio::sync::Mutex<Option<Arc<Connection>>>>,
+    next_reader: AtomicUsize,
     schema_ready: AtomicBool,
 }
 
@@ -303,7 +306,8 @@ impl Postgres {
                 )
             }
         };
-        let writers = (0..settings.connections)
+        let connections = settings.connections;
+        let writers = (0..connections)
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         Ok(Postgres {
@@ -314,7 +318,10 @@ impl Postgres {
                 handle,
                 writers,
                 next_writer: AtomicUsize::new(0),
-                reader: tokio::sync::Mutex::new(None),
+                readers: (0..connections)
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+                next_reader: AtomicUsize::new(0),
                 schema_ready: AtomicBool::new(false),
             }),
             _runtime: runtime,
@@ -461,9 +468,10 @@ impl Shared {
         opened.unwrap_or_else(|_| Err(format!("connecting: no answer within {limit:?}")))
     }
 
-    /// The shared read connection, opened again if it broke.
+    /// A read connection (each in turn), opened again if it broke.
     async fn reader(&self) -> Result<Arc<Connection>, String> {
-        let mut slot = self.reader.lock().await;
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.readers[turn % self.readers.len()].lock().await;
         match &*slot {
             Some(connection) if !connection.client.is_closed() => Ok(Arc::clone(connection)),
             _ => {
