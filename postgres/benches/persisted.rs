@@ -91,6 +91,15 @@ struct Sample {
     p99_ms: f64,
 }
 
+/// The machine's 1-, 5- and 15-minute load averages (it may be shared).
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
@@ -154,13 +163,13 @@ fn measure(callers: usize, secs: f64, op: Op) -> Sample {
     }
 }
 
-/// The calls of one run: `workers` counters of fresh ids, each bumped by a
-/// caller of its own, through `store`.
-fn registry_calls(store: &Store, first_id: u64) -> (GenRegistry<Counter>, Op) {
+/// The calls of one run: counters of fresh ids from `first_id`, each bumped
+/// by a caller of its own, through the `stores` in turn.
+fn registry_calls(stores: &[Store], first_id: u64) -> (GenRegistry<Counter>, Op) {
     let registry = GenRegistry::<Counter>::new(options()).expect("a registry");
-    let (r, store) = (registry.clone(), store.clone());
+    let (r, stores) = (registry.clone(), stores.to_vec());
     let op = Arc::new(move |caller: usize| {
-        let (r, store) = (r.clone(), store.clone());
+        let (r, store) = (r.clone(), stores[caller % stores.len()].clone());
         async move {
             r.call(first_id + caller as u64, store, Req::Bump)
                 .await
@@ -287,6 +296,8 @@ struct Database {
     store: Store,
     /// Another store on the same database, one write per transaction.
     single: Store,
+    /// Two more stores over the same backend.
+    pair: [Store; 2],
     floor: mpsc::UnboundedSender<FloorWrite>,
 }
 
@@ -309,16 +320,19 @@ fn main() {
         Database {
             name: "SQLite",
             store: Store::new(sqlite.clone(), Executor::Bastion),
-            single: Store::new(sqlite, Executor::Bastion).with_max_batch(1),
+            single: Store::new(sqlite.clone(), Executor::Bastion).with_max_batch(1),
+            pair: [(); 2].map(|()| Store::new(sqlite.clone(), Executor::Bastion)),
             floor: sqlite_floor(sqlite_path.clone()),
         },
         Database {
             name: "PostgreSQL",
             store: Store::new(postgres.clone(), Executor::Bastion),
-            single: Store::new(postgres, Executor::Bastion).with_max_batch(1),
+            single: Store::new(postgres.clone(), Executor::Bastion).with_max_batch(1),
+            pair: [(); 2].map(|()| Store::new(postgres.clone(), Executor::Bastion)),
             floor: pg_floor(server.url(), &runtime),
         },
     ];
+    println!("load average at the start: {}", load_average());
     println!(
         "W14, the persisted call: {runs} runs of {secs} s each, medians; calls/s, p50 and p99 in ms\n"
     );
@@ -332,7 +346,7 @@ fn main() {
             let (mut group, mut single, mut floor) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
                 for (store, out) in [(&db.store, &mut group), (&db.single, &mut single)] {
-                    let (registry, op) = registry_calls(store, next_id);
+                    let (registry, op) = registry_calls(std::slice::from_ref(store), next_id);
                     next_id += workers as u64;
                     out.push(measure(workers, secs, op));
                     futures::executor::block_on(registry.shutdown());
@@ -352,6 +366,35 @@ fn main() {
                 g.per_sec / b.per_sec
             );
         }
+    }
+    // Two stores over one PostgreSQL backend (two connections): two
+    // batches can commit at once, where one store commits one at a time.
+    println!(
+        "\nTwo stores sharing one PostgreSQL backend (2 connections), calls split between them\n"
+    );
+    println!("| workers | one store | two stores | ratio |");
+    println!("|---:|---:|---:|---:|");
+    let postgres = &databases[1];
+    for workers in [64usize, 1024] {
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            for (stores, out) in [
+                (vec![postgres.store.clone()], &mut one),
+                (postgres.pair.to_vec(), &mut two),
+            ] {
+                let (registry, op) = registry_calls(&stores, next_id);
+                next_id += workers as u64;
+                out.push(measure(workers, secs, op));
+                futures::executor::block_on(registry.shutdown());
+            }
+        }
+        let (one, two) = (medians(&one), medians(&two));
+        println!(
+            "| {workers} | {:.0} /s | {:.0} /s | {:.2}x |",
+            one.per_sec,
+            two.per_sec,
+            two.per_sec / one.per_sec
+        );
     }
     println!(
         "\nLoad on start: {ids} passivated ids (records written), each called once by 1,024 callers; medians of {runs} runs\n"
@@ -421,4 +464,5 @@ fn main() {
             db.name, m.per_sec, m.p50_ms, m.p99_ms
         );
     }
+    println!("\nload average at the end: {}", load_average());
 }

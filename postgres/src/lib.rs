@@ -10,7 +10,12 @@
 //!   whatever writes are queued; they are checked in order (epoch first,
 //!   then version, as [`gen_registry::state::check`] says) against the
 //!   records as the earlier writes of the batch left them, applied in one
-//!   transaction, and answered only once `COMMIT` has returned.
+//!   transaction, and answered only once `COMMIT` has returned. The batch
+//!   first takes a transaction-scoped advisory lock on each record it
+//!   touches, so two nodes committing at once never both accept a write of
+//!   the same record (even one that does not exist yet). A batch costs two
+//!   round trips: `BEGIN`, the locks and the read pipelined, then the
+//!   write and `COMMIT`.
 //! - **Any executor.** The client's I/O runs on a tokio runtime the store
 //!   owns (two threads, started with the store) or on one you pass in
 //!   ([`Settings::runtime`]); its futures can be awaited anywhere, on

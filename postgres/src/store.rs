@@ -2,6 +2,7 @@
 //! [`Backend`] methods as SQL.
 
 use crate::plan::{self, RecordKey, ReminderKey};
+use futures_util::future::{try_join, try_join3};
 use gen_registry::state::{
     Backend, BoxFuture, Key, Record, Refusal, Reminder, ReminderWrite, Stamp, Write,
 };
@@ -90,10 +91,12 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// How many connections commit batches (default 2, at least 1); loads
-    /// and reminder reads share one more connection of their own, pipelined.
-    /// A [`Store`](gen_registry::state::Store) commits one batch at a time,
-    /// so more than one helps only when several stores share this backend.
+    /// How many connections commit batches, and how many more serve
+    /// loads and reminder reads (default 2 of each, at least 1). Reads are
+    /// pipelined on their connections, taken in turn. A
+    /// [`Store`](gen_registry::state::Store) commits one batch at a time,
+    /// so more than one committing connection helps only when several
+    /// stores share this backend.
     ///
     /// ```
     /// let settings = gen_registry_postgres::Settings::default().connections(1);
@@ -228,8 +231,9 @@ struct Shared {
     /// after a success, so one left in an unknown state is closed.
     writers: Vec<tokio::sync::Mutex<Option<Connection>>>,
     next_writer: AtomicUsize,
-    /// The connection reads share, pipelined.
-    reader: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The connections reads share, each pipelined, taken in turn.
+    readers: Vec<tokio::sync::Mutex<Option<Arc<Connection>>>>,
+    next_reader: AtomicUsize,
     schema_ready: AtomicBool,
 }
 
@@ -302,7 +306,8 @@ impl Postgres {
                 )
             }
         };
-        let writers = (0..settings.connections)
+        let connections = settings.connections;
+        let writers = (0..connections)
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         Ok(Postgres {
@@ -313,7 +318,10 @@ impl Postgres {
                 handle,
                 writers,
                 next_writer: AtomicUsize::new(0),
-                reader: tokio::sync::Mutex::new(None),
+                readers: (0..connections)
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+                next_reader: AtomicUsize::new(0),
                 schema_ready: AtomicBool::new(false),
             }),
             _runtime: runtime,
@@ -460,9 +468,10 @@ impl Shared {
         opened.unwrap_or_else(|_| Err(format!("connecting: no answer within {limit:?}")))
     }
 
-    /// The shared read connection, opened again if it broke.
+    /// A read connection (each in turn), opened again if it broke.
     async fn reader(&self) -> Result<Arc<Connection>, String> {
-        let mut slot = self.reader.lock().await;
+        let turn = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.readers[turn % self.readers.len()].lock().await;
         match &*slot {
             Some(connection) if !connection.client.is_closed() => Ok(Arc::clone(connection)),
             _ => {
@@ -508,7 +517,12 @@ impl Shared {
                     *slot = Some(connection);
                     return Ok(outcome);
                 }
-                Err(e) if retryable(&e) && tries < TRIES => continue,
+                Err(e) if retryable(&e) && tries < TRIES => {
+                    // The batch's transaction failed: end it before the next try.
+                    if let Err(e) = connection.client.batch_execute("ROLLBACK").await {
+                        return Err(describe(&e));
+                    }
+                }
                 Err(e) => return Err(describe(&e)),
             }
         }
@@ -583,7 +597,7 @@ impl Statements {
                 .await?,
             reminders_read: client
                 .prepare(
-                    "SELECT r.kind, r.id, r.name, r.partition, r.due_ms, r.period_ms, r.message, r.epoch
+                    "SELECT r.id, r.name, r.partition, r.due_ms, r.period_ms, r.message, r.epoch, r.kind
                      FROM gen_registry_reminders r
                      JOIN unnest($1::text[], $2::bytea[], $3::text[]) AS k(kind, id, name)
                        ON r.kind = k.kind AND r.id = k.id AND r.name = k.name",
@@ -610,14 +624,14 @@ impl Statements {
                 .await?,
             due: client
                 .prepare(
-                    "SELECT id, name, due_ms, period_ms, message, epoch FROM gen_registry_reminders
+                    "SELECT id, name, partition, due_ms, period_ms, message, epoch FROM gen_registry_reminders
                      WHERE kind = $1 AND partition = $2 AND due_ms <= $3
                      ORDER BY due_ms LIMIT $4",
                 )
                 .await?,
             reminders_of: client
                 .prepare(
-                    "SELECT name, partition, due_ms, period_ms, message, epoch
+                    "SELECT id, name, partition, due_ms, period_ms, message, epoch
                      FROM gen_registry_reminders WHERE kind = $1 AND id = $2
                      ORDER BY name COLLATE \"C\"",
                 )
@@ -650,20 +664,42 @@ fn distinct_keys<'a>(keys: impl Iterator<Item = RecordKey<'a>>) -> (Vec<&'a str>
     keys.filter(|key| seen.insert(*key)).unzip()
 }
 
-/// One batch of record writes, in the transaction `connection` opens.
+/// Begins a transaction, takes the advisory locks of the records (or
+/// workers) `kinds` and `ids` name, and runs `read` with `params` once they
+/// are held: three statements in one round trip (the client pipelines
+/// requests in the order they are first polled, and the server runs them in
+/// that order; the read's snapshot is taken after the locks are held).
+async fn begin_locked(
+    client: &Client,
+    statements: &Statements,
+    kinds: &[&str],
+    ids: &[&[u8]],
+    read: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let begin = client.batch_execute("BEGIN");
+    let keys: [&(dyn ToSql + Sync); 2] = [&kinds, &ids];
+    let lock = client.execute(&statements.lock, &keys);
+    let (_, _, rows) = try_join3(begin, lock, client.query(read, params)).await?;
+    Ok(rows)
+}
+
+/// One batch of record writes, in a transaction of its own.
 async fn commit_batch(
     connection: &mut Connection,
     writes: &[Write],
 ) -> Result<Vec<Result<(), Refusal>>, tokio_postgres::Error> {
-    let statements = &connection.statements;
-    let transaction = connection.client.transaction().await?;
+    let (client, statements) = (&connection.client, &connection.statements);
     let (kinds, ids) = distinct_keys(writes.iter().map(|w| (w.key.kind, w.key.id.as_slice())));
-    transaction
-        .execute(&statements.lock, &[&kinds, &ids])
-        .await?;
-    let rows = transaction
-        .query(&statements.stamps, &[&kinds, &ids])
-        .await?;
+    let rows = begin_locked(
+        client,
+        statements,
+        &kinds,
+        &ids,
+        &statements.stamps,
+        &[&kinds, &ids],
+    )
+    .await?;
     let mut found: HashMap<(String, Vec<u8>), Stamp> = HashMap::with_capacity(rows.len());
     for row in rows {
         let stamp = Stamp {
@@ -688,53 +724,46 @@ async fn commit_batch(
         let epochs: Vec<i64> = f.iter().map(|w| to_sql(w.epoch)).collect();
         let states: Vec<Option<&[u8]>> = f.iter().map(|w| w.state.as_deref()).collect();
         let params: [&(dyn ToSql + Sync); 5] = [&kinds, &ids, &versions, &epochs, &states];
-        transaction.execute(&statements.upsert, &params).await?;
+        let upsert = client.execute(&statements.upsert, &params);
+        try_join(upsert, client.batch_execute("COMMIT")).await?;
+    } else {
+        client.batch_execute("COMMIT").await?;
     }
-    transaction.commit().await?;
     Ok(plan.outcomes)
 }
 
-/// One batch of reminder writes, in the transaction `connection` opens.
+/// One batch of reminder writes, in a transaction of its own.
 async fn remind_batch(
     connection: &mut Connection,
     writes: &[ReminderWrite],
 ) -> Result<Vec<Result<bool, Refusal>>, tokio_postgres::Error> {
-    let statements = &connection.statements;
-    let transaction = connection.client.transaction().await?;
+    let (client, statements) = (&connection.client, &connection.statements);
     let keys: Vec<ReminderKey<'_>> = writes.iter().map(plan::reminder_key).collect();
-    let (kinds, ids) = distinct_keys(keys.iter().map(|(kind, id, _)| (*kind, *id)));
-    transaction
-        .execute(&statements.lock, &[&kinds, &ids])
-        .await?;
+    let (workers, worker_ids) = distinct_keys(keys.iter().map(|(kind, id, _)| (*kind, *id)));
     let distinct: HashSet<ReminderKey<'_>> = keys.iter().copied().collect();
     let kinds: Vec<&str> = distinct.iter().map(|k| k.0).collect();
     let ids: Vec<&[u8]> = distinct.iter().map(|k| k.1).collect();
     let names: Vec<&str> = distinct.iter().map(|k| k.2).collect();
-    let rows = transaction
-        .query(&statements.reminders_read, &[&kinds, &ids, &names])
-        .await?;
+    let read = &statements.reminders_read;
+    let rows = begin_locked(
+        client,
+        statements,
+        &workers,
+        &worker_ids,
+        read,
+        &[&kinds, &ids, &names],
+    )
+    .await?;
     let mut found: HashMap<(String, Vec<u8>, String), tokio_postgres::Row> = HashMap::new();
     for row in rows {
-        found.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?), row);
+        found.insert((row.try_get(7)?, row.try_get(0)?, row.try_get(1)?), row);
     }
     let mut held = HashMap::with_capacity(found.len());
     for key in distinct {
         let Some(row) = found.get(&(key.0.to_owned(), key.1.to_vec(), key.2.to_owned())) else {
             continue;
         };
-        let reminder = Reminder {
-            key: Key {
-                kind: key.0,
-                id: key.1.to_vec(),
-            },
-            name: key.2.to_owned(),
-            partition: row.try_get::<_, i64>(3)? as u32,
-            due_ms: from_sql(row.try_get(4)?),
-            period_ms: row.try_get::<_, Option<i64>>(5)?.map(from_sql),
-            message: row.try_get(6)?,
-            epoch: from_sql(row.try_get(7)?),
-        };
-        held.insert(key, reminder);
+        held.insert(key, reminder(key.0, row)?);
     }
     let plan = plan::reminders(writes, held);
     if !plan.deletes.is_empty() {
@@ -742,7 +771,7 @@ async fn remind_batch(
         let kinds: Vec<&str> = d.iter().map(|k| k.0).collect();
         let ids: Vec<&[u8]> = d.iter().map(|k| k.1).collect();
         let names: Vec<&str> = d.iter().map(|k| k.2).collect();
-        transaction
+        client
             .execute(&statements.reminders_delete, &[&kinds, &ids, &names])
             .await?;
     }
@@ -767,12 +796,40 @@ async fn remind_batch(
             &messages,
             &epochs,
         ];
-        transaction
+        client
             .execute(&statements.reminders_upsert, &params)
             .await?;
     }
-    transaction.commit().await?;
+    client.batch_execute("COMMIT").await?;
     Ok(plan.outcomes)
+}
+
+/// A reminder of `kind` from a row whose first columns are `id, name,
+/// partition, due_ms, period_ms, message, epoch` (every reminder query's).
+fn reminder(
+    kind: &'static str,
+    row: &tokio_postgres::Row,
+) -> Result<Reminder, tokio_postgres::Error> {
+    Ok(Reminder {
+        key: Key {
+            kind,
+            id: row.try_get(0)?,
+        },
+        name: row.try_get(1)?,
+        partition: row.try_get::<_, i64>(2)? as u32,
+        due_ms: from_sql(row.try_get(3)?),
+        period_ms: row.try_get::<_, Option<i64>>(4)?.map(from_sql),
+        message: row.try_get(5)?,
+        epoch: from_sql(row.try_get(6)?),
+    })
+}
+
+/// The reminders of `kind` in `rows`, as [`reminder`] reads each.
+fn reminders(kind: &'static str, rows: &[tokio_postgres::Row]) -> Result<Vec<Reminder>, String> {
+    rows.iter()
+        .map(|row| reminder(kind, row))
+        .collect::<Result<_, _>>()
+        .map_err(|e| describe(&e))
 }
 
 /// Refuses a batch whose times do not fit a BIGINT, before it starts.
@@ -861,23 +918,7 @@ impl Backend for Postgres {
                         .await
                 })
                 .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(Reminder {
-                        key: Key {
-                            kind,
-                            id: row.try_get(0)?,
-                        },
-                        name: row.try_get(1)?,
-                        partition: partition as u32,
-                        due_ms: from_sql(row.try_get(2)?),
-                        period_ms: row.try_get::<_, Option<i64>>(3)?.map(from_sql),
-                        message: row.try_get(4)?,
-                        epoch: from_sql(row.try_get(5)?),
-                    })
-                })
-                .collect::<Result<_, tokio_postgres::Error>>()
-                .map_err(|e| describe(&e))
+            reminders(kind, &rows)
         })
     }
 
@@ -891,20 +932,7 @@ impl Backend for Postgres {
                         .await
                 })
                 .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(Reminder {
-                        key: key.clone(),
-                        name: row.try_get(0)?,
-                        partition: row.try_get::<_, i64>(1)? as u32,
-                        due_ms: from_sql(row.try_get(2)?),
-                        period_ms: row.try_get::<_, Option<i64>>(3)?.map(from_sql),
-                        message: row.try_get(4)?,
-                        epoch: from_sql(row.try_get(5)?),
-                    })
-                })
-                .collect::<Result<_, tokio_postgres::Error>>()
-                .map_err(|e| describe(&e))
+            reminders(key.kind, &rows)
         })
     }
 }

@@ -672,7 +672,14 @@ fn every_acknowledged_write_survives_a_kill_9_of_the_writer() {
 fn a_crash_of_the_server_amid_group_commits_fails_writers_and_keeps_every_acknowledged_write() {
     const WRITERS: u64 = 64;
     let server = Arc::new(server());
-    let store = store(&server);
+    let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let logged = Logged {
+        inner: backend(&server),
+        log: Arc::clone(&log),
+        in_flight: Arc::clone(&in_flight),
+    };
+    let store = Store::new(logged.clone(), gen_registry::Executor::Bastion);
     let acked = Arc::new(parking_lot::Mutex::new(
         std::collections::HashMap::<u64, u64>::new(),
     ));
@@ -726,25 +733,34 @@ fn a_crash_of_the_server_amid_group_commits_fails_writers_and_keeps_every_acknow
         runtime.block_on(join_all(writers));
     });
     let count = || acked.lock().values().sum::<u64>();
-    wait_for(60, "500 appends acknowledged", || count() >= 500);
-    server.kill().unwrap(); // in the middle of group commits
-    let before = count();
-    wait_for(60, "a writer told of the crash", || {
-        failures.load(Ordering::SeqCst) >= 1
-    });
-    server.restart().unwrap();
-    wait_for(60, "500 more appends after the restart", || {
-        count() >= before + 500
-    });
+    // Three crashes, each while a batch is being committed.
+    let mut crashes = Vec::new();
+    for crash in 1..=3 {
+        let target = crash * 400;
+        wait_for(60, "appends acknowledged", || count() >= target);
+        let failed = failures.load(Ordering::SeqCst);
+        wait_for(60, "a batch in flight", || {
+            in_flight.load(Ordering::SeqCst) > 0
+        });
+        server.kill().unwrap();
+        crashes.push(count());
+        wait_for(60, "a writer told of the crash", || {
+            failures.load(Ordering::SeqCst) > failed
+        });
+        server.restart().unwrap();
+    }
+    wait_for(60, "appends after the last restart", || count() >= 1_400);
     stop.store(true, Ordering::SeqCst);
     writers.join().unwrap();
     let acknowledged = acked.lock().clone();
     let total = count();
     let reader = common::store(&server);
-    let (lost, torn) = run(60, async move {
+    let log = log.lock().clone();
+    let failed_batches = log.iter().filter(|b| !b.1).count();
+    let (lost, torn, half) = run(60, async move {
         let lost = lost(&reader, &acknowledged).await;
-        // No batch half applied: every ledger is 0, 1, 2, ... with no gap,
-        // and its version counts its writes (one append per write).
+        // Every ledger is 0, 1, 2, ... with no gap, and its version counts
+        // its writes (one append per write).
         let mut torn = 0;
         for id in 0..WRITERS {
             let held = Stored::<Ledger>::load(&reader, "account", &id)
@@ -755,16 +771,87 @@ fn a_crash_of_the_server_amid_group_commits_fails_writers_and_keeps_every_acknow
                 torn += 1;
             }
         }
-        (lost, torn)
+        (lost, torn, half_applied(&log, &logged.inner).await)
     });
     println!(
-        "server killed amid group commits: {total} appends acknowledged ({before} before the \
-         crash), {} writes failed, {lost} lost, {torn} ledgers torn",
-        failures.load(Ordering::SeqCst)
+        "server killed 3 times amid group commits: {total} appends acknowledged (at the \
+         crashes: {crashes:?}), {} calls failed, {lost} lost, {torn} ledgers torn, {half} of \
+         {failed_batches} failed batches half applied",
+        failures.load(Ordering::SeqCst),
     );
     accounts_shutdown(accounts);
-    assert_eq!((lost, torn), (0, 0));
+    assert_eq!((lost, torn, half), (0, 0, 0));
     assert!(failures.load(Ordering::SeqCst) >= 1);
+}
+
+/// A batch as [`Logged`] keeps it: each write's record and expected
+/// version, and whether the batch committed.
+type Batch = (Vec<(Key, u64)>, bool);
+
+/// A backend that logs every batch it commits (each write's record and
+/// expected version, and whether the batch committed) and counts the
+/// batches being committed.
+#[derive(Clone)]
+struct Logged {
+    inner: Postgres,
+    log: Arc<parking_lot::Mutex<Vec<Batch>>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Backend for Logged {
+    fn load(&self, key: Key) -> BoxFuture<Result<Option<Record>, String>> {
+        self.inner.load(key)
+    }
+    fn commit(&self, writes: Vec<Write>) -> BoxFuture<Result<Vec<Result<(), Refusal>>, String>> {
+        let batch: Vec<(Key, u64)> = writes.iter().map(|w| (w.key.clone(), w.expected)).collect();
+        let (inner, log, in_flight) = (
+            self.inner.clone(),
+            Arc::clone(&self.log),
+            Arc::clone(&self.in_flight),
+        );
+        Box::pin(async move {
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            let outcome = inner.commit(writes).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            log.lock().push((batch, outcome.is_ok()));
+            outcome
+        })
+    }
+}
+
+/// How many failed batches of `log` were applied in part. Whether a failed
+/// write was applied shows in the next write of its record (a writer told
+/// of a failure reloads before it writes again): it expects the failed
+/// write's version if it was, the one before if not; or, with no write
+/// after it, in the record's final version.
+async fn half_applied(log: &[Batch], store: &Postgres) -> usize {
+    let mut half = 0;
+    for (i, (batch, committed)) in log.iter().enumerate() {
+        if *committed {
+            continue;
+        }
+        let mut applied = Vec::new();
+        for (key, expected) in batch {
+            let next = log[i + 1..]
+                .iter()
+                .flat_map(|(b, _)| b)
+                .find(|(k, _)| k == key)
+                .map(|(_, e)| *e);
+            let version = match next {
+                Some(e) => e,
+                None => store
+                    .load(key.clone())
+                    .await
+                    .unwrap()
+                    .map_or(0, |r| r.stamp.version),
+            };
+            applied.push(version > *expected);
+        }
+        if applied.contains(&true) && applied.contains(&false) {
+            half += 1;
+        }
+    }
+    half
 }
 
 fn accounts_shutdown(accounts: GenRegistry<Account>) {
