@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::{run, wait_until};
+use common::{TempDb, run, wait_until};
 use futures::future::join_all;
 use gen_registry::state::{
     Backend, BoxFuture, Key, Memory, Record, Refusal, Sqlite, StateError, Store, Stored, Write,
 };
 use gen_registry::{Context, Error, ExitReason, GenRegistry, Options, RestartPolicy, Worker};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -76,31 +75,6 @@ impl Worker for Account {
         if !reason.is_abnormal() {
             self.ledger.flush().await.expect("the flush at the end");
         }
-    }
-}
-
-/// A fresh SQLite file in a directory of its own, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "gen_registry_state_{}_{}_{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        TempDb(dir)
-    }
-    fn path(&self) -> PathBuf {
-        self.0.join("state.db")
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

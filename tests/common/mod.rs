@@ -1,7 +1,8 @@
 //! What the integration tests share: the probe worker and its log
 //! ([`probe`]), runners that bound a test by a deadline, waiting on a
 //! condition, test sizes from the environment, a seeded random generator,
-//! and a panic hook that keeps the tests' deliberate panics quiet.
+//! a temporary SQLite file, and a panic hook that keeps the tests'
+//! deliberate panics quiet.
 //!
 //! The suite (tests/suite/main.rs) and each test binary of its own (soak,
 //! footprint, bastion_stop) include it with `mod common;` and take what they
@@ -10,9 +11,11 @@
 
 mod probe;
 mod splitmix;
+mod temp_db;
 
 pub use probe::*;
 pub use splitmix::Rng;
+pub use temp_db::TempDb;
 
 use futures::FutureExt;
 use std::future::Future;
