@@ -540,25 +540,8 @@ fn kill_nine_child() {
 
 #[test]
 fn every_due_reminder_fires_after_a_kill_9_and_a_restart() {
-    use std::io::BufRead;
     let db = TempDb::new("kill9");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["kill_nine_child", "--exact", "--ignored", "--nocapture"])
-        .env(KILL_CHILD, db.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the child process");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, fired) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, fired) = common::child_test("kill_nine_child", KILL_CHILD, &db.path());
     let mut before = HashSet::new();
     let mut ready = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
