@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{run, wait_until};
+use common::{TempDb, run, wait_until};
 use gen_registry::state::{
     Backend, BoxFuture, Counts, Key, Memory, Record, Refusal, Reminded, Reminder, ReminderWrite,
     Reminders, Service, StateError, Store, When, Write,
@@ -14,7 +14,6 @@ use gen_registry::state::{
 use gen_registry::{Context, Executor, GenRegistry, Options, Worker};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -134,31 +133,6 @@ impl Worker for Task {
                 self.env.reminders.set(ctx.id(), name, when, &note).await
             }
         }
-    }
-}
-
-/// A fresh SQLite file in a directory of its own, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "gen_registry_reminders_{}_{}_{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        TempDb(dir)
-    }
-    fn path(&self) -> PathBuf {
-        self.0.join("state.db")
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -566,25 +540,8 @@ fn kill_nine_child() {
 
 #[test]
 fn every_due_reminder_fires_after_a_kill_9_and_a_restart() {
-    use std::io::BufRead;
     let db = TempDb::new("kill9");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["kill_nine_child", "--exact", "--ignored", "--nocapture"])
-        .env(KILL_CHILD, db.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the child process");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, fired) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, fired) = common::child_test("kill_nine_child", KILL_CHILD, &db.path());
     let mut before = HashSet::new();
     let mut ready = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::{run, wait_until};
+use common::{TempDb, run, wait_until};
 use futures::future::join_all;
 use gen_registry::state::{
     Backend, BoxFuture, Key, Memory, Record, Refusal, Sqlite, StateError, Store, Stored, Write,
 };
 use gen_registry::{Context, Error, ExitReason, GenRegistry, Options, RestartPolicy, Worker};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -76,31 +75,6 @@ impl Worker for Account {
         if !reason.is_abnormal() {
             self.ledger.flush().await.expect("the flush at the end");
         }
-    }
-}
-
-/// A fresh SQLite file in a directory of its own, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "gen_registry_state_{}_{}_{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        TempDb(dir)
-    }
-    fn path(&self) -> PathBuf {
-        self.0.join("state.db")
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -568,42 +542,30 @@ fn kill_nine_child() {
 
 #[test]
 fn every_acknowledged_write_survives_a_kill_9() {
-    use std::io::BufRead;
     const ACKS: usize = 2_000;
     let db = TempDb::new("kill9");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["kill_nine_child", "--exact", "--ignored", "--nocapture"])
-        .env(KILL_CHILD, db.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the child process");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, acks) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let mut words = line.split_whitespace();
-            if words.next() == Some("ack") {
-                let id: u64 = words.next().unwrap().parse().unwrap();
-                let n: u64 = words.next().unwrap().parse().unwrap();
-                if lines.send((id, n)).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let (mut child, lines) = common::child_test("kill_nine_child", KILL_CHILD, &db.path());
+    // An `ack ID N` line, as (ID, N).
+    let ack = |line: String| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("ack")).then(|| {
+            let id: u64 = words.next().unwrap().parse().unwrap();
+            (id, words.next().unwrap().parse::<u64>().unwrap())
+        })
+    };
     let mut acknowledged = std::collections::HashMap::<u64, u64>::new();
     let mut count = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while count < ACKS {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match acks.recv_timeout(left) {
-            Ok((id, n)) => {
-                // Each worker appends 0, 1, 2, ... in order.
-                let last = acknowledged.entry(id).or_default();
-                *last = (*last).max(n + 1);
-                count += 1;
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some((id, n)) = ack(line) {
+                    // Each worker appends 0, 1, 2, ... in order.
+                    let last = acknowledged.entry(id).or_default();
+                    *last = (*last).max(n + 1);
+                    count += 1;
+                }
             }
             Err(_) => {
                 let _ = child.kill();
@@ -613,10 +575,12 @@ fn every_acknowledged_write_survives_a_kill_9() {
     }
     child.kill().expect("SIGKILL"); // kill -9, in the middle of the writes
     child.wait().unwrap();
-    while let Ok((id, n)) = acks.try_recv() {
-        let last = acknowledged.entry(id).or_default();
-        *last = (*last).max(n + 1);
-        count += 1;
+    while let Ok(line) = lines.try_recv() {
+        if let Some((id, n)) = ack(line) {
+            let last = acknowledged.entry(id).or_default();
+            *last = (*last).max(n + 1);
+            count += 1;
+        }
     }
     let lost = run(60, {
         let path = db.path();

@@ -1,18 +1,23 @@
 //! What the integration tests share: the probe worker and its log
 //! ([`probe`]), runners that bound a test by a deadline, waiting on a
 //! condition, test sizes from the environment, a seeded random generator,
-//! and a panic hook that keeps the tests' deliberate panics quiet.
+//! a temporary SQLite file, a test run as a child process, and a panic hook that keeps the tests'
+//! deliberate panics quiet.
 //!
 //! The suite (tests/suite/main.rs) and each test binary of its own (soak,
 //! footprint, bastion_stop) include it with `mod common;` and take what they
 //! use; hence unused items, re-exports and macros are allowed.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+mod child;
 mod probe;
 mod splitmix;
+mod temp_db;
 
+pub use child::child_test;
 pub use probe::*;
 pub use splitmix::Rng;
+pub use temp_db::TempDb;
 
 use futures::FutureExt;
 use std::future::Future;

@@ -1522,3 +1522,416 @@ fn a_worker_that_stopped_itself_frees_its_place_under_the_capacity() {
         }
     }
 }
+
+/// The model test of persisted state and reminders: random sequences of
+/// writes, unwritten changes, stops, kills, restarts of the registry, and
+/// reminders set (from inside a worker and from outside), cancelled, listed
+/// and fired, on a small pool of ids, each step checked against a model of
+/// what the store holds and what each worker holds in memory.
+///
+/// It proves, for every sequence: a worker's state is what the model says
+/// (an acknowledged write survives every end; an unwritten change survives
+/// a graceful end, which flushes it, and is lost by a kill); `list` shows
+/// every reminder set for later, with its message, and nothing that was not
+/// set; every reminder due fires exactly once (no process dies here, so at
+/// least once is exactly once), a reminder replaced or cancelled before it
+/// was due never fires, and nothing set for later fires at all.
+mod persisted {
+    use super::{CALL_DEADLINE, executor, pause};
+    use crate::common::*;
+    use gen_registry::state::{Reminded, Reminders, Service, StateError, Store, Stored, When};
+    use gen_registry::{Context, ExitReason, GenRegistry, Options, Worker};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const IDS: u64 = 4;
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+    const SCAN: Duration = Duration::from_millis(2);
+    /// A reminder set for later: never due within a case.
+    const LATER: Duration = Duration::from_secs(3_600);
+
+    /// What the workers of a case share.
+    #[derive(Clone)]
+    struct Env {
+        store: Store,
+        reminders: Reminders<Keeper, u64>,
+        /// Every delivery handled: id, name, message.
+        fired: Arc<Mutex<Vec<(u64, String, u64)>>>,
+    }
+
+    struct Keeper {
+        values: Stored<Vec<u64>>,
+        env: Env,
+    }
+
+    enum Ask {
+        Write(u64),
+        Note(u64),
+        Get,
+        Remind(&'static str, When, u64),
+        Reminded(Reminded<u64>),
+    }
+
+    impl From<Reminded<u64>> for Ask {
+        fn from(reminded: Reminded<u64>) -> Ask {
+            Ask::Reminded(reminded)
+        }
+    }
+
+    impl Worker for Keeper {
+        type Id = u64;
+        type Args = Env;
+        type Request = Ask;
+        type Reply = Result<Vec<u64>, StateError>;
+        type Message = ();
+        type Error = StateError;
+
+        async fn init(id: &u64, env: Env, _: &Context<Self>) -> Result<Self, StateError> {
+            let values = Stored::load(&env.store, "keeper", id).await?;
+            Ok(Keeper { values, env })
+        }
+
+        async fn handle_call(&mut self, ask: Ask, ctx: &mut Context<Self>) -> Self::Reply {
+            match ask {
+                Ask::Write(n) => {
+                    self.values.push(n);
+                    self.values.write().await?;
+                }
+                Ask::Note(n) => self.values.push(n),
+                Ask::Get => {}
+                Ask::Remind(name, when, message) => {
+                    self.env
+                        .reminders
+                        .set(ctx.id(), name, when, &message)
+                        .await?;
+                }
+                Ask::Reminded(reminded) => {
+                    let fire = (*ctx.id(), reminded.name, reminded.message);
+                    self.env.fired.lock().unwrap().push(fire);
+                }
+            }
+            Ok(self.values.to_vec())
+        }
+
+        async fn terminate(&mut self, reason: &ExitReason, _: &mut Context<Self>) {
+            if !reason.is_abnormal() {
+                let _ = self.values.flush().await;
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Due {
+        /// Due at once: fires at the next scan.
+        Now,
+        /// Due in an hour: never within a case.
+        Later,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Write(u64, u64),
+        Note(u64, u64),
+        Get(u64),
+        /// A graceful end: `terminate` flushes what changed.
+        Stop(u64),
+        /// An abort: no `terminate`, unwritten changes are lost.
+        Kill(u64),
+        /// The registry shuts down (flushing every worker), and a new
+        /// registry and service take over the store.
+        Restart,
+        /// id, name, due, from inside the worker (or from outside).
+        Remind(u64, usize, Due, bool),
+        Cancel(u64, usize),
+        List(u64),
+        /// Waits until every reminder due has fired and was marked fired.
+        Settle,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let id = || 0..IDS;
+        let name = || 0..NAMES.len();
+        let due = prop_oneof![Just(Due::Now), Just(Due::Later)];
+        prop_oneof![
+            3 => (id(), 0..100u64).prop_map(|(i, n)| Op::Write(i, n)),
+            3 => (id(), 0..100u64).prop_map(|(i, n)| Op::Note(i, n)),
+            2 => id().prop_map(Op::Get),
+            2 => id().prop_map(Op::Stop),
+            2 => id().prop_map(Op::Kill),
+            1 => Just(Op::Restart),
+            4 => (id(), name(), due, any::<bool>()).prop_map(|(i, n, d, w)| Op::Remind(i, n, d, w)),
+            2 => (id(), name()).prop_map(|(i, n)| Op::Cancel(i, n)),
+            2 => id().prop_map(Op::List),
+            2 => Just(Op::Settle),
+        ]
+    }
+
+    /// What the model holds.
+    #[derive(Default)]
+    struct Model {
+        /// What the store holds for each id.
+        durable: HashMap<u64, Vec<u64>>,
+        /// What each running worker holds (its unwritten changes too).
+        running: HashMap<u64, Vec<u64>>,
+        /// The reminders set and not yet fired or cancelled: message, due.
+        reminders: BTreeMap<(u64, usize), (u64, Due)>,
+        /// Messages of reminders due that must fire.
+        must_fire: HashSet<u64>,
+        /// Messages of reminders that must never fire (set for later, or
+        /// replaced or cancelled while not yet due).
+        never: HashSet<u64>,
+        next_message: u64,
+    }
+
+    impl Model {
+        fn values(&mut self, id: u64) -> &mut Vec<u64> {
+            let durable = self.durable.get(&id).cloned().unwrap_or_default();
+            self.running.entry(id).or_insert(durable)
+        }
+
+        /// A reminder of `(id, name)` goes: replaced, or cancelled.
+        /// One set for later must then never fire; one due may have fired
+        /// already, or not.
+        fn drop_reminder(&mut self, at: (u64, usize)) {
+            match self.reminders.remove(&at) {
+                Some((message, Due::Later)) => self.never.insert(message),
+                Some((message, Due::Now)) => self.must_fire.remove(&message),
+                None => false,
+            };
+        }
+    }
+
+    struct Running {
+        registry: GenRegistry<Keeper>,
+        service: Service,
+    }
+
+    fn start(env: &Env) -> Running {
+        let options = Options::default().executor(executor());
+        let registry = GenRegistry::<Keeper>::new(options).unwrap();
+        let args = env.clone();
+        let service = env.reminders.serve(&registry, move |_| args.clone(), SCAN);
+        Running { registry, service }
+    }
+
+    async fn call(
+        r: &GenRegistry<Keeper>,
+        env: &Env,
+        id: u64,
+        ask: Ask,
+    ) -> Result<Vec<u64>, String> {
+        let reply = gen_registry::timeout(CALL_DEADLINE, r.call(id, env.clone(), ask)).await;
+        let reply = reply.map_err(|_| format!("call to {id} did not return"))?;
+        let reply = reply.map_err(|e| format!("call to {id}: {e}"))?;
+        reply.map_err(|e| format!("call to {id}: {e}"))
+    }
+
+    async fn apply(
+        running: &mut Running,
+        env: &Env,
+        model: &mut Model,
+        op: Op,
+    ) -> Result<(), String> {
+        let r = &running.registry;
+        match op {
+            Op::Write(id, n) => {
+                let got = call(r, env, id, Ask::Write(n)).await?;
+                model.values(id).push(n);
+                let want = model.values(id).clone();
+                check!(got == want, "wrote to {id}: {got:?}, the model {want:?}");
+                model.durable.insert(id, want);
+            }
+            Op::Note(id, n) => {
+                let got = call(r, env, id, Ask::Note(n)).await?;
+                model.values(id).push(n);
+                let want = model.values(id);
+                check!(got == *want, "noted on {id}: {got:?}, the model {want:?}");
+            }
+            Op::Get(id) => {
+                let got = call(r, env, id, Ask::Get).await?;
+                let want = model.values(id);
+                check!(got == *want, "{id} holds {got:?}, the model {want:?}");
+            }
+            Op::Stop(id) => {
+                // A worker the model does not know of may run: one the
+                // reminders service started, holding what the store holds.
+                let stopped = r.stop(&id).await;
+                let running = model.running.remove(&id);
+                check!(
+                    stopped.is_ok() || running.is_none(),
+                    "stop {id}: {stopped:?}"
+                );
+                if let Some(values) = running {
+                    model.durable.insert(id, values);
+                }
+            }
+            Op::Kill(id) => {
+                if let Ok(worker) = r.lookup(&id) {
+                    let ended = worker.monitor();
+                    worker.kill();
+                    check!(ended.await == ExitReason::Killed, "kill {id}");
+                }
+                model.running.remove(&id);
+            }
+            Op::Restart => {
+                let report = running.registry.shutdown().await;
+                check!(report.aborted == 0, "a worker was aborted at shutdown");
+                wait_until(|| !running.service.is_running()).await;
+                for (id, values) in model.running.drain() {
+                    model.durable.insert(id, values);
+                }
+                *running = start(env);
+            }
+            Op::Remind(id, name, due, inside) => {
+                let message = model.next_message;
+                model.next_message += 1;
+                let when = match due {
+                    Due::Now => When::After(Duration::ZERO),
+                    Due::Later => When::After(LATER),
+                };
+                if inside {
+                    call(r, env, id, Ask::Remind(NAMES[name], when, message)).await?;
+                    model.values(id);
+                } else {
+                    let set = env.reminders.set(&id, NAMES[name], when, &message).await;
+                    set.map_err(|e| e.to_string())?;
+                }
+                model.drop_reminder((id, name));
+                model.reminders.insert((id, name), (message, due));
+                match due {
+                    Due::Now => model.must_fire.insert(message),
+                    Due::Later => model.never.insert(message),
+                };
+            }
+            Op::Cancel(id, name) => {
+                let cancelled = env.reminders.cancel(&id, NAMES[name]).await;
+                let cancelled = cancelled.map_err(|e| e.to_string())?;
+                // One due may have fired already: only one set for later
+                // must be found.
+                if let Some((_, Due::Later)) = model.reminders.get(&(id, name)) {
+                    check!(cancelled, "cancel of {id}/{} found nothing", NAMES[name]);
+                }
+                if !cancelled {
+                    check!(
+                        !matches!(model.reminders.get(&(id, name)), Some((_, Due::Later))),
+                        "cancel of {id}/{} found nothing",
+                        NAMES[name]
+                    );
+                }
+                model.drop_reminder((id, name));
+            }
+            Op::List(id) => {
+                let listed = env.reminders.list(&id).await.map_err(|e| e.to_string())?;
+                for ((of, name), (message, due)) in &model.reminders {
+                    let found = listed.iter().find(|r| r.name == NAMES[*name]);
+                    if *of == id && *due == Due::Later {
+                        check!(
+                            found.is_some_and(|r| r.message == *message && r.period.is_none()),
+                            "list of {id}: {listed:?}, the model has {}: {message}",
+                            NAMES[*name]
+                        );
+                    }
+                }
+                for reminder in &listed {
+                    let name = NAMES.iter().position(|n| *n == reminder.name);
+                    let set = name.and_then(|name| model.reminders.get(&(id, name)));
+                    check!(
+                        set.is_some_and(|(message, _)| *message == reminder.message),
+                        "list of {id} shows {reminder:?}, which the model does not have"
+                    );
+                }
+            }
+            Op::Settle => {
+                let fired = env.fired.clone();
+                let must: HashSet<u64> = model.must_fire.clone();
+                wait_until(|| {
+                    let fired = fired.lock().unwrap();
+                    must.iter().all(|m| fired.iter().any(|(_, _, f)| f == m))
+                })
+                .await;
+                // Marked fired: gone from the store.
+                for ((id, name), (message, due)) in model.reminders.clone() {
+                    if due == Due::Now {
+                        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                        let marked = loop {
+                            let listed =
+                                env.reminders.list(&id).await.map_err(|e| e.to_string())?;
+                            if !listed.iter().any(|r| r.message == message) {
+                                break true;
+                            }
+                            if std::time::Instant::now() > deadline {
+                                break false;
+                            }
+                            pause().await;
+                        };
+                        check!(marked, "{id}/{} fired but stayed in the store", NAMES[name]);
+                        model.reminders.remove(&(id, name));
+                    }
+                }
+            }
+        }
+        // Whatever fired must have been due, and fired once.
+        let fired = env.fired.lock().unwrap().clone();
+        let mut seen = HashSet::new();
+        for (id, name, message) in &fired {
+            check!(
+                !model.never.contains(message),
+                "{id}/{name} fired message {message}, set for later or dropped"
+            );
+            check!(
+                seen.insert(*message),
+                "{id}/{name} fired message {message} twice"
+            );
+        }
+        Ok(())
+    }
+
+    async fn run_case(ops: Vec<Op>) -> Result<(), String> {
+        let store = Store::new(gen_registry::state::Memory::new(), executor());
+        let env = Env {
+            reminders: Reminders::new(&store, "keeper"),
+            store,
+            fired: Arc::default(),
+        };
+        let mut model = Model::default();
+        let mut running = start(&env);
+        let mut outcome = Ok(());
+        for (step, op) in ops.iter().enumerate() {
+            outcome = apply(&mut running, &env, &mut model, *op)
+                .await
+                .map_err(|e| format!("step {step} ({op:?}): {e}"));
+            if outcome.is_err() {
+                break;
+            }
+        }
+        running.registry.shutdown().await;
+        wait_until(|| !running.service.is_running()).await;
+        outcome
+    }
+
+    #[test]
+    fn persisted_state_and_reminders_behave_like_their_model() {
+        let cases = size_from_env("GEN_REGISTRY_MODEL_CASES", 150) as u32;
+        let steps = size_from_env("GEN_REGISTRY_MODEL_STEPS", 64);
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let ops = prop::collection::vec(op(), 1..=steps);
+        let result = runner.run(&ops, |ops| match run_caught(60, run_case(ops)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) | Err(message) => Err(TestCaseError::fail(message)),
+        });
+        match result {
+            Ok(()) => {}
+            Err(TestError::Fail(why, ops)) => {
+                panic!("persisted state departed from the model: {why}\nminimal case: {ops:#?}")
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
