@@ -57,7 +57,7 @@ pub struct Owner {
 /// # });
 /// ```
 pub struct Cluster<W: ClusterWorker> {
-    node: Arc<Node<W>>,
+    pub(crate) node: Arc<Node<W>>,
 }
 
 impl<W: ClusterWorker> Clone for Cluster<W> {

@@ -134,6 +134,8 @@ mod node;
 mod ownership;
 mod routing;
 mod server;
+mod stats;
+mod telemetry;
 mod view;
 mod wire;
 
@@ -141,6 +143,7 @@ pub use cluster::{Cluster, Owner};
 pub use config::Config;
 pub use error::ClusterError;
 pub use etcd_client;
+pub use stats::{NodeStats, ShardStats};
 
 use gen_registry::Worker;
 use serde::{Serialize, de::DeserializeOwned};

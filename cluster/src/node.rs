@@ -9,6 +9,7 @@
 
 use crate::client::Peers;
 use crate::fence::Liveness;
+use crate::telemetry::NodeMetrics;
 use crate::view::{Keys, View};
 use crate::{ClusterError, ClusterWorker, Config};
 use etcd_client::Client;
@@ -47,6 +48,7 @@ pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once by `leave`: from then on every operation fails with `Left`.
     pub(crate) left: AtomicBool,
+    pub(crate) metrics: NodeMetrics,
 }
 
 /// A request being delivered to a local shard's registry: a graceful
@@ -81,6 +83,7 @@ impl<W: ClusterWorker> Node<W> {
         Node {
             keys: Keys::new(&config.prefix),
             peers: Peers::new(&config),
+            metrics: NodeMetrics::new(&config.name),
             config,
             options,
             etcd,
@@ -135,6 +138,7 @@ impl<W: ClusterWorker> Node<W> {
             && !self.left.load(Ordering::Acquire)
         {
             local.insert(shard, (epoch, registry, Arc::new(AtomicUsize::new(0))));
+            self.metrics.shards.set(local.len() as f64);
             self.live.serve(shard, epoch);
         }
         Ok(())
@@ -161,6 +165,7 @@ impl<W: ClusterWorker> Node<W> {
         let drained: Vec<GenRegistry<W>> = {
             let mut local = self.local.lock();
             self.live.fence();
+            self.metrics.shards.set(0.0);
             local.drain().map(|(_, (_, r, _))| r).collect()
         };
         let mut stops = tokio::task::JoinSet::new();

@@ -57,6 +57,7 @@ pub(crate) async fn serve<W: ClusterWorker>(node: Arc<Node<W>>, listener: TcpLis
 impl<W: ClusterWorker> Node<W> {
     /// Answers one request from a peer.
     async fn answer(&self, request: Request) -> Response {
+        self.metrics.served.increment(1);
         match request {
             Request::Call {
                 shard,

@@ -12,6 +12,9 @@
 //! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
 //! - `shard ID` → `shard ID SHARD`
 //! - `served` → `served SHARDS` (the shards this node serves)
+//! - `stats` → `stats shards S running R queued Q lease_ms L` (the node's
+//!   health snapshot, [`Cluster::stats`]; L is `none` while fenced)
+//! - `metrics` → `metrics ADDR` (where `--metrics` serves) | `metrics none`
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
 //! - `leave` → `left`, then the process exits
@@ -30,9 +33,14 @@
 //! it, and `terminate` flushes it, logging `flush ID INC OUTCOME T`, OUTCOME
 //! being `ok`, `fenced` (the store refused the epoch) or `error`.
 //!
+//! With `--metrics ADDR` (feature `prometheus`), the node serves its
+//! metrics at `GET /metrics` on ADDR (port 0: any free port, told by the
+//! `metrics` command), in Prometheus' text format: the core's metrics of
+//! every shard's registry and the cluster's own.
+//!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--pg URL]`
+//! [--pg URL] [--metrics ADDR]`
 
 use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
@@ -231,6 +239,12 @@ fn main() {
         if let Some(url) = flags.get("pg") {
             let _ = STORE.set(postgres_store(url).await);
         }
+        // Before joining: the node and its shards' registries take their
+        // metric handles from the recorder installed when they are made.
+        let metrics_at = match flags.get("metrics") {
+            Some(addr) => Some(serve_metrics(addr).await),
+            None => None,
+        };
         let cluster = match Cluster::<Probe>::join(config, Options::default()).await {
             Ok(c) => c,
             Err(e) => {
@@ -303,6 +317,22 @@ fn main() {
                         Err(e) => format!("shard {id} err {e}"),
                     });
                 }
+                ["stats"] => {
+                    let stats = cluster.stats();
+                    let lease = stats
+                        .lease_left
+                        .map_or("none".to_string(), |l| l.as_millis().to_string());
+                    say(format!(
+                        "stats shards {} running {} queued {} lease_ms {lease}",
+                        stats.shards.len(),
+                        stats.workers.running,
+                        stats.workers.queued,
+                    ));
+                }
+                ["metrics"] => say(format!(
+                    "metrics {}",
+                    metrics_at.map_or("none".to_string(), |a| a.to_string())
+                )),
                 ["served"] => {
                     let served = (0..cluster.shards()).filter(|s| cluster.serves(*s)).count();
                     say(format!("served {served}"));
@@ -466,5 +496,69 @@ async fn postgres_store(url: &str) -> Store {
 #[cfg(not(feature = "postgres"))]
 async fn postgres_store(_: &str) -> Store {
     say("failed --pg needs the feature `postgres`".into());
+    std::process::exit(2)
+}
+
+/// Installs the Prometheus recorder and serves its rendering at `GET
+/// /metrics` on `addr`; the address it listens on.
+#[cfg(feature = "prometheus")]
+async fn serve_metrics(addr: &str) -> std::net::SocketAddr {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap_or_else(|e| fail(format!("no metrics recorder: {e}")));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| fail(format!("cannot serve metrics on {addr}: {e}")));
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|e| fail(e.to_string()));
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // The recorder's housekeeping (draining its histograms' buckets),
+        // which an installed recorder without a listener leaves to us.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                // One request per connection: read its head, answer, close.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = if head.starts_with(b"GET /metrics ") {
+                    ("200 OK", handle.render())
+                } else {
+                    ("404 Not Found", "not found\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    local
+}
+
+#[cfg(not(feature = "prometheus"))]
+async fn serve_metrics(_: &str) -> std::net::SocketAddr {
+    fail("--metrics needs the feature `prometheus`".into())
+}
+
+/// Says why the node cannot start, and exits.
+fn fail(why: String) -> ! {
+    say(format!("failed {why}"));
     std::process::exit(2)
 }
