@@ -13,7 +13,7 @@ use crate::routing::{MAX_BACKOFF, done, encode_once, take_or_decode};
 use crate::view::Keys;
 use crate::wire::{Request, Response, decode, encode};
 use crate::{ClusterError, ClusterWorker, Config};
-use crate::{membership, ownership, server};
+use crate::{membership, ownership, server, trace};
 use etcd_client::Client;
 use gen_registry::{Executor, Options};
 use std::sync::Arc;
@@ -257,6 +257,7 @@ impl<W: ClusterWorker> Cluster<W> {
                         args: encode_once(&mut args_bytes, &args)?,
                         request: request_bytes.clone(),
                         timeout_ms: left.as_millis() as u64,
+                        trace: trace::outgoing(),
                     })
                 },
                 |response| match response {
@@ -303,6 +304,7 @@ impl<W: ClusterWorker> Cluster<W> {
                         id: id_bytes.clone(),
                         args: encode_once(&mut args_bytes, &args)?,
                         message: message_bytes.clone(),
+                        trace: trace::outgoing(),
                     })
                 },
                 done,
@@ -334,6 +336,7 @@ impl<W: ClusterWorker> Cluster<W> {
                         shard,
                         epoch,
                         id: id_bytes.clone(),
+                        trace: trace::outgoing(),
                     })
                 },
                 done,

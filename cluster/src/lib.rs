@@ -136,6 +136,7 @@ mod routing;
 mod server;
 mod stats;
 mod telemetry;
+mod trace;
 mod view;
 mod wire;
 

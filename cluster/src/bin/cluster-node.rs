@@ -15,6 +15,8 @@
 //! - `stats` → `stats shards S running R queued Q lease_ms L` (the node's
 //!   health snapshot, [`Cluster::stats`]; L is `none` while fenced)
 //! - `metrics` → `metrics ADDR` (where `--metrics` serves) | `metrics none`
+//! - `spans` → one `span NAME TRACE_ID SPAN_ID PARENT_ID` line per span
+//!   ended so far, then `spans N` (with `--spans`; `spans 0` without)
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
 //! - `leave` → `left`, then the process exits
@@ -38,9 +40,15 @@
 //! `metrics` command), in Prometheus' text format: the core's metrics of
 //! every shard's registry and the cluster's own.
 //!
+//! With `--spans on` (feature `span-log`), the node keeps its spans with
+//! OpenTelemetry (the SDK's in-memory exporter) for the `spans` command:
+//! each `call` and `write` runs in an `INFO` span `request`, and the
+//! cluster's spans (`DEBUG`, target `gen_registry_cluster`) are recorded,
+//! so a test sees the span a peer served a request in, under its caller's.
+//!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--pg URL] [--metrics ADDR]`
+//! [--pg URL] [--metrics ADDR] [--spans on]`
 
 use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
@@ -51,6 +59,7 @@ use std::io::{BufRead, Write};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 static LOG: OnceLock<File> = OnceLock::new();
 /// The store workers keep their totals in, if any.
@@ -241,6 +250,7 @@ fn main() {
         }
         // Before joining: the node and its shards' registries take their
         // metric handles from the recorder installed when they are made.
+        let spans = flags.contains_key("spans").then(record_spans);
         let metrics_at = match flags.get("metrics") {
             Some(addr) => Some(serve_metrics(addr).await),
             None => None,
@@ -274,13 +284,17 @@ fn main() {
                 [verb @ ("call" | "write"), id, add] => {
                     let (verb, write) = (verb.to_string(), *verb == "write");
                     let (id, add) = (id.parse().unwrap_or(0), add.parse().unwrap_or(0));
-                    tokio::spawn(async move {
-                        say(match cluster.call(id, (), (add, write)).await {
-                            Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
-                            Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
-                            Err(e) => format!("{verb} {id} err {e}"),
-                        })
-                    });
+                    let span = tracing::info_span!(target: "cluster_node", "request", id);
+                    tokio::spawn(
+                        async move {
+                            say(match cluster.call(id, (), (add, write)).await {
+                                Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
+                                Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
+                                Err(e) => format!("{verb} {id} err {e}"),
+                            })
+                        }
+                        .instrument(span),
+                    );
                 }
                 ["load", ids, millis, tasks] => {
                     let ids: u64 = ids.parse().unwrap_or(1).max(1);
@@ -328,6 +342,13 @@ fn main() {
                         stats.workers.running,
                         stats.workers.queued,
                     ));
+                }
+                ["spans"] => {
+                    let lines = spans.as_ref().map(|s| s.lines()).unwrap_or_default();
+                    for line in &lines {
+                        say(line.clone());
+                    }
+                    say(format!("spans {}", lines.len()));
                 }
                 ["metrics"] => say(format!(
                     "metrics {}",
@@ -561,4 +582,71 @@ async fn serve_metrics(_: &str) -> std::net::SocketAddr {
 fn fail(why: String) -> ! {
     say(format!("failed {why}"));
     std::process::exit(2)
+}
+
+/// The spans this node recorded, for the `spans` command.
+struct SpanLog {
+    #[cfg(feature = "span-log")]
+    exporter: opentelemetry_sdk::trace::InMemorySpanExporter,
+    /// Kept for as long as the log: dropping it shuts its export down.
+    #[cfg(feature = "span-log")]
+    _provider: opentelemetry_sdk::trace::SdkTracerProvider,
+}
+
+impl SpanLog {
+    /// `span NAME TRACE_ID SPAN_ID PARENT_ID` for each span ended so far.
+    #[cfg(feature = "span-log")]
+    fn lines(&self) -> Vec<String> {
+        let spans = self.exporter.get_finished_spans().unwrap_or_default();
+        spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "span {} {} {} {}",
+                    s.name,
+                    s.span_context.trace_id(),
+                    s.span_context.span_id(),
+                    s.parent_span_id
+                )
+            })
+            .collect()
+    }
+
+    #[cfg(not(feature = "span-log"))]
+    fn lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Records the node's `request` spans and the cluster's spans with
+/// OpenTelemetry, each exported to memory when it ends.
+#[cfg(feature = "span-log")]
+fn record_spans() -> SpanLog {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("cluster-node")))
+        .with(
+            Targets::new()
+                .with_target("cluster_node", Level::INFO)
+                .with_target("gen_registry_cluster", Level::DEBUG),
+        );
+    if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
+        fail(format!("no span subscriber: {e}"));
+    }
+    SpanLog {
+        exporter,
+        _provider: provider,
+    }
+}
+
+#[cfg(not(feature = "span-log"))]
+fn record_spans() -> SpanLog {
+    fail("--spans needs the feature `span-log`".into())
 }
