@@ -154,3 +154,53 @@ fn each_node_reports_its_shards_and_counts_the_calls_it_forwarded_and_served() {
         assert!(text.contains("gen_registry_cluster_lease_renewal_failures_total"));
     }
 }
+
+#[test]
+fn a_node_cut_off_from_etcd_shows_its_failed_renewals_and_its_fence() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = log_path(&dir);
+    let proxy = Proxy::start(5, &etcd);
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let mut nodes = [
+        Node::start_with(&etcd, "a", 1, &log, &metrics),
+        Node::start_via(&proxy.url, "b", 2, &log, &metrics),
+    ];
+    settled(&mut nodes);
+    let [_, b] = &mut nodes;
+    let b_at = metrics_address(b);
+    wait_until(Duration::from_secs(20), "b serves shards", || {
+        stats(b).0 > 0
+    });
+    let failures = |text: &str| sum(text, "gen_registry_cluster_lease_renewal_failures_total");
+    let renewals = |text: &str| sum(text, "gen_registry_cluster_lease_renewals_total");
+    let before = scrape(&b_at);
+    assert_eq!(failures(&before), 0.0);
+
+    proxy.cut();
+    // Past its fence deadline b serves nothing, and says so.
+    wait_until(Duration::from_secs(20), "b fenced", || {
+        let (shards, running, lease) = stats(b);
+        shards == 0 && running == 0 && lease.is_none()
+    });
+    let fenced = scrape(&b_at);
+    assert!(failures(&fenced) > 0.0, "no failed renewal counted");
+    assert_eq!(sum(&fenced, "gen_registry_cluster_shards_served"), 0.0);
+
+    proxy.heal();
+    // With etcd back, b takes a new lease, renews it and serves again.
+    let mut healed = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "b renewing and serving again",
+        || {
+            healed = scrape(&b_at);
+            let (shards, _, lease) = stats(b);
+            shards > 0
+                && lease.is_some()
+                && renewals(&healed) > renewals(&fenced)
+                && sum(&healed, "gen_registry_cluster_shards_served") > 0.0
+        },
+    );
+}
