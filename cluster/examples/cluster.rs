@@ -8,10 +8,17 @@
 //! Run: `cargo run -p gen_registry_cluster --example cluster`
 //! (needs etcd, and protoc to build etcd's client: `apt-get install
 //! etcd-server protobuf-compiler` on Debian or Ubuntu).
+//!
+//! With `-- --metrics 127.0.0.1:9100`, the nodes' metrics (the cluster's,
+//! labelled with each node's name, and the shards' registries', summed over
+//! the three nodes, which share this process) are served
+//! at `http://127.0.0.1:9100/metrics` while it runs, and it waits for Enter
+//! before the last nodes leave.
 
 use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
 use gen_registry_cluster::{Cluster, Config};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -124,6 +131,13 @@ fn start_etcd() -> Result<(Etcd, String), Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let metrics_at = std::env::args().skip_while(|a| a != "--metrics").nth(1);
+    if let Some(addr) = &metrics_at {
+        // Before the nodes join: they take their metric handles then.
+        PrometheusBuilder::new()
+            .with_http_listener(addr.parse::<std::net::SocketAddr>()?)
+            .install()?;
+    }
     let (_etcd, url) = start_etcd()?;
     let secret = "the example cluster's shared secret";
     let mut nodes = Vec::new();
@@ -161,6 +175,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "workers: {} in the cluster",
         nodes[0].count().await?.workers
     );
+    for node in &nodes {
+        let stats = node.stats();
+        let shards: Vec<String> = stats
+            .shards
+            .iter()
+            .map(|s| format!("{}@{}", s.shard, s.epoch))
+            .collect();
+        println!(
+            "node {}: {} workers, shards (shard@epoch) {}, lease good for {:?}",
+            stats.node,
+            stats.workers.running,
+            shards.join(" "),
+            stats.lease_left.unwrap_or_default()
+        );
+    }
 
     // Node c leaves: its accounts stop (terminate runs), and the others
     // take its shards; the accounts start again there on their next call.
@@ -174,6 +203,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?
             .ok_or("every shard has an owner")?;
         println!("{account}: balance {balance} on node {}", owner.node);
+    }
+    if let Some(addr) = metrics_at {
+        println!("metrics at http://{addr}/metrics; press Enter to end");
+        tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await??;
     }
     for node in nodes {
         node.leave().await;

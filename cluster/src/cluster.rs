@@ -12,7 +12,7 @@ use crate::routing::{MAX_BACKOFF, done, encode_once, take_or_decode};
 use crate::view::Keys;
 use crate::wire::{Request, Response, decode, encode};
 use crate::{ClusterError, ClusterWorker, Config};
-use crate::{membership, ownership, server, suspicion};
+use crate::{membership, ownership, server, suspicion, trace};
 use etcd_client::Client;
 use gen_registry::{Executor, Options};
 use serde::Serialize;
@@ -90,7 +90,7 @@ impl Count {
 /// # });
 /// ```
 pub struct Cluster<W: ClusterWorker> {
-    node: Arc<Node<W>>,
+    pub(crate) node: Arc<Node<W>>,
 }
 
 impl<W: ClusterWorker> Clone for Cluster<W> {
@@ -318,6 +318,7 @@ impl<W: ClusterWorker> Cluster<W> {
                         args: encode_once(&mut args_bytes, &args)?,
                         request: request_bytes.clone(),
                         timeout_ms: left.as_millis() as u64,
+                        trace: trace::outgoing(),
                     })
                 },
                 |response| match response {
@@ -369,6 +370,7 @@ impl<W: ClusterWorker> Cluster<W> {
                         id: id_bytes.clone(),
                         args: encode_once(&mut args_bytes, &args)?,
                         message: message_bytes.clone(),
+                        trace: trace::outgoing(),
                     })
                 },
                 done,
@@ -401,6 +403,7 @@ impl<W: ClusterWorker> Cluster<W> {
                         shard,
                         epoch,
                         id: id_bytes.clone(),
+                        trace: trace::outgoing(),
                     })
                 },
                 done,

@@ -141,7 +141,10 @@ mod node;
 mod ownership;
 mod routing;
 mod server;
+mod stats;
 mod suspicion;
+mod telemetry;
+mod trace;
 mod view;
 mod wire;
 
@@ -149,6 +152,7 @@ pub use cluster::{Cluster, Count, Owner};
 pub use config::Config;
 pub use error::{ClusterError, Failure, WorkerFailure};
 pub use etcd_client;
+pub use stats::{NodeStats, ShardStats};
 
 use gen_registry::Worker;
 use serde::{Serialize, de::DeserializeOwned};

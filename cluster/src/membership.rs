@@ -172,17 +172,25 @@ pub(crate) async fn keep_lease<W: ClusterWorker>(node: Arc<Node<W>>) {
             .await;
             match renewed {
                 Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                    node.metrics.renewals.increment(1);
                     let granted = Duration::from_secs(response.ttl() as u64).min(ttl);
                     node.live
                         .extend(sent, granted.saturating_sub(node.config.fence_margin));
                 }
                 Ok(Ok(Some(_))) => {
                     // etcd says the lease has expired: fence now.
+                    node.metrics.renewal_failures.increment(1);
                     node.live.fence();
                     continue;
                 }
-                _ => keeper = None,
+                _ => {
+                    node.metrics.renewal_failures.increment(1);
+                    keeper = None;
+                }
             }
+        } else {
+            // No keep-alive stream to renew on: etcd is unreachable.
+            node.metrics.renewal_failures.increment(1);
         }
         tokio::time::sleep(interval).await;
     }

@@ -9,6 +9,7 @@
 
 use crate::client::Peers;
 use crate::fence::Liveness;
+use crate::telemetry::NodeMetrics;
 use crate::view::{Keys, View};
 use crate::{ClusterError, ClusterWorker, Config};
 use etcd_client::Client;
@@ -47,6 +48,8 @@ pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once by `leave`: from then on every operation fails with `Left`.
     pub(crate) left: AtomicBool,
+    /// The node's own metrics (requests served, forwarded, retried; shards).
+    pub(crate) metrics: NodeMetrics,
     /// Encodes a worker's `init` error for its caller, once the node was
     /// told to send them as values (`Cluster::send_init_errors`).
     pub(crate) init_codec: OnceLock<InitCodec<W>>,
@@ -100,6 +103,7 @@ impl<W: ClusterWorker> Node<W> {
         Node {
             keys: Keys::new(&config.prefix),
             peers: Peers::new(&config),
+            metrics: NodeMetrics::new(&config.name),
             config,
             options,
             etcd,
@@ -156,6 +160,7 @@ impl<W: ClusterWorker> Node<W> {
             && !self.left.load(Ordering::Acquire)
         {
             local.insert(shard, (epoch, registry, Arc::new(AtomicUsize::new(0))));
+            self.metrics.shards.set(local.len() as f64);
             self.live.serve(shard, epoch);
         }
         Ok(())
@@ -208,6 +213,7 @@ impl<W: ClusterWorker> Node<W> {
         let drained: Vec<GenRegistry<W>> = {
             let mut local = self.local.lock();
             self.live.fence();
+            self.metrics.shards.set(0.0);
             local.drain().map(|(_, (_, r, _))| r).collect()
         };
         let mut stops = tokio::task::JoinSet::new();

@@ -154,7 +154,13 @@ async fn release_shard<W: ClusterWorker>(
     shard: u32,
     epoch: i64,
 ) -> Result<(), ClusterError> {
-    let Some((_, registry, busy)) = node.local.lock().remove(&shard) else {
+    let removed = {
+        let mut local = node.local.lock();
+        let removed = local.remove(&shard);
+        node.metrics.shards.set(local.len() as f64);
+        removed
+    };
+    let Some((_, registry, busy)) = removed else {
         node.live.unserve(shard);
         if epoch != 0 {
             delete_claim(node, shard, epoch).await?;

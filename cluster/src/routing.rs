@@ -159,6 +159,7 @@ impl<W: ClusterWorker> Node<W> {
                     }
                 }
                 Route::Remote(address, epoch) => {
+                    self.metrics.forwarded.increment(1);
                     let request = remote(epoch, pending.left())?;
                     match self.peers.rpc(&address, &request, pending.left()).await {
                         Ok(response) => match done(response) {
@@ -225,8 +226,10 @@ impl Pending {
         if left.is_zero() {
             // Every attempt so far reached no worker (one that might have
             // returned at once).
+            node.metrics.not_delivered.increment(1);
             return Err(ClusterError::NotDelivered(self.within));
         }
+        node.metrics.retried.increment(1);
         node.wake.notify_one();
         tokio::time::sleep(self.backoff.min(left)).await;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);

@@ -9,13 +9,14 @@
 use crate::hash::shard_of;
 use crate::node::Node;
 use crate::wire::{self, FrameError, HANDSHAKE, Request, Response, decode, encode};
-use crate::{ClusterError, ClusterWorker};
+use crate::{ClusterError, ClusterWorker, trace};
 use gen_registry::Error;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
+use tracing::{Instrument, Span};
 
 /// Accepts peers' connections: each one proves the cluster secret, then
 /// sends requests one at a time.
@@ -57,6 +58,21 @@ pub(crate) async fn serve<W: ClusterWorker>(node: Arc<Node<W>>, listener: TcpLis
 impl<W: ClusterWorker> Node<W> {
     /// Answers one request from a peer.
     async fn answer(&self, request: Request) -> Response {
+        self.metrics.served.increment(1);
+        let span = match &request {
+            Request::Call { shard, trace, .. } => trace::serving("call", *shard, trace.as_deref()),
+            Request::Cast { shard, trace, .. } => trace::serving("cast", *shard, trace.as_deref()),
+            Request::Stop { shard, trace, .. } => trace::serving("stop", *shard, trace.as_deref()),
+            Request::Count => Span::none(),
+        };
+        match span.is_disabled() {
+            true => self.deliver(request).await,
+            false => self.deliver(request).instrument(span).await,
+        }
+    }
+
+    /// Delivers one request from a peer to the registry of its shard.
+    async fn deliver(&self, request: Request) -> Response {
         match request {
             Request::Call {
                 shard,
@@ -65,6 +81,7 @@ impl<W: ClusterWorker> Node<W> {
                 args,
                 request,
                 timeout_ms,
+                trace: _,
             } => {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
@@ -94,6 +111,7 @@ impl<W: ClusterWorker> Node<W> {
                 id,
                 args,
                 message,
+                trace: _,
             } => {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
@@ -114,7 +132,9 @@ impl<W: ClusterWorker> Node<W> {
                     Err(_) => timed_out(self.config.call_timeout),
                 }
             }
-            Request::Stop { shard, epoch, id } => {
+            Request::Stop {
+                shard, epoch, id, ..
+            } => {
                 let Some((registry, _busy)) = self.serving(shard, epoch) else {
                     return Response::NotOwner;
                 };

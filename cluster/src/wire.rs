@@ -38,6 +38,8 @@ pub(crate) enum Request {
         args: Vec<u8>,
         request: Vec<u8>,
         timeout_ms: u64,
+        /// The caller's span, as a W3C `traceparent`, if it is traced.
+        trace: Option<String>,
     },
     Cast {
         shard: u32,
@@ -45,11 +47,15 @@ pub(crate) enum Request {
         id: Vec<u8>,
         args: Vec<u8>,
         message: Vec<u8>,
+        /// As in `Call`.
+        trace: Option<String>,
     },
     Stop {
         shard: u32,
         epoch: i64,
         id: Vec<u8>,
+        /// As in `Call`.
+        trace: Option<String>,
     },
     Count,
 }

@@ -31,6 +31,7 @@ enum Request {
         args: Vec<u8>,
         request: Vec<u8>,
         timeout_ms: u64,
+        trace: Option<String>,
     },
 }
 
@@ -116,6 +117,7 @@ fn call_frame(node: &mut Node, id: u64, add: u64) -> Request {
         args: postcard::to_stdvec(&()).expect("encodes"),
         request: postcard::to_stdvec(&(add, false)).expect("encodes"),
         timeout_ms: 5_000,
+        trace: None,
     }
 }
 
@@ -203,6 +205,7 @@ fn oversized_and_malformed_frames_get_an_error_and_the_node_keeps_serving() {
         args: vec![],
         request: vec![],
         timeout_ms: 100,
+        trace: None,
     };
     write(&mut stream, &bad).expect("sent");
     assert!(matches!(

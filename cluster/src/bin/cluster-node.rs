@@ -12,6 +12,11 @@
 //! - `owner ID` → `owner ID NODE EPOCH` | `owner ID none`
 //! - `shard ID` → `shard ID SHARD`
 //! - `served` → `served SHARDS` (the shards this node serves)
+//! - `stats` → `stats shards S running R queued Q lease_ms L` (the node's
+//!   health snapshot, [`Cluster::stats`]; L is `none` while fenced)
+//! - `metrics` → `metrics ADDR` (where `--metrics` serves) | `metrics none`
+//! - `spans` → one `span NAME TRACE_ID SPAN_ID PARENT_ID` line per span
+//!   ended so far, then `spans N` (with `--spans`; `spans 0` without)
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
 //! - `leave` → `left`, then the process exits
@@ -30,9 +35,20 @@
 //! it, and `terminate` flushes it, logging `flush ID INC OUTCOME T`, OUTCOME
 //! being `ok`, `fenced` (the store refused the epoch) or `error`.
 //!
+//! With `--metrics ADDR` (feature `prometheus`), the node serves its
+//! metrics at `GET /metrics` on ADDR (port 0: any free port, told by the
+//! `metrics` command), in Prometheus' text format: the core's metrics of
+//! every shard's registry and the cluster's own.
+//!
+//! With `--spans on` (feature `span-log`), the node keeps its spans with
+//! OpenTelemetry (the SDK's in-memory exporter) for the `spans` command:
+//! each `call` and `write` runs in an `INFO` span `request`, and the
+//! cluster's spans (`DEBUG`, target `gen_registry_cluster`) are recorded,
+//! so a test sees the span a peer served a request in, under its caller's.
+//!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--pg URL]`
+//! [--pg URL] [--metrics ADDR] [--spans on]`
 
 use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
@@ -43,6 +59,7 @@ use std::io::{BufRead, Write};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 static LOG: OnceLock<File> = OnceLock::new();
 /// The store workers keep their totals in, if any.
@@ -231,6 +248,13 @@ fn main() {
         if let Some(url) = flags.get("pg") {
             let _ = STORE.set(postgres_store(url).await);
         }
+        // Before joining: the node and its shards' registries take their
+        // metric handles from the recorder installed when they are made.
+        let spans = flags.contains_key("spans").then(record_spans);
+        let metrics_at = match flags.get("metrics") {
+            Some(addr) => Some(serve_metrics(addr).await),
+            None => None,
+        };
         let cluster = match Cluster::<Probe>::join(config, Options::default()).await {
             Ok(c) => c,
             Err(e) => {
@@ -260,13 +284,17 @@ fn main() {
                 [verb @ ("call" | "write"), id, add] => {
                     let (verb, write) = (verb.to_string(), *verb == "write");
                     let (id, add) = (id.parse().unwrap_or(0), add.parse().unwrap_or(0));
-                    tokio::spawn(async move {
-                        say(match cluster.call(id, (), (add, write)).await {
-                            Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
-                            Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
-                            Err(e) => format!("{verb} {id} err {e}"),
-                        })
-                    });
+                    let span = tracing::info_span!(target: "cluster_node", "request", id);
+                    tokio::spawn(
+                        async move {
+                            say(match cluster.call(id, (), (add, write)).await {
+                                Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
+                                Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
+                                Err(e) => format!("{verb} {id} err {e}"),
+                            })
+                        }
+                        .instrument(span),
+                    );
                 }
                 ["load", ids, millis, tasks] => {
                     let ids: u64 = ids.parse().unwrap_or(1).max(1);
@@ -310,6 +338,29 @@ fn main() {
                         Err(e) => format!("shard {id} err {e}"),
                     });
                 }
+                ["stats"] => {
+                    let stats = cluster.stats();
+                    let lease = stats
+                        .lease_left
+                        .map_or("none".to_string(), |l| l.as_millis().to_string());
+                    say(format!(
+                        "stats shards {} running {} queued {} lease_ms {lease}",
+                        stats.shards.len(),
+                        stats.workers.running,
+                        stats.workers.queued,
+                    ));
+                }
+                ["spans"] => {
+                    let lines = spans.as_ref().map(|s| s.lines()).unwrap_or_default();
+                    for line in &lines {
+                        say(line.clone());
+                    }
+                    say(format!("spans {}", lines.len()));
+                }
+                ["metrics"] => say(format!(
+                    "metrics {}",
+                    metrics_at.map_or("none".to_string(), |a| a.to_string())
+                )),
                 ["served"] => {
                     let served = (0..cluster.shards()).filter(|s| cluster.serves(*s)).count();
                     say(format!("served {served}"));
@@ -474,4 +525,135 @@ async fn postgres_store(url: &str) -> Store {
 async fn postgres_store(_: &str) -> Store {
     say("failed --pg needs the feature `postgres`".into());
     std::process::exit(2)
+}
+
+/// Installs the Prometheus recorder and serves its rendering at `GET
+/// /metrics` on `addr`; the address it listens on.
+#[cfg(feature = "prometheus")]
+async fn serve_metrics(addr: &str) -> std::net::SocketAddr {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap_or_else(|e| fail(format!("no metrics recorder: {e}")));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| fail(format!("cannot serve metrics on {addr}: {e}")));
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|e| fail(e.to_string()));
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // The recorder's housekeeping (draining its histograms' buckets),
+        // which an installed recorder without a listener leaves to us.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                // One request per connection: read its head, answer, close.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = if head.starts_with(b"GET /metrics ") {
+                    ("200 OK", handle.render())
+                } else {
+                    ("404 Not Found", "not found\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    local
+}
+
+#[cfg(not(feature = "prometheus"))]
+async fn serve_metrics(_: &str) -> std::net::SocketAddr {
+    fail("--metrics needs the feature `prometheus`".into())
+}
+
+/// Says why the node cannot start, and exits.
+fn fail(why: String) -> ! {
+    say(format!("failed {why}"));
+    std::process::exit(2)
+}
+
+/// The spans this node recorded, for the `spans` command.
+struct SpanLog {
+    #[cfg(feature = "span-log")]
+    exporter: opentelemetry_sdk::trace::InMemorySpanExporter,
+    /// Kept for as long as the log: dropping it shuts its export down.
+    #[cfg(feature = "span-log")]
+    _provider: opentelemetry_sdk::trace::SdkTracerProvider,
+}
+
+impl SpanLog {
+    /// `span NAME TRACE_ID SPAN_ID PARENT_ID` for each span ended so far.
+    #[cfg(feature = "span-log")]
+    fn lines(&self) -> Vec<String> {
+        let spans = self.exporter.get_finished_spans().unwrap_or_default();
+        spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "span {} {} {} {}",
+                    s.name,
+                    s.span_context.trace_id(),
+                    s.span_context.span_id(),
+                    s.parent_span_id
+                )
+            })
+            .collect()
+    }
+
+    #[cfg(not(feature = "span-log"))]
+    fn lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Records the node's `request` spans and the cluster's spans with
+/// OpenTelemetry, each exported to memory when it ends.
+#[cfg(feature = "span-log")]
+fn record_spans() -> SpanLog {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("cluster-node")))
+        .with(
+            Targets::new()
+                .with_target("cluster_node", Level::INFO)
+                .with_target("gen_registry_cluster", Level::DEBUG),
+        );
+    if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
+        fail(format!("no span subscriber: {e}"));
+    }
+    SpanLog {
+        exporter,
+        _provider: provider,
+    }
+}
+
+#[cfg(not(feature = "span-log"))]
+fn record_spans() -> SpanLog {
+    fail("--spans needs the feature `span-log`".into())
 }
