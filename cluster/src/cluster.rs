@@ -427,6 +427,8 @@ impl<W: ClusterWorker> Cluster<W> {
                     return Err(ClusterError::Rpc(format!("{name} could not be reached")));
                 }
                 Err(RpcFail::Sent(e)) => return Err(ClusterError::Rpc(e)),
+                Err(RpcFail::Refused(e)) => return Err(ClusterError::PeerRefused(e)),
+                Err(RpcFail::Invalid(e)) => return Err(ClusterError::Codec(e)),
             }
         }
         Ok(total)

@@ -89,6 +89,7 @@ mod node;
 mod ownership;
 mod routing;
 mod server;
+mod tls;
 mod view;
 mod wire;
 
@@ -96,6 +97,7 @@ pub use cluster::{Cluster, Owner};
 pub use config::Config;
 pub use error::ClusterError;
 pub use etcd_client;
+pub use tls::Tls;
 
 use gen_registry::Worker;
 use serde::{Serialize, de::DeserializeOwned};

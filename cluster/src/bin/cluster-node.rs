@@ -14,6 +14,9 @@
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
 //! - `leave` → `left`, then the process exits
 //!
+//! The crate's warnings (a refused connection…) are printed as lines of
+//! their own, each containing `WARN`.
+//!
 //! Every incarnation of a worker appends to the log file: `start ID INC NODE
 //! EPOCH T`, `call ID INC T` for each request it handled, and `end ID INC T`
 //! when it ended while still holding its shard (`endfenced` otherwise), with
@@ -23,10 +26,11 @@
 //! opened for appending, so lines of several processes never interleave.
 //!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
-//! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]`
+//! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
+//! [--tls-ca PEM --tls-cert PEM --tls-key PEM]`
 
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, ClusterError, Config};
+use gen_registry_cluster::{Cluster, ClusterError, Config, Tls};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -165,6 +169,20 @@ fn main() {
     if let Some(prefix) = flags.get("prefix") {
         config = config.prefix(prefix.clone());
     }
+    if flags.contains_key("tls-ca") {
+        match Tls::from_pem_files(need("tls-ca"), need("tls-cert"), need("tls-key")) {
+            Ok(tls) => config = config.tls(tls),
+            Err(e) => {
+                say(format!("failed {e}"));
+                std::process::exit(1);
+            }
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .without_time()
+        .with_writer(std::io::stdout)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
