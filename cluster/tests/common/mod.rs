@@ -211,11 +211,26 @@ impl Node {
 
     /// The next line starting with `prefix`, skipping others.
     pub fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        self.expect_line(prefix, within, |line| line.starts_with(prefix))
+    }
+
+    /// The next line containing `part` (a warning of the node), skipping
+    /// others.
+    pub fn expect_containing(&mut self, part: &str, within: Duration) -> String {
+        self.expect_line(part, within, |line| line.contains(part))
+    }
+
+    fn expect_line(
+        &mut self,
+        prefix: &str,
+        within: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if wanted(&line) => return line,
                 Ok(line) if line.starts_with("failed") => panic!("{} failed: {line}", self.name),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
