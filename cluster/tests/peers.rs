@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::protocol::{Request, Response};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -21,30 +22,6 @@ enum Handshake {
     Prove { nonce: [u8; 32], mac: Vec<u8> },
     Welcome { mac: Vec<u8> },
     Refused,
-}
-
-#[derive(Serialize)]
-enum Request {
-    Call {
-        shard: u32,
-        epoch: i64,
-        id: Vec<u8>,
-        args: Vec<u8>,
-        request: Vec<u8>,
-        timeout_ms: u64,
-    },
-}
-
-// Every answer of the protocol, so that any of them decodes; not all are read.
-#[allow(dead_code)]
-#[derive(Deserialize, Debug)]
-enum Response {
-    Reply(Vec<u8>),
-    Done,
-    Count(u64),
-    NotOwner,
-    NotFound,
-    Failed(String),
 }
 
 fn write_raw(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {

@@ -12,6 +12,8 @@
 //! - `served` → `served SHARDS` (the shards this node serves)
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
+//! - `remote IDS CALLS TASKS` → `remote ok N err M millis X`: `CALLS` calls
+//!   from `TASKS` tasks at once, to the ids of `0..IDS` served elsewhere
 //! - `leave` → `left`, then the process exits
 //!
 //! The crate's warnings (a refused connection…) are printed as lines of
@@ -272,6 +274,12 @@ fn main() {
                     let calls = calls.parse().unwrap_or(1000);
                     tokio::spawn(probe(cluster, ids, calls));
                 }
+                ["remote", ids, calls, tasks] => {
+                    let ids = ids.parse().unwrap_or(100);
+                    let calls = calls.parse().unwrap_or(1000);
+                    let tasks = tasks.parse().unwrap_or(64);
+                    tokio::spawn(remote(cluster, ids, calls, tasks));
+                }
                 _ => say(format!("unknown {line}")),
             }
         }
@@ -367,9 +375,8 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
     ));
 }
 
-/// Latency of one call at a time, to ids served here and to ids served by
-/// other nodes.
-async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
+/// The ids of `0..ids` served here, and those served by other nodes.
+async fn split_ids(cluster: &Cluster<Probe>, ids: u64) -> (Vec<u64>, Vec<u64>) {
     let (mut local, mut remote) = (Vec::new(), Vec::new());
     for id in 0..ids {
         if let Ok(Some(owner)) = cluster.owner(&id).await {
@@ -380,6 +387,46 @@ async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
             }
         }
     }
+    (local, remote)
+}
+
+/// `calls` calls to ids served by other nodes, `tasks` at a time.
+async fn remote(cluster: Cluster<Probe>, ids: u64, calls: u64, tasks: u64) {
+    let (_, remote) = split_ids(&cluster, ids).await;
+    let remote = std::sync::Arc::new(remote);
+    let tasks = tasks.max(1);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let (cluster, remote) = (cluster.clone(), remote.clone());
+        set.spawn(async move {
+            let (mut ok, mut err) = (0u64, 0u64);
+            let mut n = task;
+            while n < calls && !remote.is_empty() {
+                match cluster.call(remote[n as usize % remote.len()], (), 1).await {
+                    Ok(Some(_)) => ok += 1,
+                    _ => err += 1,
+                }
+                n += tasks;
+            }
+            (ok, err)
+        });
+    }
+    let (mut ok, mut err) = (0, 0);
+    while let Some(Ok((o, e))) = set.join_next().await {
+        ok += o;
+        err += e;
+    }
+    say(format!(
+        "remote ok {ok} err {err} millis {}",
+        started.elapsed().as_millis()
+    ));
+}
+
+/// Latency of one call at a time, to ids served here and to ids served by
+/// other nodes.
+async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
+    let (local, remote) = split_ids(&cluster, ids).await;
     let mut figures = Vec::new();
     for set in [&local, &remote] {
         let mut latencies = Vec::with_capacity(calls);

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod protocol;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -160,7 +163,21 @@ impl Node {
 
     /// Starts a node that reaches etcd at `etcd_url` (a [`Proxy`]'s).
     pub fn start_via(etcd_url: &str, name: &str, host: u8, log: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-node"))
+        let program = Path::new(env!("CARGO_BIN_EXE_cluster-node"));
+        Node::start_program(program, etcd_url, name, host, log, extra)
+    }
+
+    /// Starts the node program at `program` (another build of
+    /// `cluster-node`).
+    pub fn start_program(
+        program: &Path,
+        etcd_url: &str,
+        name: &str,
+        host: u8,
+        log: &Path,
+        extra: &[&str],
+    ) -> Node {
+        let mut child = Command::new(program)
             .args(["--etcd", etcd_url, "--name", name, "--secret", SECRET])
             .args(["--listen", &format!("127.0.0.{host}:0")])
             .arg("--log")
