@@ -14,6 +14,9 @@
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
 //! - `remote IDS CALLS TASKS` → `remote ok N err M millis X`: `CALLS` calls
 //!   from `TASKS` tasks at once, to the ids of `0..IDS` served elsewhere
+//! - `check FROM COUNT TASKS` → `check ok N wrong W fenced F err M first WHAT`:
+//!   calls each new id of `FROM..FROM+COUNT` once, adding the id, from
+//!   `TASKS` tasks at once; a total other than the id is wrong
 //! - `leave` → `left`, then the process exits
 //!
 //! The crate's warnings (a refused connection…) are printed as lines of
@@ -274,6 +277,12 @@ fn main() {
                     let calls = calls.parse().unwrap_or(1000);
                     tokio::spawn(probe(cluster, ids, calls));
                 }
+                ["check", from, count, tasks] => {
+                    let from: u64 = from.parse().unwrap_or(0);
+                    let count: u64 = count.parse().unwrap_or(0);
+                    let tasks: u64 = tasks.parse().unwrap_or(4).max(1);
+                    tokio::spawn(check(cluster, from, count, tasks));
+                }
                 ["remote", ids, calls, tasks] => {
                     let ids = ids.parse().unwrap_or(100);
                     let calls = calls.parse().unwrap_or(1000);
@@ -372,6 +381,48 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
     say(format!(
         "starts ok {ok} err {err} millis {}",
         started.elapsed().as_millis()
+    ));
+}
+
+/// Calls each new id of `from..from + count` once with the id itself, from
+/// `tasks` tasks: each reply must be the id (a reply handed to the wrong
+/// call would not be).
+async fn check(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let cluster = cluster.clone();
+        set.spawn(async move {
+            let (mut ok, mut wrong, mut fenced, mut err, mut first) = (0u64, 0, 0, 0, None);
+            let mut id = from + task;
+            while id < from + count {
+                match cluster.call(id, (), id).await {
+                    Ok(Some(total)) if total == id => ok += 1,
+                    Ok(Some(total)) => {
+                        wrong += 1;
+                        first.get_or_insert_with(|| format!("{id}_answered_{total}"));
+                    }
+                    Ok(None) => fenced += 1,
+                    Err(e) => {
+                        err += 1;
+                        first.get_or_insert_with(|| format!("{id}:_{e}"));
+                    }
+                }
+                id += tasks;
+            }
+            (ok, wrong, fenced, err, first)
+        });
+    }
+    let (mut ok, mut wrong, mut fenced, mut err, mut first) = (0, 0, 0, 0, None);
+    while let Some(Ok((o, w, n, e, f))) = set.join_next().await {
+        ok += o;
+        wrong += w;
+        fenced += n;
+        err += e;
+        first = first.or(f);
+    }
+    let first = first.unwrap_or_else(|| "-".into()).replace(' ', "_");
+    say(format!(
+        "check ok {ok} wrong {wrong} fenced {fenced} err {err} first {first}"
     ));
 }
 
