@@ -38,34 +38,37 @@ pub(crate) enum RpcFail {
     Timeout,
 }
 
-/// The requests waiting for their answers on one connection; `None` once
-/// the connection has failed, with the reason.
-type Waiting = Result<HashMap<u64, oneshot::Sender<Response>>, String>;
+/// An open connection's queue of frames for its writing task, and the
+/// requests waiting for their answers.
+struct Open {
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    waiting: HashMap<u64, oneshot::Sender<Response>>,
+}
 
 /// One connection to a peer, shared by every request to it.
 struct Conn {
-    /// Whole frames for the writing task.
-    queue: mpsc::UnboundedSender<Vec<u8>>,
-    waiting: Mutex<Waiting>,
+    /// Open, or failed for the reason given. Failing drops the queue, so the
+    /// writing task writes what it holds, then closes its side.
+    state: Mutex<Result<Open, String>>,
     next: AtomicU64,
 }
 
 impl Conn {
     fn open(&self) -> bool {
-        self.waiting.lock().is_ok()
+        self.state.lock().is_ok()
     }
 
     /// Fails every waiting request and any later one: the connection is
-    /// broken.
+    /// broken, or closed.
     fn fail(&self, why: String) {
-        let mut waiting = self.waiting.lock();
-        if waiting.is_ok() {
-            *waiting = Err(why);
+        let mut state = self.state.lock();
+        if state.is_ok() {
+            *state = Err(why);
         }
     }
 
     fn why(&self) -> String {
-        match &*self.waiting.lock() {
+        match &*self.state.lock() {
             Err(why) => why.clone(),
             Ok(_) => "the connection closed".into(),
         }
@@ -89,20 +92,19 @@ impl Conn {
             )));
         }
         let (answer, receiver) = oneshot::channel();
-        match &mut *self.waiting.lock() {
-            Ok(waiting) => waiting.insert(id, answer),
-            Err(_) => return Err(RpcFail::NotSent),
+        let Ok(open) = &mut *self.state.lock() else {
+            return Err(RpcFail::NotSent);
         };
-        if self.queue.send(frame).is_err() {
-            self.forget(id);
+        if open.queue.send(frame).is_err() {
             return Err(RpcFail::NotSent);
         }
+        open.waiting.insert(id, answer);
         Ok((id, receiver))
     }
 
     fn forget(&self, id: u64) {
-        if let Ok(waiting) = &mut *self.waiting.lock() {
-            waiting.remove(&id);
+        if let Ok(open) = &mut *self.state.lock() {
+            open.waiting.remove(&id);
         }
     }
 
@@ -115,8 +117,8 @@ impl Conn {
                     return self.fail(format!("the peer closed the connection: {why}"));
                 }
                 Ok((id, response)) => {
-                    let answer = match &mut *self.waiting.lock() {
-                        Ok(waiting) => waiting.remove(&id),
+                    let answer = match &mut *self.state.lock() {
+                        Ok(open) => open.waiting.remove(&id),
                         Err(_) => None,
                     };
                     if let Some(answer) = answer {
@@ -139,8 +141,9 @@ pub(crate) struct Peers {
     /// The connection to each peer, by address.
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     /// Taken while connecting to a peer, so that requests arriving together
-    /// share one new connection.
-    dialing: tokio::sync::Mutex<()>,
+    /// share one new connection; one per peer, so that a peer slow to
+    /// answer delays no connection to another.
+    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Peers {
@@ -151,7 +154,7 @@ impl Peers {
             listen: config.listen.ip(),
             max_frame: config.max_frame,
             conns: Mutex::new(HashMap::new()),
-            dialing: tokio::sync::Mutex::new(()),
+            dialing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -183,7 +186,13 @@ impl Peers {
         if let Some(conn) = self.open_conn(address) {
             return Ok(conn);
         }
-        let _dialing = self.dialing.lock().await;
+        let dialing = self
+            .dialing
+            .lock()
+            .entry(address.into())
+            .or_default()
+            .clone();
+        let _dialing = dialing.lock().await;
         if let Some(conn) = self.open_conn(address) {
             return Ok(conn);
         }
@@ -197,8 +206,10 @@ impl Peers {
         let (reader, mut writer) = tokio::io::split(stream);
         let (queue, mut frames) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
-            queue,
-            waiting: Mutex::new(Ok(HashMap::new())),
+            state: Mutex::new(Ok(Open {
+                queue,
+                waiting: HashMap::new(),
+            })),
             next: AtomicU64::new(CONNECTION + 1),
         });
         let reading = conn.clone();
