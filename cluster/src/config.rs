@@ -210,8 +210,11 @@ impl Config {
         self
     }
 
-    /// The largest frame this node accepts from a peer; a larger one is
-    /// answered with an error and its connection closed.
+    /// The largest frame this node accepts from a peer (a larger one is
+    /// answered with an error and its connection closed), and sends to one:
+    /// a larger request fails with [`ClusterError::Codec`] before it is
+    /// sent, a larger reply is answered as the worker's error. Give every
+    /// node the same limit.
     ///
     /// ```
     /// use gen_registry_cluster::Config;
