@@ -1,21 +1,28 @@
 //! A three-node cluster on loopback: starts an etcd of its own (found on
 //! PATH), joins three nodes on 127.0.0.2–4 in this process, calls ids from
-//! every node, shows where they live, and has one node leave gracefully.
+//! every node, shows where they live, and has one node leave gracefully;
+//! the accounts of the leaving node keep their balances, handed over
+//! through the store the nodes share (one in memory here, as the nodes
+//! share a process; PostgreSQL across machines, see the guide).
 //!
 //! Run: `cargo run -p gen_registry_cluster --example cluster`
 //! (needs etcd: `apt-get install etcd-server` on Debian or Ubuntu).
 
+use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
 use gen_registry_cluster::{Cluster, Config};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The store the nodes keep balances in.
+static STORE: OnceLock<Store> = OnceLock::new();
+
 /// A bank account per id: a deposit returns the balance, and the epoch of
-/// the shard it runs in (the token a real account attaches to its writes to
-/// a database).
+/// the shard it runs in, which every write of the balance carries.
 struct Account {
-    balance: u64,
+    balance: Stored<u64>,
 }
 
 impl Worker for Account {
@@ -24,19 +31,28 @@ impl Worker for Account {
     type Request = u64;
     type Reply = (u64, u64);
     type Message = ();
-    type Error = std::convert::Infallible;
+    type Error = StateError;
 
-    async fn init(_: &String, _: (), _: &Context<Self>) -> Result<Self, Self::Error> {
-        Ok(Account { balance: 0 })
+    async fn init(_: &String, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
+        let store = STORE.get_or_init(Store::memory);
+        Ok(Account {
+            balance: Stored::load_for(store, "account", ctx).await?,
+        })
     }
 
     async fn handle_call(&mut self, deposit: u64, ctx: &mut Context<Self>) -> (u64, u64) {
-        self.balance += deposit;
-        (self.balance, ctx.epoch().unwrap_or_default())
+        *self.balance += deposit;
+        (*self.balance, ctx.epoch().unwrap_or_default())
     }
 
-    async fn terminate(&mut self, _: &ExitReason, ctx: &mut Context<Self>) {
-        println!("  account {} stops with balance {}", ctx.id(), self.balance);
+    async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
+        let saved = self.balance.flush().await.is_ok();
+        println!(
+            "  account {} stops ({reason}) with balance {}{}",
+            ctx.id(),
+            *self.balance,
+            if saved { ", saved" } else { ", NOT saved" }
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::{TcpSocket, TcpStream};
@@ -165,13 +165,21 @@ impl Peers {
         request: &Request,
         within: Duration,
     ) -> Result<Response, RpcFail> {
+        // Set once the request starts to leave: a timeout before that
+        // (dialing, the handshake) sent nothing.
+        let sending = AtomicBool::new(false);
         let run = async {
             let conn = self.conn(address).await?;
+            sending.store(true, Ordering::Relaxed);
             let (id, answer) = conn.send(request, self.max_frame)?;
             let _forget = Forget(&conn, id);
             answer.await.map_err(|_| RpcFail::Sent(conn.why()))
         };
-        timeout(within, run).await.unwrap_or(Err(RpcFail::Timeout))
+        match timeout(within, run).await {
+            Ok(outcome) => outcome,
+            Err(_) if sending.load(Ordering::Relaxed) => Err(RpcFail::Timeout),
+            Err(_) => Err(RpcFail::NotSent),
+        }
     }
 
     /// Closes every connection.

@@ -73,7 +73,13 @@ impl<W: ClusterWorker> Cluster<W> {
     /// count, takes a lease, registers this node, starts serving, and claims
     /// the shards rendezvous hashing gives it. Must run inside a tokio
     /// runtime; workers run on it unless `options` name another tokio
-    /// executor.
+    /// executor. Each shard served here gets a registry of its own, made
+    /// from `options` with the shard's epoch, a check that this node still
+    /// serves it, and this node's name set
+    /// ([`Options::epoch`](gen_registry::Options::epoch),
+    /// [`epoch_check`](gen_registry::Options::epoch_check),
+    /// [`node`](gen_registry::Options::node)): whatever `options` held for
+    /// those is replaced.
     ///
     /// Fails with [`ClusterError::Config`] for a bad configuration or a named
     /// registry (each shard has its own), [`ClusterError::Etcd`] if etcd

@@ -74,6 +74,51 @@
 //! # Ok(()) }
 //! ```
 
+//! A worker whose state outlives moves keeps it in a store all nodes share
+//! (PostgreSQL, with `gen_registry_postgres`), loaded at its shard's epoch
+//! and flushed in `terminate`; the guide's cluster chapter has the whole
+//! program:
+//!
+//! ```no_run
+//! use gen_registry::state::{StateError, Store, Stored};
+//! use gen_registry::{Context, ExitReason, Worker};
+//! use std::sync::OnceLock;
+//!
+//! /// Set once, before the node joins (a `Store` is no serde value: it
+//! /// cannot travel as args).
+//! static STORE: OnceLock<Store> = OnceLock::new();
+//!
+//! /// Page views per page, kept across moves.
+//! struct Views(Stored<u64>);
+//!
+//! impl Worker for Views {
+//!     type Id = String;
+//!     type Args = ();
+//!     type Request = ();
+//!     type Reply = u64;
+//!     type Message = ();
+//!     type Error = StateError;
+//!
+//!     async fn init(_: &String, _: (), ctx: &Context<Self>) -> Result<Self, StateError> {
+//!         let store = STORE.get().expect("set before joining");
+//!         Ok(Views(Stored::load_for(store, "views", ctx).await?))
+//!     }
+//!
+//!     async fn handle_call(&mut self, _: (), _: &mut Context<Self>) -> u64 {
+//!         *self.0 += 1;
+//!         *self.0
+//!     }
+//!
+//!     async fn terminate(&mut self, reason: &ExitReason, _: &mut Context<Self>) {
+//!         // `ExitReason::Moved`: the next owner loads what this writes; a
+//!         // node that lost its shard while paused is refused here.
+//!         if !reason.is_abnormal() {
+//!             let _ = self.0.flush().await;
+//!         }
+//!     }
+//! }
+//! ```
+
 #![deny(missing_docs)]
 
 /// The guide's chapter on cluster mode, compiled as a doctest so it cannot rot.

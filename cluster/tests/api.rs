@@ -9,22 +9,6 @@ use gen_registry_cluster::doc_support::Adder;
 use gen_registry_cluster::{Cluster, ClusterError, Config};
 use std::time::Duration;
 
-fn config(etcd: &Etcd, name: &str, host: u8) -> Config {
-    Config::new(name, [etcd.url()], SECRET)
-        .listen(format!("127.0.0.{host}:0").parse().expect("an address"))
-        .lease_ttl(TTL)
-        .fence_margin(Duration::from_millis(MARGIN_MS))
-        .shards(16)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
 #[test]
 fn every_operation_by_id_reaches_the_one_worker_of_the_id_on_either_node() {
     let _turn = one_at_a_time();

@@ -18,19 +18,6 @@ fn three_nodes(etcd: &Etcd, log: &std::path::Path) -> Vec<Node> {
     ]
 }
 
-/// Waits until every node sees all three members own shards (each answers
-/// `count` with a total, which needs every member reachable).
-fn settled(nodes: &mut [Node]) {
-    for node in nodes.iter_mut() {
-        wait_until(Duration::from_secs(20), "the cluster to settle", || {
-            node.ask("count", "count ", Duration::from_secs(10))
-                .split_whitespace()
-                .nth(1)
-                != Some("err")
-        });
-    }
-}
-
 fn assert_no_overlap(log: &std::path::Path) {
     let found = overlaps(log);
     assert!(

@@ -7,11 +7,12 @@ mod common;
 
 use common::*;
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, Config};
+use gen_registry_cluster::Cluster;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The shard count `common::config` gives.
 const SHARDS: u32 = 16;
 const IDS: u64 = 24;
 
@@ -53,20 +54,20 @@ impl Worker for Where {
     }
 }
 
-fn config(etcd: &Etcd, name: &str, host: u8) -> Config {
-    Config::new(name, [etcd.url()], SECRET)
-        .listen(format!("127.0.0.{host}:0").parse().expect("an address"))
-        .lease_ttl(TTL)
-        .fence_margin(Duration::from_millis(MARGIN_MS))
-        .shards(SHARDS)
-}
-
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until both nodes serve shards, and each shard is served by one.
+async fn spread<W: gen_registry_cluster::ClusterWorker>(a: &Cluster<W>, b: &Cluster<W>) {
+    until("the shards to spread", || {
+        (0..SHARDS).any(|s| b.serves(s)) && (0..SHARDS).all(|s| a.serves(s) ^ b.serves(s))
+    })
+    .await;
 }
 
 /// Calls every id from `via`: where each runs, as its worker says.
@@ -89,12 +90,7 @@ async fn placement(via: &Cluster<Where>) -> BTreeMap<u64, (String, u64)> {
 fn workers_read_their_node_and_epoch_and_end_as_moved_when_their_shard_moves() {
     let _turn = one_at_a_time();
     let etcd = Etcd::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    runtime().block_on(async {
         let a = Cluster::<Where>::join(config(&etcd, "a", 2), Options::default())
             .await
             .expect("a joins");
@@ -108,10 +104,7 @@ fn workers_read_their_node_and_epoch_and_end_as_moved_when_their_shard_moves() {
         let b = Cluster::<Where>::join(config(&etcd, "b", 3), Options::default())
             .await
             .expect("b joins");
-        until("the shards to spread", || {
-            (0..SHARDS).any(|s| b.serves(s)) && (0..SHARDS).all(|s| a.serves(s) ^ b.serves(s))
-        })
-        .await;
+        spread(&a, &b).await;
         let after = placement(&a).await;
         let moved: Vec<u64> = (0..IDS).filter(|id| after[id].0 == "b").collect();
         assert!(!moved.is_empty(), "no id moved to b: {after:?}");
@@ -184,22 +177,14 @@ fn requests_no_worker_read_are_retried_until_one_is_handled_once() {
     const CALLS: u64 = 40;
     let _turn = one_at_a_time();
     let etcd = Etcd::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    runtime().block_on(async {
         let a = Cluster::<OneShot>::join(config(&etcd, "a", 2), Options::default())
             .await
             .expect("a joins");
         let b = Cluster::<OneShot>::join(config(&etcd, "b", 3), Options::default())
             .await
             .expect("b joins");
-        until("the shards to spread", || {
-            (0..SHARDS).any(|s| b.serves(s)) && (0..SHARDS).all(|s| a.serves(s) ^ b.serves(s))
-        })
-        .await;
+        spread(&a, &b).await;
         // Many callers on both nodes, two ids: most requests queue behind
         // one that ends its worker, and come back unread.
         let mut tasks = tokio::task::JoinSet::new();

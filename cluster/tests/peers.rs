@@ -92,7 +92,7 @@ fn call_frame(node: &mut Node, id: u64, add: u64) -> Request {
             .expect("an epoch"),
         id: postcard::to_stdvec(&id).expect("encodes"),
         args: postcard::to_stdvec(&()).expect("encodes"),
-        request: postcard::to_stdvec(&add).expect("encodes"),
+        request: postcard::to_stdvec(&(add, false)).expect("encodes"),
         timeout_ms: 5_000,
     }
 }
@@ -145,8 +145,8 @@ fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker
         panic!("expected a reply to request 1");
     };
     assert_eq!(
-        postcard::from_bytes::<Option<u64>>(&bytes).expect("decodes"),
-        Some(2)
+        postcard::from_bytes::<Result<u64, String>>(&bytes).expect("decodes"),
+        Ok(2)
     );
 }
 
@@ -226,7 +226,7 @@ fn requests_sent_together_on_one_connection_are_each_answered_under_their_own_id
         let Response::Reply(reply) = response else {
             panic!("request {request}: expected a reply, got {response:?}");
         };
-        let total: Option<u64> = postcard::from_bytes(&reply).expect("decodes");
+        let total: Result<u64, String> = postcard::from_bytes(&reply).expect("decodes");
         assert!(
             answers.insert(request, total).is_none(),
             "request {request} answered twice"
@@ -235,10 +235,10 @@ fn requests_sent_together_on_one_connection_are_each_answered_under_their_own_id
     // Each worker's two calls ran one after the other, in either order: the
     // answer to each is its own add, or the sum if it ran second.
     for id in 0..10u64 {
-        let first = answers[&(100 * id)];
-        let second = answers[&(100 * id + 1)];
+        let first = &answers[&(100 * id)];
+        let second = &answers[&(100 * id + 1)];
         assert!(
-            matches!((first, second), (Some(1), Some(11)) | (Some(11), Some(10))),
+            matches!((first, second), (Ok(1), Ok(11)) | (Ok(11), Ok(10))),
             "worker {id}: the call adding 1 got {first:?}, the one adding 10 got {second:?}"
         );
     }

@@ -115,6 +115,16 @@ fn fresh() -> (Store, Ends) {
     (Store::memory(), Arc::new(Mutex::new(Vec::new())))
 }
 
+/// One store, and two registries owning the same ids one after the other:
+/// the old one at epoch 1, the new one at epoch 2.
+fn two_owners() -> (Store, GenRegistry<Keeper>, GenRegistry<Keeper>, Args) {
+    let (store, ends) = fresh();
+    let old = GenRegistry::<Keeper>::new(Options::default().epoch(1)).unwrap();
+    let new = GenRegistry::<Keeper>::new(Options::default().epoch(2)).unwrap();
+    let args = Args::new(&store, &ends);
+    (store, old, new, args)
+}
+
 #[test]
 fn a_worker_reads_its_registry_s_epoch_node_and_epoch_check_from_its_context() {
     let (store, ends) = fresh();
@@ -205,10 +215,7 @@ fn a_worker_still_in_init_when_its_registry_is_handed_over_ends_as_moved() {
 
 #[test]
 fn state_flushed_by_an_owner_handing_over_is_what_the_next_owner_loads() {
-    let (store, ends) = fresh();
-    let old = GenRegistry::<Keeper>::new(Options::default().epoch(1)).unwrap();
-    let new = GenRegistry::<Keeper>::new(Options::default().epoch(2)).unwrap();
-    let args = Args::new(&store, &ends);
+    let (store, old, new, args) = two_owners();
     common::run(10, async move {
         // Changed, never written: only the flush in `terminate` keeps it.
         assert!(matches!(
@@ -228,10 +235,7 @@ fn state_flushed_by_an_owner_handing_over_is_what_the_next_owner_loads() {
 
 #[test]
 fn an_old_owner_is_refused_by_the_store_once_a_newer_owner_wrote() {
-    let (store, ends) = fresh();
-    let old = GenRegistry::<Keeper>::new(Options::default().epoch(1)).unwrap();
-    let new = GenRegistry::<Keeper>::new(Options::default().epoch(2)).unwrap();
-    let args = Args::new(&store, &ends);
+    let (store, old, new, args) = two_owners();
     common::run(10, async move {
         // Both owners run a worker of id 3: the old one loaded first.
         assert!(matches!(

@@ -2,7 +2,9 @@
 //! cluster of `Probe` workers, and takes commands on standard input, one per
 //! line, answering each on standard output:
 //!
-//! - `call ID ADD` → `call ID ok TOTAL` | `call ID fenced` | `call ID err MESSAGE`
+//! - `call ID ADD` → `call ID ok TOTAL` | `call ID refused MESSAGE` | `call ID err MESSAGE`
+//! - `write ID ADD` → as `call`, and the worker writes its state to the store
+//!   before it answers (`write ID ok TOTAL` once the write committed)
 //! - `load IDS MILLIS TASKS` → `load ok N err M undelivered U max_ms X p50_us Y p99_us Z first_err E`
 //!   (U of the M errors are requests no worker took: `ClusterError::NotDelivered`)
 //! - `starts FROM COUNT TASKS` → `starts ok N err M millis X`
@@ -30,10 +32,17 @@
 //! context's epoch. Each line is one `write` to a file
 //! opened for appending, so lines of several processes never interleave.
 //!
+//! With `--pg URL` (feature `postgres`), a worker's total is persisted
+//! state in that PostgreSQL database, loaded with the worker's epoch
+//! (`Stored::load_for`): a call changes it without writing, `write` writes
+//! it, and `terminate` flushes it, logging `flush ID INC OUTCOME T`, OUTCOME
+//! being `ok`, `fenced` (the store refused the epoch) or `error`.
+//!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--tls-ca PEM --tls-cert PEM --tls-key PEM]`
+//! [--tls-ca PEM --tls-cert PEM --tls-key PEM] [--pg URL]`
 
+use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
 use gen_registry_cluster::{Cluster, ClusterError, Config, Tls};
 use std::collections::HashMap;
@@ -44,6 +53,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static LOG: OnceLock<File> = OnceLock::new();
+/// The store workers keep their totals in, if any.
+static STORE: OnceLock<Store> = OnceLock::new();
 static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn wall_nanos() -> u128 {
@@ -65,16 +76,25 @@ fn log(line: String) {
 struct Probe {
     id: u64,
     incarnation: String,
-    total: u64,
+    total: Total,
+}
+
+/// A worker's total: in memory, or persisted state in the store.
+enum Total {
+    Memory(u64),
+    Stored(Stored<u64>),
 }
 
 impl Worker for Probe {
     type Id = u64;
     type Args = ();
-    type Request = u64;
-    type Reply = Option<u64>;
+    /// What to add, and whether to write the total to the store before
+    /// answering.
+    type Request = (u64, bool);
+    /// The total, or why the request was refused.
+    type Reply = Result<u64, String>;
     type Message = ();
-    type Error = std::convert::Infallible;
+    type Error = StateError;
 
     async fn init(id: &u64, _: (), ctx: &Context<Self>) -> Result<Self, Self::Error> {
         let node = ctx.node().unwrap_or("?");
@@ -83,6 +103,10 @@ impl Worker for Probe {
             std::process::id(),
             INCARNATIONS.fetch_add(1, Ordering::Relaxed)
         );
+        let total = match STORE.get() {
+            Some(store) => Total::Stored(Stored::load_for(store, "probe", ctx).await?),
+            None => Total::Memory(0),
+        };
         if ctx.holds_epoch() {
             log(format!(
                 "start {id} {incarnation} {node} {} {}\n",
@@ -93,22 +117,38 @@ impl Worker for Probe {
         Ok(Probe {
             id: *id,
             incarnation,
-            total: 0,
+            total,
         })
     }
 
-    async fn handle_call(&mut self, add: u64, ctx: &mut Context<Self>) -> Option<u64> {
+    async fn handle_call(
+        &mut self,
+        (add, write): (u64, bool),
+        ctx: &mut Context<Self>,
+    ) -> Result<u64, String> {
         if !ctx.holds_epoch() {
-            return None;
+            return Err("fenced".into());
         }
-        self.total += add;
+        let total = match &mut self.total {
+            Total::Memory(total) => {
+                *total += add;
+                *total
+            }
+            Total::Stored(stored) => {
+                **stored += add;
+                if write {
+                    stored.write().await.map_err(|e| e.to_string())?;
+                }
+                **stored
+            }
+        };
         log(format!(
             "call {} {} {}\n",
             self.id,
             self.incarnation,
             wall_nanos()
         ));
-        Some(self.total)
+        Ok(total)
     }
 
     async fn terminate(&mut self, _: &ExitReason, ctx: &mut Context<Self>) {
@@ -123,6 +163,19 @@ impl Worker for Probe {
             self.incarnation,
             wall_nanos()
         ));
+        if let Total::Stored(stored) = &mut self.total {
+            let outcome = match stored.flush().await {
+                Ok(_) => "ok",
+                Err(StateError::Fenced { .. }) => "fenced",
+                Err(_) => "error",
+            };
+            log(format!(
+                "flush {} {} {outcome} {}\n",
+                self.id,
+                self.incarnation,
+                wall_nanos()
+            ));
+        }
     }
 }
 
@@ -197,6 +250,9 @@ fn main() {
             std::process::exit(2)
         });
     runtime.block_on(async move {
+        if let Some(url) = flags.get("pg") {
+            let _ = STORE.set(postgres_store(url).await);
+        }
         let cluster = match Cluster::<Probe>::join(config, Options::default()).await {
             Ok(c) => c,
             Err(e) => {
@@ -223,13 +279,14 @@ fn main() {
                     say("left".into());
                     std::process::exit(0);
                 }
-                ["call", id, add] => {
+                [verb @ ("call" | "write"), id, add] => {
+                    let (verb, write) = (verb.to_string(), *verb == "write");
                     let (id, add) = (id.parse().unwrap_or(0), add.parse().unwrap_or(0));
                     tokio::spawn(async move {
-                        say(match cluster.call(id, (), add).await {
-                            Ok(Some(total)) => format!("call {id} ok {total}"),
-                            Ok(None) => format!("call {id} fenced"),
-                            Err(e) => format!("call {id} err {e}"),
+                        say(match cluster.call(id, (), (add, write)).await {
+                            Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
+                            Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
+                            Err(e) => format!("{verb} {id} err {e}"),
                         })
                     });
                 }
@@ -311,13 +368,13 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let started = Instant::now();
-                let result = cluster.call(seed % ids, (), 1).await;
+                let result = cluster.call(seed % ids, (), (1, false)).await;
                 latencies.push(started.elapsed());
                 match result {
-                    Ok(Some(_)) => ok += 1,
-                    Ok(None) => {
+                    Ok(Ok(_)) => ok += 1,
+                    Ok(Err(refused)) => {
                         err += 1;
-                        first.get_or_insert_with(|| "fenced".to_string());
+                        first.get_or_insert(refused);
                     }
                     Err(e) => {
                         err += 1;
@@ -364,8 +421,8 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
             let (mut ok, mut err) = (0u64, 0u64);
             let mut id = from + task;
             while id < from + count {
-                match cluster.call(id, (), 0).await {
-                    Ok(Some(_)) => ok += 1,
+                match cluster.call(id, (), (0, false)).await {
+                    Ok(Ok(_)) => ok += 1,
                     _ => err += 1,
                 }
                 id += tasks;
@@ -395,13 +452,13 @@ async fn check(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
             let (mut ok, mut wrong, mut fenced, mut err, mut first) = (0u64, 0, 0, 0, None);
             let mut id = from + task;
             while id < from + count {
-                match cluster.call(id, (), id).await {
-                    Ok(Some(total)) if total == id => ok += 1,
-                    Ok(Some(total)) => {
+                match cluster.call(id, (), (id, false)).await {
+                    Ok(Ok(total)) if total == id => ok += 1,
+                    Ok(Ok(total)) => {
                         wrong += 1;
                         first.get_or_insert_with(|| format!("{id}_answered_{total}"));
                     }
-                    Ok(None) => fenced += 1,
+                    Ok(Err(_)) => fenced += 1,
                     Err(e) => {
                         err += 1;
                         first.get_or_insert_with(|| format!("{id}:_{e}"));
@@ -454,8 +511,11 @@ async fn remote(cluster: Cluster<Probe>, ids: u64, calls: u64, tasks: u64) {
             let (mut ok, mut err) = (0u64, 0u64);
             let mut n = task;
             while n < calls && !remote.is_empty() {
-                match cluster.call(remote[n as usize % remote.len()], (), 1).await {
-                    Ok(Some(_)) => ok += 1,
+                match cluster
+                    .call(remote[n as usize % remote.len()], (), (1, false))
+                    .await
+                {
+                    Ok(Ok(_)) => ok += 1,
                     _ => err += 1,
                 }
                 n += tasks;
@@ -486,7 +546,7 @@ async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
                 break;
             };
             let started = Instant::now();
-            let _ = cluster.call(*id, (), 1).await;
+            let _ = cluster.call(*id, (), (1, false)).await;
             latencies.push(started.elapsed().as_micros());
         }
         latencies.sort();
@@ -502,4 +562,27 @@ async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
         "probe local_p50_us {} local_p99_us {} remote_p50_us {} remote_p99_us {}",
         figures[0].0, figures[0].1, figures[1].0, figures[1].1
     ));
+}
+
+/// The store of `--pg URL`: a PostgreSQL database the nodes share.
+#[cfg(feature = "postgres")]
+async fn postgres_store(url: &str) -> Store {
+    let postgres = gen_registry_postgres::Postgres::new(url).unwrap_or_else(|e| {
+        say(format!("failed {e}"));
+        std::process::exit(1)
+    });
+    if let Err(e) = postgres.connect().await {
+        say(format!("failed {e}"));
+        std::process::exit(1);
+    }
+    Store::new(
+        postgres,
+        gen_registry::Executor::Tokio(tokio::runtime::Handle::current()),
+    )
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_store(_: &str) -> Store {
+    say("failed --pg needs the feature `postgres`".into());
+    std::process::exit(2)
 }

@@ -38,6 +38,25 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The configuration of a node joined in the test's own process, on
+/// 127.0.0.`host`, with the harness's lease and 16 shards.
+pub fn config(etcd: &Etcd, name: &str, host: u8) -> gen_registry_cluster::Config {
+    gen_registry_cluster::Config::new(name, [etcd.url()], SECRET)
+        .listen(format!("127.0.0.{host}:0").parse().expect("an address"))
+        .lease_ttl(TTL)
+        .fence_margin(Duration::from_millis(MARGIN_MS))
+        .shards(16)
+}
+
+/// The runtime the nodes of an in-process test run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// Waits until `check` holds, or panics with `what` after `within`.
 pub fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -280,10 +299,21 @@ impl Node {
 
     /// The answer to the call of `id` sent last: `Ok(total)` or `Err(line)`.
     pub fn call_answer(&mut self, id: u64) -> Result<u64, String> {
-        let line = self.expect(&format!("call {id} "), Duration::from_secs(15));
+        self.answer("call", id)
+    }
+
+    /// `write ID ADD` (a call whose worker writes its persisted total before
+    /// answering): `Ok(total)` or `Err(line)`.
+    pub fn write(&mut self, id: u64, add: u64) -> Result<u64, String> {
+        self.send(&format!("write {id} {add}"));
+        self.answer("write", id)
+    }
+
+    fn answer(&mut self, verb: &str, id: u64) -> Result<u64, String> {
+        let line = self.expect(&format!("{verb} {id} "), Duration::from_secs(15));
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["call", _, "ok", total] => Ok(total.parse().expect("a number")),
+            [_, _, "ok", total] => Ok(total.parse().expect("a number")),
             _ => Err(line),
         }
     }
@@ -311,6 +341,19 @@ impl Drop for Node {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until every node answers `count` with a total, which needs every
+/// member reachable: the cluster has settled.
+pub fn settled(nodes: &mut [Node]) {
+    for node in nodes.iter_mut() {
+        wait_until(Duration::from_secs(20), "the cluster to settle", || {
+            node.ask("count", "count ", Duration::from_secs(10))
+                .split_whitespace()
+                .nth(1)
+                != Some("err")
+        });
     }
 }
 
@@ -365,6 +408,9 @@ pub struct Incarnation {
     pub ended: bool,
     /// Its `terminate` ran after its node had fenced itself.
     pub ended_fenced: bool,
+    /// How the flush of its persisted state in `terminate` went: `ok`,
+    /// `fenced` or `error` (nodes with a store only).
+    pub flush: Option<String>,
 }
 
 /// Reads the log: every incarnation, by id.
@@ -387,6 +433,7 @@ pub fn incarnations(log: &Path) -> BTreeMap<u64, Vec<Incarnation>> {
                         last: t,
                         ended: false,
                         ended_fenced: false,
+                        flush: None,
                     },
                 );
             }
@@ -403,6 +450,12 @@ pub fn incarnations(log: &Path) -> BTreeMap<u64, Vec<Incarnation>> {
                     .get_mut(*inc)
                     .unwrap_or_else(|| panic!("{inc} logged before its start"));
                 i.ended_fenced = true;
+            }
+            ["flush", _, inc, outcome, _] => {
+                let i = by_name
+                    .get_mut(*inc)
+                    .unwrap_or_else(|| panic!("{inc} logged before its start"));
+                i.flush = Some(outcome.to_string());
             }
             _ => panic!("unreadable log line {line:?}"),
         }
