@@ -71,6 +71,15 @@ pub enum ClusterError {
         "the connection to the owner failed after the request was sent (it may have been handled): {0}"
     )]
     Rpc(String),
+    /// A peer refused this node's connection, or this node the peer's, before
+    /// any request was sent: a TLS certificate that does not chain to this
+    /// node's CA, has expired or does not name the peer's address, or
+    /// another cluster secret. Retrying does not help; the message says
+    /// which peer and why.
+    #[error(
+        "the connection with a peer was refused (check the nodes' certificates, CA and cluster secret): {0}"
+    )]
+    PeerRefused(String),
     /// An id, argument, request or reply could not be (de)serialized (here,
     /// or by the owner, whose name the message then starts with).
     #[error("could not encode or decode a value: {0}")]

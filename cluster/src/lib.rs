@@ -12,9 +12,12 @@
 //!   members, and run their shards' workers in ordinary local
 //!   [`GenRegistry`](gen_registry::GenRegistry)s on tokio.
 //! - A call for a local shard goes straight to the local registry; any other
-//!   goes to the owner over an authenticated TCP connection. An owner that no
-//!   longer holds the shard at that epoch answers "not owner", and the caller
-//!   refreshes its view and retries within its timeout.
+//!   goes to the owner over the connection this node keeps to it, which
+//!   carries many requests at once: TLS 1.3 with both nodes' certificates
+//!   checked ([`Config::tls`], for production), or plain TCP with the
+//!   cluster secret's challenge (for a development cluster). An owner that
+//!   no longer holds the shard at that epoch answers "not owner", and the
+//!   caller refreshes its view and retries within its timeout.
 //! - A node that cannot renew its lease fences itself: it stops serving, and
 //!   stops its workers, before its lease could have expired at etcd
 //!   ([`Config::fence_margin`]).
@@ -145,6 +148,7 @@ mod stats;
 mod suspicion;
 mod telemetry;
 mod trace;
+mod tls;
 mod view;
 mod wire;
 
@@ -153,6 +157,7 @@ pub use config::Config;
 pub use error::{ClusterError, Failure, WorkerFailure};
 pub use etcd_client;
 pub use stats::{NodeStats, ShardStats};
+pub use tls::Tls;
 
 use gen_registry::Worker;
 use serde::{Serialize, de::DeserializeOwned};

@@ -211,6 +211,8 @@ impl Pending {
     fn fail(&self, fail: RpcFail) -> Result<(), ClusterError> {
         match fail {
             RpcFail::NotSent => Ok(()),
+            RpcFail::Refused(e) => Err(ClusterError::PeerRefused(e)),
+            RpcFail::Invalid(e) => Err(ClusterError::Codec(e)),
             RpcFail::Sent(e) => Err(ClusterError::Rpc(e)),
             RpcFail::Timeout => Err(ClusterError::Timeout(self.within)),
         }

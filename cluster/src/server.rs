@@ -1,57 +1,122 @@
 //! The RPC server: answers peers' requests for the shards this node serves.
 //!
-//! A peer proves the cluster secret before anything it sends is read, then
-//! sends requests one at a time on its connection. A request reaches a
+//! A peer completes TLS (if the node uses it) and proves the cluster secret
+//! before anything it sends is read, then sends requests, many at once, on
+//! its connection: each is answered by a task of its own, and its answer
+//! written under its request id as soon as it is ready. A request reaches a
 //! worker only if this node serves the shard at the epoch the peer named,
 //! and only for an id that hashes to that shard; otherwise the answer is
 //! "not owner", and the peer refreshes its view and retries elsewhere.
 
 use crate::hash::shard_of;
 use crate::node::Node;
-use crate::wire::{self, FrameError, HANDSHAKE, Request, Response, decode, encode};
+use crate::wire::{self, CONNECTION, FrameError, HANDSHAKE, Io, Request, Response, decode, encode};
 use crate::{ClusterError, ClusterWorker, trace};
 use gen_registry::Error;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
 use tracing::{Instrument, Span};
 
-/// Accepts peers' connections: each one proves the cluster secret, then
-/// sends requests one at a time.
+/// The most requests of one connection being answered at a time; the
+/// connection's next frames are read once one of them is done.
+const IN_FLIGHT: usize = 4096;
+
+/// Accepts peers' connections: each one completes TLS (if the node uses
+/// it) and proves the cluster secret, then sends requests.
 pub(crate) async fn serve<W: ClusterWorker>(node: Arc<Node<W>>, listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let node = node.clone();
         tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            if wire::accept(&mut stream, &node.config.secret, HANDSHAKE)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            loop {
-                let response = match wire::read_frame::<Request>(&mut stream, node.config.max_frame)
-                    .await
-                {
-                    Ok(request) => node.answer(request).await,
-                    Err(FrameError::Io(_)) => return,
-                    Err(e) => {
-                        let _ =
-                            wire::write_frame(&mut stream, &Response::Failed(e.to_string())).await;
-                        return;
-                    }
-                };
-                if wire::write_frame(&mut stream, &response).await.is_err() {
-                    return;
-                }
+            match authenticate(&node, stream).await {
+                Ok(stream) => answer_all(node, stream).await,
+                Err(e) => tracing::warn!(
+                    node = %node.config.name,
+                    %peer,
+                    error = %e,
+                    "refused a connection from a peer"
+                ),
             }
         });
+    }
+}
+
+/// TLS (if the node uses it), then the cluster secret.
+async fn authenticate<W: ClusterWorker>(
+    node: &Node<W>,
+    stream: TcpStream,
+) -> std::io::Result<Box<dyn Io>> {
+    let _ = stream.set_nodelay(true);
+    let mut stream: Box<dyn Io> = match &node.config.tls {
+        Some(tls) => {
+            Box::new(timeout(HANDSHAKE, tls.accept(stream)).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS timed out")
+            })??)
+        }
+        None => Box::new(stream),
+    };
+    wire::accept(&mut stream, &node.config.secret, HANDSHAKE).await?;
+    Ok(stream)
+}
+
+/// Reads a peer's requests and answers each as soon as it can, until the
+/// peer closes the connection or sends a broken frame; the answers of the
+/// requests read before then are all written.
+async fn answer_all<W: ClusterWorker>(node: Arc<Node<W>>, stream: Box<dyn Io>) {
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::new(reader);
+    let (answers, mut frames) = mpsc::unbounded_channel();
+    let writing = tokio::spawn(async move {
+        let _ = wire::write_frames(&mut writer, &mut frames).await;
+    });
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let max = node.config.max_frame;
+    loop {
+        let (id, request) = match wire::read_frame::<(u64, Request)>(&mut reader, max).await {
+            Ok(framed) => framed,
+            Err(FrameError::Io(_)) => break,
+            Err(e) => {
+                if let Ok(f) = wire::frame(&(CONNECTION, Response::Failed(e.to_string()))) {
+                    let _ = answers.send(f);
+                }
+                break;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let node = node.clone();
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let response = node.answer(request).await;
+            let _ = answers.send(answer_frame(id, response, max));
+            drop(slot);
+        });
+    }
+    drop(answers);
+    let _ = writing.await;
+}
+
+/// The frame of the answer to request `id`; an error instead of an answer
+/// the peer would refuse as too large.
+fn answer_frame(id: u64, response: Response, max: usize) -> Vec<u8> {
+    let too_large = |n: usize| {
+        Response::Failed(format!(
+            "a reply of {n} bytes exceeds the frame limit of {max}"
+        ))
+    };
+    match wire::frame(&(id, &response)) {
+        Ok(f) if f.len() - 4 <= max => f,
+        Ok(f) => wire::frame(&(id, too_large(f.len() - 4))).unwrap_or_default(),
+        Err(e) => wire::frame(&(id, Response::Failed(e.to_string()))).unwrap_or_default(),
     }
 }
 

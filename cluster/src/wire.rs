@@ -1,11 +1,15 @@
 //! The node-to-node protocol: length-prefixed postcard frames over TCP.
 //!
 //! A frame is a 4-byte big-endian length, then that many bytes of postcard.
-//! A connection starts with a mutual challenge-response proving that both
-//! sides hold the cluster secret (HMAC-SHA256 over both sides' fresh nonces;
-//! the secret never crosses the wire), then carries one request and its
-//! response at a time. A frame longer than the limit, or one that does not
-//! decode, gets an error frame and the connection is closed: its byte
+//! A connection (over TLS, or plain TCP in a development cluster) starts
+//! with a mutual challenge-response proving that both sides hold the
+//! cluster secret (HMAC-SHA256 over both sides' fresh nonces; the secret
+//! never crosses the wire), then carries many requests at once: each
+//! request frame is `(request id, Request)`, and its answer is
+//! `(request id, Response)`, in whatever order the answers are ready.
+//! Frames that are ready together are written together, in one write.
+//! A frame longer than the limit, or one that does not decode, gets an
+//! error frame under request id 0 and the connection is closed: its byte
 //! stream can no longer be trusted, and the node goes on serving others.
 
 use crate::ClusterError;
@@ -15,8 +19,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::Sha256;
 use std::io;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// How long a handshake may take before the connection is dropped.
 pub(crate) const HANDSHAKE: Duration = Duration::from_secs(2);
@@ -123,19 +127,57 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
-    let body =
-        postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let len = u32::try_from(body.len())
+/// A connection's byte stream: TLS over TCP, or plain TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Io for S {}
+
+/// The request id under which a server reports a broken frame; requests
+/// are numbered from 1.
+pub(crate) const CONNECTION: u64 = 0;
+
+/// `value` as a whole frame: its length, then its postcard bytes.
+pub(crate) fn frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let mut frame = postcard::to_extend(value, vec![0u8; 4])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let len = u32::try_from(frame.len() - 4)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).await
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(frame)
+}
+
+pub(crate) async fn write_frame<T: Serialize>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    value: &T,
+) -> io::Result<()> {
+    stream.write_all(&frame(value)?).await?;
+    stream.flush().await
+}
+
+/// The most frames written at once.
+const BATCH: usize = 256;
+
+/// Writes the frames of `queue` until it closes, all those waiting at a
+/// time in one write, then shuts the stream's writing side down.
+pub(crate) async fn write_frames(
+    stream: &mut (impl AsyncWrite + Unpin),
+    queue: &mut UnboundedReceiver<Vec<u8>>,
+) -> io::Result<()> {
+    let mut frames = Vec::with_capacity(BATCH);
+    let mut buffer = Vec::new();
+    while queue.recv_many(&mut frames, BATCH).await > 0 {
+        buffer.clear();
+        for f in frames.drain(..) {
+            buffer.extend_from_slice(&f);
+        }
+        stream.write_all(&buffer).await?;
+        stream.flush().await?;
+    }
+    stream.shutdown().await
 }
 
 pub(crate) async fn read_frame<T: DeserializeOwned>(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     max: usize,
 ) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
@@ -164,6 +206,15 @@ fn mac(secret: &[u8], label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Hmac
     m
 }
 
+/// A handshake frame that could not be read: the network's failure as it
+/// is, anything else a refusal.
+fn handshake_failed(e: FrameError) -> io::Error {
+    match e {
+        FrameError::Io(e) => e,
+        other => refused(&other.to_string()),
+    }
+}
+
 fn refused(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, why.to_string())
 }
@@ -171,7 +222,7 @@ fn refused(why: &str) -> io::Error {
 /// The server's side of the handshake: `Ok` once the client proved it holds
 /// `secret`. A client that does not is sent `Refused` and gets nothing else.
 pub(crate) async fn accept(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     secret: &[u8],
     within: Duration,
 ) -> io::Result<()> {
@@ -181,7 +232,7 @@ pub(crate) async fn accept(
         let (theirs, proof) = match read_frame(stream, HANDSHAKE_FRAME).await {
             Ok(Handshake::Prove { nonce, mac }) => (nonce, mac),
             Ok(_) => return Err(refused("expected a proof")),
-            Err(e) => return Err(refused(&e.to_string())),
+            Err(e) => return Err(handshake_failed(e)),
         };
         if mac(secret, CLIENT_LABEL, &ours, &theirs)
             .verify_slice(&proof)
@@ -204,7 +255,7 @@ pub(crate) async fn accept(
 /// The client's side: proves it holds `secret`, and checks that the server
 /// does too.
 pub(crate) async fn connect(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     secret: &[u8],
     within: Duration,
 ) -> io::Result<()> {
@@ -212,7 +263,7 @@ pub(crate) async fn connect(
         let theirs = match read_frame(stream, HANDSHAKE_FRAME).await {
             Ok(Handshake::Challenge(n)) => n,
             Ok(_) => return Err(refused("expected a challenge")),
-            Err(e) => return Err(refused(&e.to_string())),
+            Err(e) => return Err(handshake_failed(e)),
         };
         let ours = nonce()?;
         let proof = mac(secret, CLIENT_LABEL, &theirs, &ours)
@@ -232,7 +283,7 @@ pub(crate) async fn connect(
                 .verify_slice(&answer)
                 .map_err(|_| refused("the peer does not hold the cluster secret")),
             Ok(_) => Err(refused("the peer refused our cluster secret")),
-            Err(e) => Err(refused(&e.to_string())),
+            Err(e) => Err(handshake_failed(e)),
         }
     };
     tokio::time::timeout(within, run)

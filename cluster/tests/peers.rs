@@ -1,11 +1,13 @@
 //! The node-to-node protocol from outside: a peer must prove the cluster
 //! secret before anything it sends reaches a worker, and broken frames get
 //! an error without harming the node. The frames are built here from the
-//! protocol's description (postcard, 4-byte big-endian length prefix), not
-//! with the crate's own code.
+//! protocol's description (postcard, 4-byte big-endian length prefix; a
+//! request is `(request id, Request)`, its answer `(request id, Response)`),
+//! not with the crate's own code.
 
 mod common;
 
+use common::protocol::{Request, Response};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -20,31 +22,6 @@ enum Handshake {
     Prove { nonce: [u8; 32], mac: Vec<u8> },
     Welcome { mac: Vec<u8> },
     Refused,
-}
-
-#[derive(Serialize)]
-enum Request {
-    Call {
-        shard: u32,
-        epoch: i64,
-        id: Vec<u8>,
-        args: Vec<u8>,
-        request: Vec<u8>,
-        timeout_ms: u64,
-        trace: Option<String>,
-    },
-}
-
-// Every answer of the protocol, so that any of them decodes; not all are read.
-#[allow(dead_code)]
-#[derive(Deserialize, Debug)]
-enum Response {
-    Reply(Vec<u8>),
-    Done,
-    Count(u64),
-    NotOwner,
-    NotFound,
-    Failed(String),
 }
 
 fn write_raw(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
@@ -137,9 +114,9 @@ fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker
     // never answered (the connection is closed).
     let (mut stream, answer) = handshake(&address, b"not the cluster's secret");
     assert!(matches!(answer, Handshake::Refused));
-    let _ = write(&mut stream, &call_frame(&mut node, 5, 1000));
+    let _ = write(&mut stream, &(1u64, call_frame(&mut node, 5, 1000)));
     assert!(
-        read::<Response>(&mut stream).is_err(),
+        read::<(u64, Response)>(&mut stream).is_err(),
         "a refused peer got an answer"
     );
 
@@ -148,10 +125,10 @@ fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("a timeout");
-    let _ = write(&mut stream, &call_frame(&mut node, 5, 1000));
+    let _ = write(&mut stream, &(1u64, call_frame(&mut node, 5, 1000)));
     let _ = read::<Handshake>(&mut stream);
     assert!(
-        read::<Response>(&mut stream).is_err(),
+        read::<(u64, Response)>(&mut stream).is_err(),
         "a peer that skipped the handshake got an answer"
     );
 
@@ -163,9 +140,10 @@ fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker
     // The same frames with the secret: they do reach the worker.
     let (mut stream, answer) = handshake(&address, SECRET.as_bytes());
     assert!(matches!(answer, Handshake::Welcome { .. }));
-    write(&mut stream, &call_frame(&mut node, 5, 1)).expect("sent");
-    let Response::Reply(bytes) = read::<Response>(&mut stream).expect("an answer") else {
-        panic!("expected a reply");
+    write(&mut stream, &(1u64, call_frame(&mut node, 5, 1))).expect("sent");
+    let (1, Response::Reply(bytes)) = read::<(u64, Response)>(&mut stream).expect("an answer")
+    else {
+        panic!("expected a reply to request 1");
     };
     assert_eq!(
         postcard::from_bytes::<Result<u64, String>>(&bytes).expect("decodes"),
@@ -183,15 +161,15 @@ fn oversized_and_malformed_frames_get_an_error_and_the_node_keeps_serving() {
 
     let (mut stream, _) = handshake(&address, SECRET.as_bytes());
     stream.write_all(&u32::MAX.to_be_bytes()).expect("sent");
-    match read::<Response>(&mut stream) {
-        Ok(Response::Failed(why)) => assert!(why.contains("exceeds"), "{why}"),
+    match read::<(u64, Response)>(&mut stream) {
+        Ok((0, Response::Failed(why))) => assert!(why.contains("exceeds"), "{why}"),
         other => panic!("expected an error for an oversized frame, got {other:?}"),
     }
 
     let (mut stream, _) = handshake(&address, SECRET.as_bytes());
     write_raw(&mut stream, &[0xff; 16]).expect("sent");
-    match read::<Response>(&mut stream) {
-        Ok(Response::Failed(why)) => assert!(why.contains("malformed"), "{why}"),
+    match read::<(u64, Response)>(&mut stream) {
+        Ok((0, Response::Failed(why))) => assert!(why.contains("malformed"), "{why}"),
         other => panic!("expected an error for a malformed frame, got {other:?}"),
     }
 
@@ -207,17 +185,63 @@ fn oversized_and_malformed_frames_get_an_error_and_the_node_keeps_serving() {
         timeout_ms: 100,
         trace: None,
     };
-    write(&mut stream, &bad).expect("sent");
+    write(&mut stream, &(7u64, bad)).expect("sent");
     assert!(matches!(
-        read::<Response>(&mut stream),
-        Ok(Response::Failed(_)) | Ok(Response::NotOwner)
+        read::<(u64, Response)>(&mut stream),
+        Ok((7, Response::Failed(_) | Response::NotOwner))
     ));
 
     assert_eq!(node.call(9, 1), Ok(1), "the node still serves");
     let (mut stream, _) = handshake(&address, SECRET.as_bytes());
-    write(&mut stream, &call_frame(&mut node, 9, 1)).expect("sent");
+    write(&mut stream, &(1u64, call_frame(&mut node, 9, 1))).expect("sent");
     assert!(matches!(
-        read::<Response>(&mut stream),
-        Ok(Response::Reply(_))
+        read::<(u64, Response)>(&mut stream),
+        Ok((1, Response::Reply(_)))
     ));
+}
+
+#[test]
+fn requests_sent_together_on_one_connection_are_each_answered_under_their_own_id() {
+    let _turn = one_at_a_time();
+    let etcd = Etcd::start();
+    let log = log_path(&etcd.dir);
+    let mut node = Node::start(&etcd, "a", 2, &log);
+    let address = node.address.clone();
+
+    // Twenty calls to ten workers (two each, adding 1 then 10), in one
+    // write, under request ids that say which call each is.
+    let mut bytes = Vec::new();
+    for id in 0..10u64 {
+        for (n, add) in [1u64, 10].into_iter().enumerate() {
+            let frame = postcard::to_stdvec(&(100 * id + n as u64, call_frame(&mut node, id, add)))
+                .expect("encodes");
+            bytes.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&frame);
+        }
+    }
+    let (mut stream, _) = handshake(&address, SECRET.as_bytes());
+    stream.write_all(&bytes).expect("sent");
+
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let (request, response) = read::<(u64, Response)>(&mut stream).expect("an answer");
+        let Response::Reply(reply) = response else {
+            panic!("request {request}: expected a reply, got {response:?}");
+        };
+        let total: Result<u64, String> = postcard::from_bytes(&reply).expect("decodes");
+        assert!(
+            answers.insert(request, total).is_none(),
+            "request {request} answered twice"
+        );
+    }
+    // Each worker's two calls ran one after the other, in either order: the
+    // answer to each is its own add, or the sum if it ran second.
+    for id in 0..10u64 {
+        let first = &answers[&(100 * id)];
+        let second = &answers[&(100 * id + 1)];
+        assert!(
+            matches!((first, second), (Ok(1), Ok(11)) | (Ok(11), Ok(10))),
+            "worker {id}: the call adding 1 got {first:?}, the one adding 10 got {second:?}"
+        );
+    }
 }

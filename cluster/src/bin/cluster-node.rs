@@ -19,7 +19,15 @@
 //!   ended so far, then `spans N` (with `--spans`; `spans 0` without)
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
+//! - `remote IDS CALLS TASKS` → `remote ok N err M millis X`: `CALLS` calls
+//!   from `TASKS` tasks at once, to the ids of `0..IDS` served elsewhere
+//! - `check FROM COUNT TASKS` → `check ok N wrong W fenced F err M first WHAT`:
+//!   calls each new id of `FROM..FROM+COUNT` once, adding the id, from
+//!   `TASKS` tasks at once; a total other than the id is wrong
 //! - `leave` → `left`, then the process exits
+//!
+//! The crate's warnings (a refused connection…) are printed as lines of
+//! their own, each containing `WARN`.
 //!
 //! Every incarnation of a worker appends to the log file: `start ID INC NODE
 //! EPOCH T`, `call ID INC T` for each request it handled, and `end ID INC T`
@@ -48,11 +56,12 @@
 //!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--pg URL] [--metrics ADDR] [--spans on]`
+//! [--tls-ca PEM --tls-cert PEM --tls-key PEM] [--pg URL] [--metrics ADDR]
+//! [--spans on]`
 
 use gen_registry::state::{StateError, Store, Stored};
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, ClusterError, Config};
+use gen_registry_cluster::{Cluster, ClusterError, Config, Tls};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -236,6 +245,25 @@ fn main() {
     if let Some(prefix) = flags.get("prefix") {
         config = config.prefix(prefix.clone());
     }
+    if flags.contains_key("tls-ca") {
+        match Tls::from_pem_files(need("tls-ca"), need("tls-cert"), need("tls-key")) {
+            Ok(tls) => config = config.tls(tls),
+            Err(e) => {
+                say(format!("failed {e}"));
+                std::process::exit(1);
+            }
+        }
+    }
+    // The crate's warnings go to stdout; with `--spans`, under the
+    // subscriber that also records spans (there is one global subscriber).
+    let spans = flags.contains_key("spans").then(record_spans);
+    if spans.is_none() {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .without_time()
+            .with_writer(std::io::stdout)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -250,7 +278,6 @@ fn main() {
         }
         // Before joining: the node and its shards' registries take their
         // metric handles from the recorder installed when they are made.
-        let spans = flags.contains_key("spans").then(record_spans);
         let metrics_at = match flags.get("metrics") {
             Some(addr) => Some(serve_metrics(addr).await),
             None => None,
@@ -370,6 +397,18 @@ fn main() {
                     let calls = calls.parse().unwrap_or(1000);
                     tokio::spawn(probe(cluster, ids, calls));
                 }
+                ["check", from, count, tasks] => {
+                    let from: u64 = from.parse().unwrap_or(0);
+                    let count: u64 = count.parse().unwrap_or(0);
+                    let tasks: u64 = tasks.parse().unwrap_or(4).max(1);
+                    tokio::spawn(check(cluster, from, count, tasks));
+                }
+                ["remote", ids, calls, tasks] => {
+                    let ids = ids.parse().unwrap_or(100);
+                    let calls = calls.parse().unwrap_or(1000);
+                    let tasks = tasks.parse().unwrap_or(64);
+                    tokio::spawn(remote(cluster, ids, calls, tasks));
+                }
                 _ => say(format!("unknown {line}")),
             }
         }
@@ -465,9 +504,50 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
     ));
 }
 
-/// Latency of one call at a time, to ids served here and to ids served by
-/// other nodes.
-async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
+/// Calls each new id of `from..from + count` once with the id itself, from
+/// `tasks` tasks: each reply must be the id (a reply handed to the wrong
+/// call would not be).
+async fn check(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let cluster = cluster.clone();
+        set.spawn(async move {
+            let (mut ok, mut wrong, mut fenced, mut err, mut first) = (0u64, 0, 0, 0, None);
+            let mut id = from + task;
+            while id < from + count {
+                match cluster.call(id, (), (id, false)).await {
+                    Ok(Ok(total)) if total == id => ok += 1,
+                    Ok(Ok(total)) => {
+                        wrong += 1;
+                        first.get_or_insert_with(|| format!("{id}_answered_{total}"));
+                    }
+                    Ok(Err(_)) => fenced += 1,
+                    Err(e) => {
+                        err += 1;
+                        first.get_or_insert_with(|| format!("{id}:_{e}"));
+                    }
+                }
+                id += tasks;
+            }
+            (ok, wrong, fenced, err, first)
+        });
+    }
+    let (mut ok, mut wrong, mut fenced, mut err, mut first) = (0, 0, 0, 0, None);
+    while let Some(Ok((o, w, n, e, f))) = set.join_next().await {
+        ok += o;
+        wrong += w;
+        fenced += n;
+        err += e;
+        first = first.or(f);
+    }
+    let first = first.unwrap_or_else(|| "-".into()).replace(' ', "_");
+    say(format!(
+        "check ok {ok} wrong {wrong} fenced {fenced} err {err} first {first}"
+    ));
+}
+
+/// The ids of `0..ids` served here, and those served by other nodes.
+async fn split_ids(cluster: &Cluster<Probe>, ids: u64) -> (Vec<u64>, Vec<u64>) {
     let (mut local, mut remote) = (Vec::new(), Vec::new());
     for id in 0..ids {
         if let Ok(Some(owner)) = cluster.owner(&id).await {
@@ -478,6 +558,49 @@ async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
             }
         }
     }
+    (local, remote)
+}
+
+/// `calls` calls to ids served by other nodes, `tasks` at a time.
+async fn remote(cluster: Cluster<Probe>, ids: u64, calls: u64, tasks: u64) {
+    let (_, remote) = split_ids(&cluster, ids).await;
+    let remote = std::sync::Arc::new(remote);
+    let tasks = tasks.max(1);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let (cluster, remote) = (cluster.clone(), remote.clone());
+        set.spawn(async move {
+            let (mut ok, mut err) = (0u64, 0u64);
+            let mut n = task;
+            while n < calls && !remote.is_empty() {
+                match cluster
+                    .call(remote[n as usize % remote.len()], (), (1, false))
+                    .await
+                {
+                    Ok(Ok(_)) => ok += 1,
+                    _ => err += 1,
+                }
+                n += tasks;
+            }
+            (ok, err)
+        });
+    }
+    let (mut ok, mut err) = (0, 0);
+    while let Some(Ok((o, e))) = set.join_next().await {
+        ok += o;
+        err += e;
+    }
+    say(format!(
+        "remote ok {ok} err {err} millis {}",
+        started.elapsed().as_millis()
+    ));
+}
+
+/// Latency of one call at a time, to ids served here and to ids served by
+/// other nodes.
+async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
+    let (local, remote) = split_ids(&cluster, ids).await;
     let mut figures = Vec::new();
     for set in [&local, &remote] {
         let mut latencies = Vec::with_capacity(calls);
@@ -631,18 +754,28 @@ impl SpanLog {
 fn record_spans() -> SpanLog {
     use opentelemetry::trace::TracerProvider as _;
     use tracing::Level;
-    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("cluster-node")))
         .with(
-            Targets::new()
-                .with_target("cluster_node", Level::INFO)
-                .with_target("gen_registry_cluster", Level::DEBUG),
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("cluster-node"))
+                .with_filter(
+                    Targets::new()
+                        .with_target("cluster_node", Level::INFO)
+                        .with_target("gen_registry_cluster", Level::DEBUG),
+                ),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .without_time()
+                .with_writer(std::io::stdout)
+                .with_filter(LevelFilter::WARN),
         );
     if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
         fail(format!("no span subscriber: {e}"));

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod protocol;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -179,7 +182,21 @@ impl Node {
 
     /// Starts a node that reaches etcd at `etcd_url` (a [`Proxy`]'s).
     pub fn start_via(etcd_url: &str, name: &str, host: u8, log: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-node"))
+        let program = Path::new(env!("CARGO_BIN_EXE_cluster-node"));
+        Node::start_program(program, etcd_url, name, host, log, extra)
+    }
+
+    /// Starts the node program at `program` (another build of
+    /// `cluster-node`).
+    pub fn start_program(
+        program: &Path,
+        etcd_url: &str,
+        name: &str,
+        host: u8,
+        log: &Path,
+        extra: &[&str],
+    ) -> Node {
+        let mut child = Command::new(program)
             .args(["--etcd", etcd_url, "--name", name, "--secret", SECRET])
             .args(["--listen", &format!("127.0.0.{host}:0")])
             .arg("--log")
@@ -230,11 +247,26 @@ impl Node {
 
     /// The next line starting with `prefix`, skipping others.
     pub fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        self.expect_line(prefix, within, |line| line.starts_with(prefix))
+    }
+
+    /// The next line containing `part` (a warning of the node), skipping
+    /// others.
+    pub fn expect_containing(&mut self, part: &str, within: Duration) -> String {
+        self.expect_line(part, within, |line| line.contains(part))
+    }
+
+    fn expect_line(
+        &mut self,
+        prefix: &str,
+        within: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if wanted(&line) => return line,
                 Ok(line) if line.starts_with("failed") => panic!("{} failed: {line}", self.name),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
