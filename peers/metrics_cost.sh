@@ -3,8 +3,9 @@
 # (W1 starts, W6 calls, W8 stops), built at BASE (a commit without metrics)
 # and at HEAD, run alternately in one session: BASE, HEAD without a
 # recorder, HEAD with a Prometheus recorder (PEERS_RECORDER=prometheus),
-# ROUNDS times; prints the medians and the ratios to BASE as a markdown
-# table (BENCHMARKS.md, "What metrics cost").
+# ROUNDS times (each round starting with the next variant); prints the
+# medians (with the range over the rounds) and the costs against BASE as a
+# markdown table (BENCHMARKS.md, "What metrics cost").
 #
 #   peers/metrics_cost.sh BASE [ROUNDS] [--quick]
 set -euo pipefail
@@ -36,8 +37,11 @@ git -C "$root" archive "$base_rev" | tar -x -C "$base"
 build "$base" "$work/peers-base"
 build "$root" "$work/peers-head"
 
+variants=(base none prometheus)
 for round in $(seq "$rounds"); do
-    for variant in base none prometheus; do
+    # Each round starts with the next variant, so none always runs first.
+    for i in 0 1 2; do
+        variant="${variants[$(((round + i) % 3))]}"
         echo "round $round of $rounds: $variant" >&2
         exe="$work/peers-head"
         [ "$variant" = base ] && exe="$work/peers-base"
@@ -59,15 +63,22 @@ def values(variant, metric):
             if row["system"] == "gen_registry" and row["metric"] == metric and row["value"] is not None:
                 out.append(row["value"])
     return out
+def fmt(v):
+    return f"{v:,.3f}" if v < 100 else f"{v:,.0f}"
+def cell(vs):
+    # The median, and the range over the rounds.
+    return f"{fmt(statistics.median(vs))} ({fmt(min(vs))}–{fmt(max(vs))})"
 print("| metric | no metrics (base) | metrics, no recorder | cost | metrics, Prometheus recorder | cost |")
 print("|---|---|---|---|---|---|")
 for metric, label in metrics:
-    base = statistics.median(values("base", metric))
-    row = [label, f"{base:,.3f}" if base < 100 else f"{base:,.0f}"]
+    base_vs = values("base", metric)
+    base = statistics.median(base_vs)
+    row = [label, cell(base_vs)]
     for variant in ("none", "prometheus"):
-        v = statistics.median(values(variant, metric))
+        vs = values(variant, metric)
+        v = statistics.median(vs)
         # A cost is how much worse: slower calls, or fewer starts/stops per second.
         cost = (v / base - 1) if metric.startswith("W6") else (base / v - 1)
-        row += [f"{v:,.3f}" if v < 100 else f"{v:,.0f}", f"{cost * 100:+.1f} %"]
+        row += [cell(vs), f"{cost * 100:+.1f} %"]
     print("| " + " | ".join(row) + " |")
 EOF
