@@ -147,8 +147,8 @@ mod server;
 mod stats;
 mod suspicion;
 mod telemetry;
-mod trace;
 mod tls;
+mod trace;
 mod view;
 mod wire;
 
