@@ -139,6 +139,7 @@ mod hash;
 mod membership;
 mod node;
 mod ownership;
+mod reminders;
 mod routing;
 mod server;
 mod suspicion;
@@ -148,6 +149,7 @@ mod wire;
 pub use cluster::{Cluster, Count, Owner};
 pub use config::Config;
 pub use error::{ClusterError, Failure, WorkerFailure};
+pub use reminders::{ClusterReminders, ReminderError};
 pub use etcd_client;
 
 use gen_registry::Worker;

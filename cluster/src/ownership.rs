@@ -154,13 +154,14 @@ async fn release_shard<W: ClusterWorker>(
     shard: u32,
     epoch: i64,
 ) -> Result<(), ClusterError> {
-    let Some((_, registry, busy)) = node.local.lock().remove(&shard) else {
+    let Some((served, registry, busy)) = node.local.lock().remove(&shard) else {
         node.live.unserve(shard);
         if epoch != 0 {
             delete_claim(node, shard, epoch).await?;
         }
         return Ok(());
     };
+    node.reminders.stopped(shard, served);
     if epoch == 0 {
         // Someone else's key: stop at once.
         node.live.unserve(shard);

@@ -14,6 +14,11 @@
 //! - `served` → `served SHARDS` (the shards this node serves)
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
+//! - `remind FROM COUNT AFTER_MS SPREAD_MS` → `remind ok N err M first_err E`:
+//!   sets reminder `r` of each id of `FROM..FROM+COUNT` (message: the id),
+//!   once, the i-th due `AFTER_MS + i × SPREAD_MS` ms from now (needs `--pg`)
+//! - `pending FROM COUNT` → `pending N` | `pending err MESSAGE`: the
+//!   reminders still set for those ids
 //! - `leave` → `left`, then the process exits
 //!
 //! Every incarnation of a worker appends to the log file: `start ID INC NODE
@@ -30,13 +35,18 @@
 //! it, and `terminate` flushes it, logging `flush ID INC OUTCOME T`, OUTCOME
 //! being `ok`, `fenced` (the store refused the epoch) or `error`.
 //!
+//! With `--remind-ms MS` (and `--pg`), the node fires the reminders of the
+//! shards it serves, scanning every MS ms; each delivery is logged, with
+//! `--fired FILE`, as `fired ID DUE_MS NODE EPOCH HOLDS T` (HOLDS: 1 if the
+//! worker's node held the shard at EPOCH) in that file.
+//!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--pg URL]`
+//! [--pg URL] [--remind-ms MS] [--fired FILE]`
 
-use gen_registry::state::{StateError, Store, Stored};
+use gen_registry::state::{Reminded, StateError, Store, Stored, When};
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, ClusterError, Config};
+use gen_registry_cluster::{Cluster, ClusterError, ClusterReminders, Config};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -47,6 +57,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 static LOG: OnceLock<File> = OnceLock::new();
 /// The store workers keep their totals in, if any.
 static STORE: OnceLock<Store> = OnceLock::new();
+/// Where reminders' deliveries are logged (`--fired FILE`), if anywhere.
+static FIRED: OnceLock<File> = OnceLock::new();
 static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn wall_nanos() -> u128 {
@@ -71,6 +83,39 @@ struct Probe {
     total: Total,
 }
 
+/// A request: what to add and whether to write the total to the store
+/// before answering, or a reminder's delivery (which adds nothing).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Ask {
+    Add(u64, bool),
+    Reminded { due_ms: u64 },
+}
+
+impl From<Reminded<u64>> for Ask {
+    fn from(reminded: Reminded<u64>) -> Ask {
+        let due = reminded.due.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Ask::Reminded {
+            due_ms: due.as_millis() as u64,
+        }
+    }
+}
+
+/// Logs a reminder's delivery to the `--fired` file: `fired ID DUE_MS NODE
+/// EPOCH HOLDS T`, HOLDS being 1 if the worker's node held its shard at
+/// that epoch.
+fn fired(id: u64, due_ms: u64, ctx: &Context<Probe>) {
+    if let Some(mut file) = FIRED.get() {
+        let line = format!(
+            "fired {id} {due_ms} {} {} {} {}\n",
+            ctx.node().unwrap_or("?"),
+            ctx.epoch().unwrap_or_default(),
+            u8::from(ctx.holds_epoch()),
+            wall_nanos()
+        );
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
 /// A worker's total: in memory, or persisted state in the store.
 enum Total {
     Memory(u64),
@@ -82,7 +127,7 @@ impl Worker for Probe {
     type Args = ();
     /// What to add, and whether to write the total to the store before
     /// answering.
-    type Request = (u64, bool);
+    type Request = Ask;
     /// The total, or why the request was refused.
     type Reply = Result<u64, String>;
     type Message = ();
@@ -115,9 +160,16 @@ impl Worker for Probe {
 
     async fn handle_call(
         &mut self,
-        (add, write): (u64, bool),
+        ask: Ask,
         ctx: &mut Context<Self>,
     ) -> Result<u64, String> {
+        let (add, write) = match ask {
+            Ask::Add(add, write) => (add, write),
+            Ask::Reminded { due_ms } => {
+                fired(self.id, due_ms, ctx);
+                (0, false)
+            }
+        };
         if !ctx.holds_epoch() {
             return Err("fenced".into());
         }
@@ -206,6 +258,13 @@ fn main() {
             std::process::exit(2)
         });
     let _ = LOG.set(file);
+    if let Some(path) = flags.get("fired") {
+        let file = File::options().create(true).append(true).open(path);
+        let _ = FIRED.set(file.unwrap_or_else(|e| {
+            eprintln!("cluster-node: cannot open {path}: {e}");
+            std::process::exit(2)
+        }));
+    }
     let number =
         |k: &str, default: u64| flags.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut config = Config::new(name, [need("etcd")], need("secret"))
@@ -238,6 +297,14 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        let reminders = STORE.get().map(|store| cluster.reminders::<u64>(store, "probe"));
+        if let (Some(reminders), Some(scan)) = (&reminders, flags.get("remind-ms")) {
+            let scan = Duration::from_millis(scan.parse().unwrap_or(100));
+            if let Err(e) = reminders.serve(|_id| (), scan) {
+                say(format!("failed {e}"));
+                std::process::exit(1);
+            }
+        }
         say(format!("ready {} {}", cluster.name(), cluster.address()));
         let (lines, mut commands) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -261,7 +328,7 @@ fn main() {
                     let (verb, write) = (verb.to_string(), *verb == "write");
                     let (id, add) = (id.parse().unwrap_or(0), add.parse().unwrap_or(0));
                     tokio::spawn(async move {
-                        say(match cluster.call(id, (), (add, write)).await {
+                        say(match cluster.call(id, (), Ask::Add(add, write)).await {
                             Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
                             Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
                             Err(e) => format!("{verb} {id} err {e}"),
@@ -279,6 +346,35 @@ fn main() {
                     let count: u64 = count.parse().unwrap_or(0);
                     let tasks: u64 = tasks.parse().unwrap_or(4).max(1);
                     tokio::spawn(starts(cluster, from, count, tasks));
+                }
+                ["remind", from, count, after, spread] => {
+                    let Some(reminders) = reminders.clone() else {
+                        say("remind err no store: start with --pg".into());
+                        continue;
+                    };
+                    let (from, count): (u64, u64) =
+                        (from.parse().unwrap_or(0), count.parse().unwrap_or(0));
+                    let (after, spread): (u64, u64) =
+                        (after.parse().unwrap_or(0), spread.parse().unwrap_or(0));
+                    tokio::spawn(remind(reminders, from..from + count, after, spread));
+                }
+                ["pending", from, count] => {
+                    let Some(reminders) = reminders.clone() else {
+                        say("pending err no store: start with --pg".into());
+                        continue;
+                    };
+                    let (from, count): (u64, u64) =
+                        (from.parse().unwrap_or(0), count.parse().unwrap_or(0));
+                    tokio::spawn(async move {
+                        let mut pending = 0;
+                        for id in from..from + count {
+                            match reminders.list(&id).await {
+                                Ok(list) => pending += list.len(),
+                                Err(e) => return say(format!("pending err {e}")),
+                            }
+                        }
+                        say(format!("pending {pending}"));
+                    });
                 }
                 ["count"] => {
                     tokio::spawn(async move {
@@ -341,7 +437,7 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let started = Instant::now();
-                let result = cluster.call(seed % ids, (), (1, false)).await;
+                let result = cluster.call(seed % ids, (), Ask::Add(1, false)).await;
                 latencies.push(started.elapsed());
                 match result {
                     Ok(Ok(_)) => ok += 1,
@@ -384,6 +480,46 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
     ));
 }
 
+/// Sets reminder `r` of each id of `ids`, once, due `after + spread × i` ms
+/// from now for the i-th id, from 8 tasks.
+async fn remind(
+    reminders: ClusterReminders<Probe, u64>,
+    ids: std::ops::Range<u64>,
+    after: u64,
+    spread: u64,
+) {
+    let start = SystemTime::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let reminders = reminders.clone();
+        let ids = ids.clone();
+        set.spawn(async move {
+            let (mut ok, mut err, mut first) = (0u64, 0u64, None);
+            for id in ids.clone().skip(task).step_by(8) {
+                let due = start + Duration::from_millis(after + spread * (id - ids.start));
+                match reminders.set(&id, "r", When::At(due), &id).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        err += 1;
+                        first.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (ok, err, first)
+        });
+    }
+    let (mut ok, mut err, mut first) = (0, 0, None);
+    while let Some(Ok((o, e, f))) = set.join_next().await {
+        ok += o;
+        err += e;
+        first = first.or(f);
+    }
+    say(format!(
+        "remind ok {ok} err {err} first_err {}",
+        first.unwrap_or_else(|| "-".into()).replace(' ', "_")
+    ));
+}
+
 /// Starts `count` new ids from `from` on, from `tasks` tasks.
 async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
     let started = Instant::now();
@@ -394,7 +530,7 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
             let (mut ok, mut err) = (0u64, 0u64);
             let mut id = from + task;
             while id < from + count {
-                match cluster.call(id, (), (0, false)).await {
+                match cluster.call(id, (), Ask::Add(0, false)).await {
                     Ok(Ok(_)) => ok += 1,
                     _ => err += 1,
                 }
@@ -435,7 +571,7 @@ async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
                 break;
             };
             let started = Instant::now();
-            let _ = cluster.call(*id, (), (1, false)).await;
+            let _ = cluster.call(*id, (), Ask::Add(1, false)).await;
             latencies.push(started.elapsed().as_micros());
         }
         latencies.sort();
