@@ -107,17 +107,22 @@ fn every_reminder_fires_on_its_shards_owner_while_nodes_join_and_leave() {
     let setup = Setup::start();
     let mut nodes = vec![setup.node("a", 2), setup.node("b", 3)];
     settled(&mut nodes);
-    // Due from 1.5 s to 5.5 s from now, one every 20 ms: c joins and b
-    // leaves while they come due.
+    // Due from 0.5 s to 5.5 s from now, one every 25 ms. c joins once 20
+    // have fired, and b leaves once 60 have: both while they come due.
     let answer = nodes[0].ask(
-        &format!("remind 0 {IDS} 1500 20"),
+        &format!("remind 0 {IDS} 500 25"),
         "remind ",
         Duration::from_secs(60),
     );
     assert!(answer.starts_with(&format!("remind ok {IDS} err 0")), "{answer}");
+    let fired_ids = || by_id(&fired(&setup.fired)).len();
+    wait_until(Duration::from_secs(30), "20 reminders to fire", || fired_ids() >= 20);
     nodes.push(setup.node("c", 4));
     settled(&mut nodes);
+    let at_join = fired_ids();
+    wait_until(Duration::from_secs(30), "60 reminders to fire", || fired_ids() >= 60);
     nodes[1].ask("leave", "left", Duration::from_secs(20));
+    let at_leave = fired_ids();
     nodes[1].wait_exit(Duration::from_secs(10));
     let mut nodes = vec![nodes.remove(0), nodes.remove(1)];
     settled(&mut nodes);
@@ -141,11 +146,14 @@ fn every_reminder_fires_on_its_shards_owner_while_nodes_join_and_leave() {
             f.id, f.node, f.epoch
         );
     }
-    let nodes_firing: std::collections::BTreeSet<&str> =
-        all.iter().map(|f| f.node.as_str()).collect();
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &all {
+        *per_node.entry(f.node.as_str()).or_default() += 1;
+    }
     let twice = deliveries.values().filter(|list| list.len() > 1).count();
     println!(
-        "{IDS} reminders: {} deliveries on nodes {nodes_firing:?}; {twice} delivered more than once",
+        "{IDS} reminders ({at_join} had fired once c had joined, {at_leave} once b had left): \
+         {} deliveries, by node {per_node:?}; {twice} delivered more than once",
         all.len()
     );
     for list in deliveries.values() {
