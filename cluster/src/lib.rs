@@ -149,8 +149,8 @@ mod wire;
 pub use cluster::{Cluster, Count, Owner};
 pub use config::Config;
 pub use error::{ClusterError, Failure, WorkerFailure};
-pub use reminders::{ClusterReminders, ReminderError};
 pub use etcd_client;
+pub use reminders::{ClusterReminders, ReminderError};
 
 use gen_registry::Worker;
 use serde::{Serialize, de::DeserializeOwned};

@@ -212,7 +212,9 @@ impl<W: ClusterWorker> Node<W> {
     ) -> Result<(), ClusterError> {
         self.not_left()?;
         let local = self.local.lock();
-        let served = local.iter().map(|(shard, (epoch, r, _))| (*shard, *epoch, r));
+        let served = local
+            .iter()
+            .map(|(shard, (epoch, r, _))| (*shard, *epoch, r));
         self.reminders.add(kind, start, served)
     }
 

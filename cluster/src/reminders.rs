@@ -159,15 +159,42 @@ where
     /// node already fires this kind.
     ///
     /// ```no_run
-    /// # use gen_registry_cluster::doc_support::*;
-    /// use gen_registry::state::Store;
+    /// use gen_registry::state::{Reminded, Store};
+    /// use gen_registry::{Context, Options, Worker};
+    /// use gen_registry_cluster::{Cluster, Config};
     /// use std::time::Duration;
-    /// # run(|cluster| async move {
-    /// let reminders = cluster.reminders::<u64>(&Store::memory(), "adder");
-    /// // Workers started to deliver a reminder start with a state of 0.
+    ///
+    /// /// Counts the reminders it was sent, from a start given in its args.
+    /// struct Ticks(u64);
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Tick;
+    /// impl From<Reminded<()>> for Tick {
+    ///     fn from(_: Reminded<()>) -> Tick { Tick }
+    /// }
+    ///
+    /// impl Worker for Ticks {
+    ///     type Id = u64; type Args = u64; type Request = Tick; type Reply = u64;
+    ///     type Message = (); type Error = std::convert::Infallible;
+    ///     async fn init(_: &u64, start: u64, _: &Context<Self>) -> Result<Self, Self::Error> {
+    ///         Ok(Ticks(start))
+    ///     }
+    ///     async fn handle_call(&mut self, _: Tick, _: &mut Context<Self>) -> u64 {
+    ///         self.0 += 1;
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() {
+    /// # let store = Store::memory();
+    /// let config = Config::new("node-a", ["http://127.0.0.1:2379"], "a long shared cluster secret");
+    /// let cluster = Cluster::<Ticks>::join(config, Options::default()).await.unwrap();
+    /// let reminders = cluster.reminders::<()>(&store, "ticks");
+    /// // A worker started to deliver a reminder starts from 0.
     /// reminders.serve(|_id| 0, Duration::from_millis(500)).unwrap();
-    /// assert!(reminders.serve(|_id| 0, Duration::from_millis(500)).is_err());
-    /// # });
+    /// assert!(reminders.serve(|_id| 0, Duration::from_millis(500)).is_err()); // once per kind
+    /// # cluster.leave().await;
+    /// # }
     /// ```
     pub fn serve(
         &self,
@@ -182,10 +209,11 @@ where
         let reminders = self.reminders.clone();
         let start: Hook<W> = Arc::new(move |shard, epoch, registry| {
             let args = args.clone();
-            reminders
-                .clone()
-                .in_partition(shard, epoch as u64)
-                .serve(registry, move |id| args(id), scan)
+            reminders.clone().in_partition(shard, epoch as u64).serve(
+                registry,
+                move |id| args(id),
+                scan,
+            )
         });
         self.cluster.node().serve_reminders(self.kind, start)
     }
@@ -263,7 +291,10 @@ where
         loop {
             let outcome = match self.cluster.owner(id).await? {
                 Some(owner) => {
-                    let handle = self.reminders.clone().in_partition(shard, owner.epoch as u64);
+                    let handle = self
+                        .reminders
+                        .clone()
+                        .in_partition(shard, owner.epoch as u64);
                     match write(handle).await {
                         Err(StateError::Fenced { .. }) if Instant::now() < deadline => None,
                         done => Some(done?),

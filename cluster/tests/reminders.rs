@@ -25,16 +25,18 @@ struct Fired {
 fn fired(path: &Path) -> Vec<Fired> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
-        .map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-            ["fired", id, due_ms, node, epoch, held, _] => Fired {
-                id: id.parse().expect("an id"),
-                due_ms: due_ms.parse().expect("a due time"),
-                node: node.to_string(),
-                epoch: epoch.parse().expect("an epoch"),
-                held: held == "1",
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["fired", id, due_ms, node, epoch, held, _] => Fired {
+                    id: id.parse().expect("an id"),
+                    due_ms: due_ms.parse().expect("a due time"),
+                    node: node.to_string(),
+                    epoch: epoch.parse().expect("an epoch"),
+                    held: held == "1",
+                },
+                _ => panic!("unreadable line {line:?}"),
             },
-            _ => panic!("unreadable line {line:?}"),
-        })
+        )
         .collect()
 }
 
@@ -114,13 +116,20 @@ fn every_reminder_fires_on_its_shards_owner_while_nodes_join_and_leave() {
         "remind ",
         Duration::from_secs(60),
     );
-    assert!(answer.starts_with(&format!("remind ok {IDS} err 0")), "{answer}");
+    assert!(
+        answer.starts_with(&format!("remind ok {IDS} err 0")),
+        "{answer}"
+    );
     let fired_ids = || by_id(&fired(&setup.fired)).len();
-    wait_until(Duration::from_secs(30), "20 reminders to fire", || fired_ids() >= 20);
+    wait_until(Duration::from_secs(30), "20 reminders to fire", || {
+        fired_ids() >= 20
+    });
     nodes.push(setup.node("c", 4));
     settled(&mut nodes);
     let at_join = fired_ids();
-    wait_until(Duration::from_secs(30), "60 reminders to fire", || fired_ids() >= 60);
+    wait_until(Duration::from_secs(30), "60 reminders to fire", || {
+        fired_ids() >= 60
+    });
     nodes[1].ask("leave", "left", Duration::from_secs(20));
     let at_leave = fired_ids();
     nodes[1].wait_exit(Duration::from_secs(10));
@@ -129,9 +138,11 @@ fn every_reminder_fires_on_its_shards_owner_while_nodes_join_and_leave() {
     wait_until(Duration::from_secs(60), "every reminder to fire", || {
         by_id(&fired(&setup.fired)).len() == IDS as usize
     });
-    wait_until(Duration::from_secs(30), "every reminder marked fired", || {
-        pending(&mut nodes[0], 0, IDS) == 0
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "every reminder marked fired",
+        || pending(&mut nodes[0], 0, IDS) == 0,
+    );
     let all = fired(&setup.fired);
     let deliveries = by_id(&all);
     assert_eq!(

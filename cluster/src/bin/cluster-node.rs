@@ -158,11 +158,7 @@ impl Worker for Probe {
         })
     }
 
-    async fn handle_call(
-        &mut self,
-        ask: Ask,
-        ctx: &mut Context<Self>,
-    ) -> Result<u64, String> {
+    async fn handle_call(&mut self, ask: Ask, ctx: &mut Context<Self>) -> Result<u64, String> {
         let (add, write) = match ask {
             Ask::Add(add, write) => (add, write),
             Ask::Reminded { due_ms } => {
@@ -297,7 +293,9 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        let reminders = STORE.get().map(|store| cluster.reminders::<u64>(store, "probe"));
+        let reminders = STORE
+            .get()
+            .map(|store| cluster.reminders::<u64>(store, "probe"));
         if let (Some(reminders), Some(scan)) = (&reminders, flags.get("remind-ms")) {
             let scan = Duration::from_millis(scan.parse().unwrap_or(100));
             if let Err(e) = reminders.serve(|_id| (), scan) {
