@@ -10,7 +10,9 @@
 
 use crate::{Cluster, ClusterError, ClusterWorker};
 use gen_registry::GenRegistry;
-use gen_registry::state::{Reminded, Reminders, Scheduled, Service, StateError, Store, When};
+use gen_registry::state::{
+    Counts, Reminded, Reminders, Scheduled, Service, StateError, Store, When,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
@@ -259,6 +261,25 @@ where
             .await
     }
 
+    /// What this node's services of this kind did so far, over every shard
+    /// it served since [`serve`](Self::serve) (a service that stopped counts
+    /// once it finished its delivery in flight). A mark of a delivery that
+    /// the store refused, because the shard had moved on to a later epoch
+    /// while this node was paused, counts in
+    /// [`store_errors`](Counts::store_errors).
+    ///
+    /// ```no_run
+    /// # use gen_registry_cluster::doc_support::*;
+    /// use gen_registry::state::Store;
+    /// # run(|cluster| async move {
+    /// let reminders = cluster.reminders::<u64>(&Store::memory(), "adder");
+    /// println!("{} reminders fired here", reminders.counts().fired);
+    /// # });
+    /// ```
+    pub fn counts(&self) -> Counts {
+        self.cluster.node().reminders.counts(self.kind)
+    }
+
     /// The reminders of `id`, by name.
     ///
     /// ```no_run
@@ -321,11 +342,16 @@ pub(crate) type Hook<W> = Arc<dyn Fn(u32, i64, &GenRegistry<W>) -> Service + Sen
 /// running on the shards it serves, with the epoch they run at.
 pub(crate) struct Services<W: ClusterWorker> {
     inner: Mutex<Running<W>>,
+    /// What the services that ended did, by kind.
+    ended: Arc<Mutex<HashMap<&'static str, Counts>>>,
 }
+
+/// The services of one shard: its epoch, and one service per kind.
+type OnShard = (i64, Vec<(&'static str, Service)>);
 
 struct Running<W: ClusterWorker> {
     kinds: Vec<(&'static str, Hook<W>)>,
-    shards: HashMap<u32, (i64, Vec<Service>)>,
+    shards: HashMap<u32, OnShard>,
 }
 
 impl<W: ClusterWorker> Default for Services<W> {
@@ -335,8 +361,17 @@ impl<W: ClusterWorker> Default for Services<W> {
                 kinds: Vec::new(),
                 shards: HashMap::new(),
             }),
+            ended: Arc::default(),
         }
     }
+}
+
+/// Adds `more` to `total`.
+fn add(total: &mut Counts, more: Counts) {
+    total.scans += more.scans;
+    total.fired += more.fired;
+    total.retried += more.retried;
+    total.store_errors += more.store_errors;
 }
 
 impl<W: ClusterWorker> Services<W> {
@@ -356,7 +391,7 @@ impl<W: ClusterWorker> Services<W> {
         }
         for (shard, epoch, registry) in served {
             let entry = inner.shards.entry(shard).or_insert((epoch, Vec::new()));
-            entry.1.push(start(shard, epoch, registry));
+            entry.1.push((kind, start(shard, epoch, registry)));
         }
         inner.kinds.push((kind, start));
         Ok(())
@@ -369,9 +404,11 @@ impl<W: ClusterWorker> Services<W> {
         let services = inner
             .kinds
             .iter()
-            .map(|(_, start)| start(shard, epoch, registry))
+            .map(|(kind, start)| (*kind, start(shard, epoch, registry)))
             .collect();
-        inner.shards.insert(shard, (epoch, services));
+        if let Some(old) = inner.shards.insert(shard, (epoch, services)) {
+            self.stop(old);
+        }
     }
 
     /// `shard` at `epoch` is no longer served here: its services stop
@@ -379,12 +416,44 @@ impl<W: ClusterWorker> Services<W> {
     pub(crate) fn stopped(&self, shard: u32, epoch: i64) {
         let mut inner = self.inner.lock();
         if inner.shards.get(&shard).is_some_and(|(e, _)| *e == epoch) {
-            inner.shards.remove(&shard);
+            if let Some(old) = inner.shards.remove(&shard) {
+                self.stop(old);
+            }
         }
     }
 
     /// Nothing is served here any more.
     pub(crate) fn stopped_all(&self) {
-        self.inner.lock().shards.clear();
+        for (_, old) in self.inner.lock().shards.drain() {
+            self.stop(old);
+        }
+    }
+
+    /// Stops a shard's services, and adds what they did to the counts of
+    /// those that ended once they have (after their delivery in flight).
+    fn stop(&self, (_, services): OnShard) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // dropped: they stop all the same
+        };
+        for (kind, service) in services {
+            let ended = self.ended.clone();
+            runtime.spawn(async move {
+                let counts = service.stop().await;
+                add(ended.lock().entry(kind).or_default(), counts);
+            });
+        }
+    }
+
+    /// What the services of `kind` did, ended or running.
+    pub(crate) fn counts(&self, kind: &'static str) -> Counts {
+        let mut total = self.ended.lock().get(kind).copied().unwrap_or_default();
+        for (_, services) in self.inner.lock().shards.values() {
+            for (k, service) in services {
+                if *k == kind {
+                    add(&mut total, service.counts());
+                }
+            }
+        }
+        total
     }
 }

@@ -72,6 +72,10 @@ impl Setup {
 
     /// A node firing reminders with a scan every 100 ms.
     fn node(&self, name: &str, host: u8) -> Node {
+        self.node_with(name, host, &[])
+    }
+
+    fn node_with(&self, name: &str, host: u8, more: &[&str]) -> Node {
         let fired = self.fired.to_string_lossy().into_owned();
         let url = self.pg.url();
         let extra = [
@@ -84,6 +88,7 @@ impl Setup {
             "--fired",
             &fired,
         ];
+        let extra: Vec<&str> = extra.iter().chain(more).copied().collect();
         Node::start_with(&self.etcd, name, host, &self.log, &extra)
     }
 }
@@ -97,6 +102,15 @@ fn pending(node: &mut Node, from: u64, count: u64) -> usize {
     );
     line.split_whitespace()
         .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+/// `reminded` on `node`: the marks of its deliveries the store refused.
+fn refused(node: &mut Node) -> u64 {
+    let line = node.ask("reminded", "reminded ", Duration::from_secs(10));
+    line.split_whitespace()
+        .nth(6)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{line}"))
 }
@@ -171,6 +185,73 @@ fn every_reminder_fires_on_its_shards_owner_while_nodes_join_and_leave() {
         let due: std::collections::BTreeSet<u64> = list.iter().map(|f| f.due_ms).collect();
         assert_eq!(due.len(), 1, "one firing per reminder: {list:?}");
     }
+    let found = overlaps(&setup.log);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn a_node_paused_past_its_lease_is_refused_when_it_marks_a_reminder_fired_on_waking() {
+    let _turn = one_at_a_time();
+    let setup = Setup::start();
+    // Handling a reminder takes 2 s: a paused node is caught mid-delivery.
+    let slow = ["--remind-delay-ms", "2000"];
+    let mut nodes: Vec<Node> = [("a", 2), ("b", 3), ("c", 4)]
+        .into_iter()
+        .map(|(name, host)| setup.node_with(name, host, &slow))
+        .collect();
+    settled(&mut nodes);
+    let answer = nodes[0].ask("remind 0 48 0 0 500", "remind ", Duration::from_secs(60));
+    assert!(answer.starts_with("remind ok 48 err 0"), "{answer}");
+    // c pauses while it delivers a reminder it has not marked yet.
+    let mut on_c = None;
+    wait_until(Duration::from_secs(30), "c to deliver a reminder", || {
+        on_c = fired(&setup.fired)
+            .into_iter()
+            .find(|f| f.node == "c" && f.held);
+        on_c.is_some()
+    });
+    nodes[2].signal("STOP");
+    let on_c = on_c.expect("a delivery on c");
+    // Its shard's new owner fires that reminder, marks it at a later epoch,
+    // and fires it again at its next period.
+    wait_until(
+        Duration::from_secs(30),
+        "the new owner to fire it twice",
+        || {
+            let list = fired(&setup.fired);
+            let again: std::collections::BTreeSet<u64> = list
+                .iter()
+                .filter(|f| f.id == on_c.id && f.node != "c" && f.epoch > on_c.epoch && f.held)
+                .map(|f| f.due_ms)
+                .collect();
+            again.len() >= 2
+        },
+    );
+    nodes[2].signal("CONT");
+    // On waking, c's delivery ends and its mark, at c's old epoch, is
+    // refused by the store.
+    wait_until(
+        Duration::from_secs(30),
+        "c's late mark to be refused",
+        || refused(&mut nodes[2]) >= 1,
+    );
+    let late: Vec<Fired> = fired(&setup.fired)
+        .into_iter()
+        .filter(|f| !f.held)
+        .collect();
+    for f in &late {
+        assert_eq!(
+            f.node, "c",
+            "only the paused node delivered without its shard: {f:?}"
+        );
+    }
+    println!(
+        "c (epoch {}) was paused delivering id {}'s reminder; {} marks of c refused, {} deliveries by c without its shard",
+        on_c.epoch,
+        on_c.id,
+        refused(&mut nodes[2]),
+        late.len()
+    );
     let found = overlaps(&setup.log);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }

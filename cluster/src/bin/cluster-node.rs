@@ -14,9 +14,12 @@
 //! - `served` → `served SHARDS` (the shards this node serves)
 //! - `probe IDS CALLS` → `probe local_p50_us A local_p99_us B remote_p50_us C remote_p99_us D`:
 //!   one call at a time, `CALLS` each to the ids of `0..IDS` served here and elsewhere
-//! - `remind FROM COUNT AFTER_MS SPREAD_MS` → `remind ok N err M first_err E`:
+//! - `remind FROM COUNT AFTER_MS SPREAD_MS [EVERY_MS]` → `remind ok N err M first_err E`:
 //!   sets reminder `r` of each id of `FROM..FROM+COUNT` (message: the id),
-//!   once, the i-th due `AFTER_MS + i × SPREAD_MS` ms from now (needs `--pg`)
+//!   once, the i-th due `AFTER_MS + i × SPREAD_MS` ms from now, or with
+//!   `EVERY_MS`, every `EVERY_MS` ms (needs `--pg`)
+//! - `reminded` → `reminded fired F retried R store_errors S`: what this
+//!   node's reminder services did (`store_errors`: marks the store refused)
 //! - `pending FROM COUNT` → `pending N` | `pending err MESSAGE`: the
 //!   reminders still set for those ids
 //! - `leave` → `left`, then the process exits
@@ -38,11 +41,12 @@
 //! With `--remind-ms MS` (and `--pg`), the node fires the reminders of the
 //! shards it serves, scanning every MS ms; each delivery is logged, with
 //! `--fired FILE`, as `fired ID DUE_MS NODE EPOCH HOLDS T` (HOLDS: 1 if the
-//! worker's node held the shard at EPOCH) in that file.
+//! worker's node held the shard at EPOCH) in that file; with
+//! `--remind-delay-ms MS`, a worker takes MS ms to handle a reminder.
 //!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
-//! [--pg URL] [--remind-ms MS] [--fired FILE]`
+//! [--pg URL] [--remind-ms MS] [--remind-delay-ms MS] [--fired FILE]`
 
 use gen_registry::state::{Reminded, StateError, Store, Stored, When};
 use gen_registry::{Context, ExitReason, Options, Worker};
@@ -59,6 +63,8 @@ static LOG: OnceLock<File> = OnceLock::new();
 static STORE: OnceLock<Store> = OnceLock::new();
 /// Where reminders' deliveries are logged (`--fired FILE`), if anywhere.
 static FIRED: OnceLock<File> = OnceLock::new();
+/// How long a worker takes to handle a reminder (`--remind-delay-ms`).
+static REMIND_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn wall_nanos() -> u128 {
@@ -163,6 +169,8 @@ impl Worker for Probe {
             Ask::Add(add, write) => (add, write),
             Ask::Reminded { due_ms } => {
                 fired(self.id, due_ms, ctx);
+                let delay = REMIND_DELAY_MS.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 (0, false)
             }
         };
@@ -268,6 +276,7 @@ fn main() {
         .fence_margin(Duration::from_millis(number("margin-ms", 1000)))
         .shards(number("shards", 32) as u32)
         .call_timeout(Duration::from_millis(number("timeout-ms", 5000)));
+    REMIND_DELAY_MS.store(number("remind-delay-ms", 0), Ordering::Relaxed);
     if let Some(listen) = flags.get("listen").and_then(|l| l.parse().ok()) {
         config = config.listen(listen);
     }
@@ -345,7 +354,17 @@ fn main() {
                     let tasks: u64 = tasks.parse().unwrap_or(4).max(1);
                     tokio::spawn(starts(cluster, from, count, tasks));
                 }
-                ["remind", from, count, after, spread] => {
+                ["reminded"] => match &reminders {
+                    Some(reminders) => {
+                        let c = reminders.counts();
+                        say(format!(
+                            "reminded fired {} retried {} store_errors {}",
+                            c.fired, c.retried, c.store_errors
+                        ));
+                    }
+                    None => say("reminded err no store: start with --pg".into()),
+                },
+                ["remind", from, count, after, spread, rest @ ..] => {
                     let Some(reminders) = reminders.clone() else {
                         say("remind err no store: start with --pg".into());
                         continue;
@@ -354,7 +373,14 @@ fn main() {
                         (from.parse().unwrap_or(0), count.parse().unwrap_or(0));
                     let (after, spread): (u64, u64) =
                         (after.parse().unwrap_or(0), spread.parse().unwrap_or(0));
-                    tokio::spawn(remind(reminders, from..from + count, after, spread));
+                    let every = rest.first().and_then(|e| e.parse().ok());
+                    let when = move |i: u64| match every {
+                        Some(every) => When::Every(Duration::from_millis(every)),
+                        None => {
+                            When::At(SystemTime::now() + Duration::from_millis(after + spread * i))
+                        }
+                    };
+                    tokio::spawn(remind(reminders, from..from + count, when));
                 }
                 ["pending", from, count] => {
                     let Some(reminders) = reminders.clone() else {
@@ -478,15 +504,12 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
     ));
 }
 
-/// Sets reminder `r` of each id of `ids`, once, due `after + spread × i` ms
-/// from now for the i-th id, from 8 tasks.
+/// Sets reminder `r` of each id of `ids`, the i-th `when(i)`, from 8 tasks.
 async fn remind(
     reminders: ClusterReminders<Probe, u64>,
     ids: std::ops::Range<u64>,
-    after: u64,
-    spread: u64,
+    when: impl Fn(u64) -> When + Copy + Send + 'static,
 ) {
-    let start = SystemTime::now();
     let mut set = tokio::task::JoinSet::new();
     for task in 0..8 {
         let reminders = reminders.clone();
@@ -494,8 +517,7 @@ async fn remind(
         set.spawn(async move {
             let (mut ok, mut err, mut first) = (0u64, 0u64, None);
             for id in ids.clone().skip(task).step_by(8) {
-                let due = start + Duration::from_millis(after + spread * (id - ids.start));
-                match reminders.set(&id, "r", When::At(due), &id).await {
+                match reminders.set(&id, "r", when(id - ids.start), &id).await {
                     Ok(()) => ok += 1,
                     Err(e) => {
                         err += 1;
