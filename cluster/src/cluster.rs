@@ -202,6 +202,11 @@ impl<W: ClusterWorker> Cluster<W> {
         Ok(Cluster { node })
     }
 
+    /// The node this handle is a face of.
+    pub(crate) fn node(&self) -> &Arc<Node<W>> {
+        &self.node
+    }
+
     /// This node's name.
     ///
     /// ```no_run

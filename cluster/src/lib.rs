@@ -142,6 +142,7 @@ mod hash;
 mod membership;
 mod node;
 mod ownership;
+mod reminders;
 mod routing;
 mod server;
 mod stats;
@@ -156,6 +157,7 @@ pub use cluster::{Cluster, Count, Owner};
 pub use config::Config;
 pub use error::{ClusterError, Failure, WorkerFailure};
 pub use etcd_client;
+pub use reminders::{ClusterReminders, ReminderError};
 pub use stats::{NodeStats, ShardStats};
 pub use tls::Tls;
 

@@ -9,6 +9,7 @@
 
 use crate::client::Peers;
 use crate::fence::Liveness;
+use crate::reminders::{Hook, Services};
 use crate::telemetry::NodeMetrics;
 use crate::view::{Keys, View};
 use crate::{ClusterError, ClusterWorker, Config};
@@ -55,6 +56,8 @@ pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) init_codec: OnceLock<InitCodec<W>>,
     /// Starts admitted under the node's worker limit and not yet done.
     pub(crate) starting: Arc<AtomicUsize>,
+    /// The reminder services of the shards served here.
+    pub(crate) reminders: Services<W>,
 }
 
 /// Encodes a worker's own `init` error (postcard), or `None` if it fails.
@@ -118,6 +121,7 @@ impl<W: ClusterWorker> Node<W> {
             left: AtomicBool::new(false),
             init_codec: OnceLock::new(),
             starting: Arc::new(AtomicUsize::new(0)),
+            reminders: Services::default(),
         }
     }
 
@@ -159,6 +163,7 @@ impl<W: ClusterWorker> Node<W> {
             && self.lease.load(Ordering::Acquire) == lease
             && !self.left.load(Ordering::Acquire)
         {
+            self.reminders.started(shard, epoch, &registry);
             local.insert(shard, (epoch, registry, Arc::new(AtomicUsize::new(0))));
             self.metrics.shards.set(local.len() as f64);
             self.live.serve(shard, epoch);
@@ -203,6 +208,21 @@ impl<W: ClusterWorker> Node<W> {
         Ok(slot)
     }
 
+    /// Fires the reminders of `kind` on every shard served here, now and
+    /// from now on.
+    pub(crate) fn serve_reminders(
+        &self,
+        kind: &'static str,
+        start: Hook<W>,
+    ) -> Result<(), ClusterError> {
+        self.not_left()?;
+        let local = self.local.lock();
+        let served = local
+            .iter()
+            .map(|(shard, (epoch, r, _))| (*shard, *epoch, r));
+        self.reminders.add(kind, start, served)
+    }
+
     pub(crate) fn local_count(&self) -> usize {
         self.local.lock().values().map(|(_, r, _)| r.count()).sum()
     }
@@ -214,6 +234,7 @@ impl<W: ClusterWorker> Node<W> {
             let mut local = self.local.lock();
             self.live.fence();
             self.metrics.shards.set(0.0);
+            self.reminders.stopped_all();
             local.drain().map(|(_, (_, r, _))| r).collect()
         };
         let mut stops = tokio::task::JoinSet::new();

@@ -160,13 +160,14 @@ async fn release_shard<W: ClusterWorker>(
         node.metrics.shards.set(local.len() as f64);
         removed
     };
-    let Some((_, registry, busy)) = removed else {
+    let Some((served, registry, busy)) = removed else {
         node.live.unserve(shard);
         if epoch != 0 {
             delete_claim(node, shard, epoch).await?;
         }
         return Ok(());
     };
+    node.reminders.stopped(shard, served);
     if epoch == 0 {
         // Someone else's key: stop at once.
         node.live.unserve(shard);

@@ -24,6 +24,14 @@
 //! - `check FROM COUNT TASKS` → `check ok N wrong W fenced F err M first WHAT`:
 //!   calls each new id of `FROM..FROM+COUNT` once, adding the id, from
 //!   `TASKS` tasks at once; a total other than the id is wrong
+//! - `remind FROM COUNT AFTER_MS SPREAD_MS [EVERY_MS]` → `remind ok N err M first_err E`:
+//!   sets reminder `r` of each id of `FROM..FROM+COUNT` (message: the id),
+//!   once, the i-th due `AFTER_MS + i × SPREAD_MS` ms from now, or with
+//!   `EVERY_MS`, every `EVERY_MS` ms (needs `--pg`)
+//! - `reminded` → `reminded fired F retried R store_errors S`: what this
+//!   node's reminder services did (`store_errors`: marks the store refused)
+//! - `pending FROM COUNT` → `pending N` | `pending err MESSAGE`: the
+//!   reminders still set for those ids
 //! - `leave` → `left`, then the process exits
 //!
 //! The crate's warnings (a refused connection…) are printed as lines of
@@ -54,14 +62,20 @@
 //! cluster's spans (`DEBUG`, target `gen_registry_cluster`) are recorded,
 //! so a test sees the span a peer served a request in, under its caller's.
 //!
+//! With `--remind-ms MS` (and `--pg`), the node fires the reminders of the
+//! shards it serves, scanning every MS ms; each delivery is logged, with
+//! `--fired FILE`, as `fired ID DUE_MS NODE EPOCH HOLDS T` (HOLDS: 1 if the
+//! worker's node held the shard at EPOCH) in that file; with
+//! `--remind-delay-ms MS`, a worker takes MS ms to handle a reminder.
+//!
 //! Usage: `cluster-node --etcd URL --name NAME --listen ADDR --secret S
 //! --log FILE [--ttl SECS] [--margin-ms MS] [--shards N] [--prefix P]
 //! [--tls-ca PEM --tls-cert PEM --tls-key PEM] [--pg URL] [--metrics ADDR]
-//! [--spans on]`
+//! [--spans on] [--remind-ms MS] [--remind-delay-ms MS] [--fired FILE]`
 
-use gen_registry::state::{StateError, Store, Stored};
+use gen_registry::state::{Reminded, StateError, Store, Stored, When};
 use gen_registry::{Context, ExitReason, Options, Worker};
-use gen_registry_cluster::{Cluster, ClusterError, Config, Tls};
+use gen_registry_cluster::{Cluster, ClusterError, ClusterReminders, Config, Tls};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -73,6 +87,10 @@ use tracing::Instrument;
 static LOG: OnceLock<File> = OnceLock::new();
 /// The store workers keep their totals in, if any.
 static STORE: OnceLock<Store> = OnceLock::new();
+/// Where reminders' deliveries are logged (`--fired FILE`), if anywhere.
+static FIRED: OnceLock<File> = OnceLock::new();
+/// How long a worker takes to handle a reminder (`--remind-delay-ms`).
+static REMIND_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn wall_nanos() -> u128 {
@@ -97,6 +115,39 @@ struct Probe {
     total: Total,
 }
 
+/// A request: what to add and whether to write the total to the store
+/// before answering, or a reminder's delivery (which adds nothing).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Ask {
+    Add(u64, bool),
+    Reminded { due_ms: u64 },
+}
+
+impl From<Reminded<u64>> for Ask {
+    fn from(reminded: Reminded<u64>) -> Ask {
+        let due = reminded.due.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Ask::Reminded {
+            due_ms: due.as_millis() as u64,
+        }
+    }
+}
+
+/// Logs a reminder's delivery to the `--fired` file: `fired ID DUE_MS NODE
+/// EPOCH HOLDS T`, HOLDS being 1 if the worker's node held its shard at
+/// that epoch.
+fn fired(id: u64, due_ms: u64, ctx: &Context<Probe>) {
+    if let Some(mut file) = FIRED.get() {
+        let line = format!(
+            "fired {id} {due_ms} {} {} {} {}\n",
+            ctx.node().unwrap_or("?"),
+            ctx.epoch().unwrap_or_default(),
+            u8::from(ctx.holds_epoch()),
+            wall_nanos()
+        );
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
 /// A worker's total: in memory, or persisted state in the store.
 enum Total {
     Memory(u64),
@@ -108,7 +159,7 @@ impl Worker for Probe {
     type Args = ();
     /// What to add, and whether to write the total to the store before
     /// answering.
-    type Request = (u64, bool);
+    type Request = Ask;
     /// The total, or why the request was refused.
     type Reply = Result<u64, String>;
     type Message = ();
@@ -139,11 +190,16 @@ impl Worker for Probe {
         })
     }
 
-    async fn handle_call(
-        &mut self,
-        (add, write): (u64, bool),
-        ctx: &mut Context<Self>,
-    ) -> Result<u64, String> {
+    async fn handle_call(&mut self, ask: Ask, ctx: &mut Context<Self>) -> Result<u64, String> {
+        let (add, write) = match ask {
+            Ask::Add(add, write) => (add, write),
+            Ask::Reminded { due_ms } => {
+                fired(self.id, due_ms, ctx);
+                let delay = REMIND_DELAY_MS.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                (0, false)
+            }
+        };
         if !ctx.holds_epoch() {
             return Err("fenced".into());
         }
@@ -232,6 +288,13 @@ fn main() {
             std::process::exit(2)
         });
     let _ = LOG.set(file);
+    if let Some(path) = flags.get("fired") {
+        let file = File::options().create(true).append(true).open(path);
+        let _ = FIRED.set(file.unwrap_or_else(|e| {
+            eprintln!("cluster-node: cannot open {path}: {e}");
+            std::process::exit(2)
+        }));
+    }
     let number =
         |k: &str, default: u64| flags.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut config = Config::new(name, [need("etcd")], need("secret"))
@@ -239,6 +302,7 @@ fn main() {
         .fence_margin(Duration::from_millis(number("margin-ms", 1000)))
         .shards(number("shards", 32) as u32)
         .call_timeout(Duration::from_millis(number("timeout-ms", 5000)));
+    REMIND_DELAY_MS.store(number("remind-delay-ms", 0), Ordering::Relaxed);
     if let Some(listen) = flags.get("listen").and_then(|l| l.parse().ok()) {
         config = config.listen(listen);
     }
@@ -289,6 +353,16 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        let reminders = STORE
+            .get()
+            .map(|store| cluster.reminders::<u64>(store, "probe"));
+        if let (Some(reminders), Some(scan)) = (&reminders, flags.get("remind-ms")) {
+            let scan = Duration::from_millis(scan.parse().unwrap_or(100));
+            if let Err(e) = reminders.serve(|_id| (), scan) {
+                say(format!("failed {e}"));
+                std::process::exit(1);
+            }
+        }
         say(format!("ready {} {}", cluster.name(), cluster.address()));
         let (lines, mut commands) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -314,7 +388,7 @@ fn main() {
                     let span = tracing::info_span!(target: "cluster_node", "request", id);
                     tokio::spawn(
                         async move {
-                            say(match cluster.call(id, (), (add, write)).await {
+                            say(match cluster.call(id, (), Ask::Add(add, write)).await {
                                 Ok(Ok(total)) => format!("{verb} {id} ok {total}"),
                                 Ok(Err(refused)) => format!("{verb} {id} refused {refused}"),
                                 Err(e) => format!("{verb} {id} err {e}"),
@@ -334,6 +408,52 @@ fn main() {
                     let count: u64 = count.parse().unwrap_or(0);
                     let tasks: u64 = tasks.parse().unwrap_or(4).max(1);
                     tokio::spawn(starts(cluster, from, count, tasks));
+                }
+                ["reminded"] => match &reminders {
+                    Some(reminders) => {
+                        let c = reminders.counts();
+                        say(format!(
+                            "reminded fired {} retried {} store_errors {}",
+                            c.fired, c.retried, c.store_errors
+                        ));
+                    }
+                    None => say("reminded err no store: start with --pg".into()),
+                },
+                ["remind", from, count, after, spread, rest @ ..] => {
+                    let Some(reminders) = reminders.clone() else {
+                        say("remind err no store: start with --pg".into());
+                        continue;
+                    };
+                    let (from, count): (u64, u64) =
+                        (from.parse().unwrap_or(0), count.parse().unwrap_or(0));
+                    let (after, spread): (u64, u64) =
+                        (after.parse().unwrap_or(0), spread.parse().unwrap_or(0));
+                    let every = rest.first().and_then(|e| e.parse().ok());
+                    let when = move |i: u64| match every {
+                        Some(every) => When::Every(Duration::from_millis(every)),
+                        None => {
+                            When::At(SystemTime::now() + Duration::from_millis(after + spread * i))
+                        }
+                    };
+                    tokio::spawn(remind(reminders, from..from + count, when));
+                }
+                ["pending", from, count] => {
+                    let Some(reminders) = reminders.clone() else {
+                        say("pending err no store: start with --pg".into());
+                        continue;
+                    };
+                    let (from, count): (u64, u64) =
+                        (from.parse().unwrap_or(0), count.parse().unwrap_or(0));
+                    tokio::spawn(async move {
+                        let mut pending = 0;
+                        for id in from..from + count {
+                            match reminders.list(&id).await {
+                                Ok(list) => pending += list.len(),
+                                Err(e) => return say(format!("pending err {e}")),
+                            }
+                        }
+                        say(format!("pending {pending}"));
+                    });
                 }
                 ["count"] => {
                     tokio::spawn(async move {
@@ -431,7 +551,7 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let started = Instant::now();
-                let result = cluster.call(seed % ids, (), (1, false)).await;
+                let result = cluster.call(seed % ids, (), Ask::Add(1, false)).await;
                 latencies.push(started.elapsed());
                 match result {
                     Ok(Ok(_)) => ok += 1,
@@ -474,6 +594,42 @@ async fn load(cluster: Cluster<Probe>, ids: u64, length: Duration, tasks: u64) {
     ));
 }
 
+/// Sets reminder `r` of each id of `ids`, the i-th `when(i)`, from 8 tasks.
+async fn remind(
+    reminders: ClusterReminders<Probe, u64>,
+    ids: std::ops::Range<u64>,
+    when: impl Fn(u64) -> When + Copy + Send + 'static,
+) {
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let reminders = reminders.clone();
+        let ids = ids.clone();
+        set.spawn(async move {
+            let (mut ok, mut err, mut first) = (0u64, 0u64, None);
+            for id in ids.clone().skip(task).step_by(8) {
+                match reminders.set(&id, "r", when(id - ids.start), &id).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        err += 1;
+                        first.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (ok, err, first)
+        });
+    }
+    let (mut ok, mut err, mut first) = (0, 0, None);
+    while let Some(Ok((o, e, f))) = set.join_next().await {
+        ok += o;
+        err += e;
+        first = first.or(f);
+    }
+    say(format!(
+        "remind ok {ok} err {err} first_err {}",
+        first.unwrap_or_else(|| "-".into()).replace(' ', "_")
+    ));
+}
+
 /// Starts `count` new ids from `from` on, from `tasks` tasks.
 async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
     let started = Instant::now();
@@ -484,7 +640,7 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
             let (mut ok, mut err) = (0u64, 0u64);
             let mut id = from + task;
             while id < from + count {
-                match cluster.call(id, (), (0, false)).await {
+                match cluster.call(id, (), Ask::Add(0, false)).await {
                     Ok(Ok(_)) => ok += 1,
                     _ => err += 1,
                 }
@@ -515,7 +671,7 @@ async fn check(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
             let (mut ok, mut wrong, mut fenced, mut err, mut first) = (0u64, 0, 0, 0, None);
             let mut id = from + task;
             while id < from + count {
-                match cluster.call(id, (), (id, false)).await {
+                match cluster.call(id, (), Ask::Add(id, false)).await {
                     Ok(Ok(total)) if total == id => ok += 1,
                     Ok(Ok(total)) => {
                         wrong += 1;
@@ -575,7 +731,7 @@ async fn remote(cluster: Cluster<Probe>, ids: u64, calls: u64, tasks: u64) {
             let mut n = task;
             while n < calls && !remote.is_empty() {
                 match cluster
-                    .call(remote[n as usize % remote.len()], (), (1, false))
+                    .call(remote[n as usize % remote.len()], (), Ask::Add(1, false))
                     .await
                 {
                     Ok(Ok(_)) => ok += 1,
@@ -609,7 +765,7 @@ async fn probe(cluster: Cluster<Probe>, ids: u64, calls: usize) {
                 break;
             };
             let started = Instant::now();
-            let _ = cluster.call(*id, (), (1, false)).await;
+            let _ = cluster.call(*id, (), Ask::Add(1, false)).await;
             latencies.push(started.elapsed().as_micros());
         }
         latencies.sort();
