@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 const IDS: u64 = 48;
 /// Writes each client keeps outstanding, to distinct ids.
 const IN_FLIGHT: usize = 8;
-/// Writes acknowledged in each round before its load stops (bounded by
+/// Writes acknowledged in each round after the node is back, while it takes
+/// its shards again, before the round's load stops (bounded by
 /// [`ROUND_DEADLINE`]).
-const PER_ROUND: u64 = 400;
+const PER_ROUND: u64 = 1_000;
 const ROUND_DEADLINE: Duration = Duration::from_secs(60);
 /// Longer than any request may take (the call timeout is 5 s): an answer
 /// that does not come within it is a request that hung.
@@ -283,14 +284,17 @@ fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
                     client.write_until(node, stop, acked);
                 });
             }
-            // The load goes on until the node is back and the round has
-            // its writes (or its deadline has passed).
+            // The load goes on until the node is back, and then through
+            // the moves of shards to it (for its writes, or a deadline).
             wait_until(ROUND_DEADLINE * 2, "the node to restart", || {
                 back.load(Ordering::Acquire)
             });
-            let deadline = Instant::now() + ROUND_DEADLINE;
+            let (until, deadline) = (
+                acked.load(Ordering::Relaxed) + PER_ROUND,
+                Instant::now() + ROUND_DEADLINE,
+            );
             wait_until(ROUND_DEADLINE * 2, "the round's writes", || {
-                acked.load(Ordering::Relaxed) >= PER_ROUND || Instant::now() > deadline
+                acked.load(Ordering::Relaxed) >= until || Instant::now() > deadline
             });
         });
         println!(
@@ -342,6 +346,15 @@ fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
         "only {} writes were acknowledged: too few for the check to mean much",
         tally.acked()
     );
+    // The restarts moved workers under the load: each moved worker's
+    // incarnation flushed its total on the way out.
+    let handed_over = incarnations(&log)
+        .values()
+        .flatten()
+        .filter(|i| i.flush.as_deref() == Some("ok"))
+        .count();
+    println!("workers handed over through the store: {handed_over}");
+    assert!(handed_over > 0, "no worker moved during the restarts");
     let found = overlaps(&log);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
