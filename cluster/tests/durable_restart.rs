@@ -36,6 +36,17 @@ fn node(etcd: &Etcd, name: &str, host: u8, log: &Path, pg: &Server) -> Node {
     )
 }
 
+/// Nodes a, b and c on 127.0.0.2 to 4, settled.
+fn three_nodes(etcd: &Etcd, log: &Path, pg: &Server) -> Vec<Node> {
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .zip(2..)
+        .map(|(name, host)| node(etcd, name, host, log, pg))
+        .collect();
+    settled(&mut nodes);
+    nodes
+}
+
 /// What one client (the writes sent through one node) saw.
 #[derive(Default)]
 struct Tally {
@@ -243,18 +254,29 @@ fn check(what: &str, totals: &BTreeMap<u64, u64>, tally: &Tally) -> u64 {
     lost
 }
 
+/// Each id's total, read with `call ID 0` through the nodes in turn (until
+/// a call succeeds: bounded).
+fn totals_via(nodes: &mut [Node]) -> BTreeMap<u64, u64> {
+    let mut totals = BTreeMap::new();
+    for id in 0..IDS {
+        let via = &mut nodes[(id % 3) as usize];
+        let mut total = None;
+        wait_until(Duration::from_secs(30), "a call to succeed", || {
+            total = via.call(id, 0).ok();
+            total.is_some()
+        });
+        totals.insert(id, total.expect("a total"));
+    }
+    totals
+}
+
 #[test]
 fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
     let _turn = one_at_a_time();
     let pg = Server::start().unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}"));
     let etcd = Etcd::start();
     let log = log_path(&etcd.dir);
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .zip(2..)
-        .map(|(name, host)| node(&etcd, name, host, &log, &pg))
-        .collect();
-    settled(&mut nodes);
+    let mut nodes = three_nodes(&etcd, &log, &pg);
     let mut clients: Vec<Client> = (0..3).map(|n| Client::new(n * IDS / 3)).collect();
     for restarting in 0..nodes.len() {
         let (stop, back) = (AtomicBool::new(false), AtomicBool::new(false));
@@ -307,18 +329,9 @@ fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
     for client in clients {
         tally.merge(client.tally);
     }
-    // What each id's worker has now: loaded by its next incarnation on the
+    // What each id's worker has now: loaded by its incarnation on the
     // restarted nodes (or kept by the one running there since).
-    let mut seen = BTreeMap::new();
-    for id in 0..IDS {
-        let via = &mut nodes[(id % 3) as usize];
-        let mut total = None;
-        wait_until(Duration::from_secs(30), "a call to succeed", || {
-            total = via.call(id, 0).ok();
-            total.is_some()
-        });
-        seen.insert(id, total.expect("a total"));
-    }
+    let running = totals_via(&mut nodes);
     // Then every node is killed, without a flush: the store holds only what
     // was written while the load ran.
     for node in nodes.iter_mut() {
@@ -326,11 +339,17 @@ fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
         node.wait_exit(Duration::from_secs(10));
     }
     let stored = stored_totals(&pg);
-    let lost_seen = check("the workers", &seen, &tally);
+    // Started again, the nodes' workers are new incarnations: each loads
+    // what the store holds.
+    let mut nodes = three_nodes(&etcd, &log, &pg);
+    let next = totals_via(&mut nodes);
+    let lost_running = check("the running workers", &running, &tally);
     let lost_stored = check("the store", &stored, &tally);
+    let lost_next = check("the next incarnations", &next, &tally);
     println!(
         "rolling restart on PostgreSQL: {} writes acknowledged, {} failed ({} ambiguous, {} not applied), \
-         {IDS} ids checked; acknowledged writes lost: {lost_stored} in the store, {lost_seen} in the workers",
+         {IDS} ids checked; acknowledged writes lost: {lost_stored} in the store, \
+         {lost_running} in the running workers, {lost_next} in their next incarnations",
         tally.acked(),
         tally.failed(),
         tally.ambiguous(),
@@ -340,7 +359,14 @@ fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
         println!("  a failed write: {failure}");
     }
     assert_eq!(lost_stored, 0, "acknowledged writes missing from the store");
-    assert_eq!(lost_seen, 0, "acknowledged writes missing from the workers");
+    assert_eq!(
+        lost_running, 0,
+        "acknowledged writes missing from the running workers"
+    );
+    assert_eq!(
+        lost_next, 0,
+        "acknowledged writes missing from the next incarnations"
+    );
     assert!(
         tally.acked() >= 1_000,
         "only {} writes were acknowledged: too few for the check to mean much",
