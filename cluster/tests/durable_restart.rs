@@ -2,8 +2,12 @@
 //! PostgreSQL: clients on every node keep `write ID 1` requests going (each
 //! answered only once its total is written to the store) while each node in
 //! turn leaves gracefully, starts again under its name and joins. Every
-//! write a client saw acknowledged must be in the store afterwards, and in
-//! what the worker's next incarnation loads.
+//! write a client saw acknowledged must be in the store afterwards (read
+//! directly once every node was killed, so that no flush can make up for a
+//! write that was answered before it was made), in the running workers, and
+//! in what each worker's next incarnation loads. A write whose answer was
+//! lost, or that failed after its worker had added it, may or may not be in
+//! a total: those are counted apart, as the only slack above it.
 
 mod common;
 
