@@ -279,6 +279,12 @@ impl Node {
         }
     }
 
+    /// The next line the node prints, whatever it is: `None` when none came
+    /// within `within` or the process has exited (its output closed).
+    pub fn next_line(&mut self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+
     /// Sends a command and returns its answer.
     pub fn ask(&mut self, command: &str, answer: &str, within: Duration) -> String {
         self.send(command);
