@@ -102,11 +102,12 @@ pub(crate) fn reminders<'a>(
             }
             ReminderWrite::Fired {
                 due_ms,
+                message,
                 next_due_ms,
                 epoch,
                 ..
             } => fenced(*epoch, &entry.0).map(|()| match &mut entry.0 {
-                Some(r) if r.due_ms == *due_ms => {
+                Some(r) if r.due_ms == *due_ms && r.message == *message => {
                     match next_due_ms {
                         Some(next) => {
                             r.due_ms = *next;
@@ -212,6 +213,7 @@ mod tests {
             key: key.clone(),
             name: "a".into(),
             due_ms,
+            message: vec![],
             next_due_ms,
             epoch: 0,
         };

@@ -41,6 +41,7 @@ fn fired(id: u8, name: &str, due_ms: u64, next_due_ms: Option<u64>, epoch: u64) 
         key: key(id),
         name: name.into(),
         due_ms,
+        message: name.as_bytes().to_vec(),
         next_due_ms,
         epoch,
     }

@@ -203,9 +203,11 @@ pub enum ReminderWrite {
         /// The writer's epoch.
         epoch: u64,
     },
-    /// A reminder due at `due_ms` was delivered: a periodic one moves to
-    /// `next_due_ms`, a one-shot one (`next_due_ms: None`) is removed. Only
-    /// if it is still due at `due_ms`: one set again meanwhile is kept.
+    /// A reminder due at `due_ms` was delivered: it moves to `next_due_ms`
+    /// (a periodic one, or a failed delivery left for later), or is removed
+    /// (`next_due_ms: None`). Only if it is still due at `due_ms` with the
+    /// same `message`: one set again meanwhile is kept, even within the
+    /// same millisecond.
     Fired {
         /// Its worker.
         key: Key,
@@ -213,6 +215,8 @@ pub enum ReminderWrite {
         name: String,
         /// The due time it was delivered for.
         due_ms: u64,
+        /// The message it delivered.
+        message: Vec<u8>,
         /// Its next due time, for a periodic one.
         next_due_ms: Option<u64>,
         /// The writer's epoch.

@@ -77,13 +77,14 @@ impl Reminders {
                 key,
                 name,
                 due_ms,
+                message,
                 next_due_ms,
                 epoch,
             } => {
                 let named = (key, name);
                 let held = self.by_name.get(&named);
                 fence(held, epoch)?;
-                if held.is_none_or(|held| held.due_ms != due_ms) {
+                if held.is_none_or(|held| held.due_ms != due_ms || held.message != message) {
                     return Ok(false);
                 }
                 let mut reminder = self.remove(&named).expect("held above");

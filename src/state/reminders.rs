@@ -672,6 +672,7 @@ where
                         key: reminder.key,
                         name: reminder.name,
                         due_ms: reminder.due_ms,
+                        message: reminder.message,
                         next_due_ms,
                         epoch: r.epoch,
                     }

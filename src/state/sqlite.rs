@@ -213,7 +213,7 @@ fn remind_blocking(
     let mut outcomes = Vec::with_capacity(writes.len());
     {
         let mut read = transaction.prepare_cached(
-            "SELECT due_ms, epoch FROM gen_registry_reminders
+            "SELECT due_ms, epoch, message FROM gen_registry_reminders
              WHERE kind = ?1 AND id = ?2 AND name = ?3",
         )?;
         let mut upsert = transaction.prepare_cached(&format!(
@@ -235,12 +235,12 @@ fn remind_blocking(
                     key, name, epoch, ..
                 } => (key, name, *epoch),
             };
-            let held: Option<(u64, u64)> = read
+            let held: Option<(u64, u64, Vec<u8>)> = read
                 .query_row(params![key.kind, key.id, name], |row| {
-                    Ok((from_sql(row.get(0)?), from_sql(row.get(1)?)))
+                    Ok((from_sql(row.get(0)?), from_sql(row.get(1)?), row.get(2)?))
                 })
                 .optional()?;
-            if let Some((_, last)) = held
+            if let Some((_, last, _)) = held
                 && epoch < last
             {
                 outcomes.push(Err(Refusal::Fenced { last }));
@@ -265,10 +265,14 @@ fn remind_blocking(
                 }
                 ReminderWrite::Fired {
                     due_ms,
+                    message,
                     next_due_ms,
                     ..
                 } => match held {
-                    Some((held_due, _)) if held_due == from_sql(due_to_sql(*due_ms)) => {
+                    Some((held_due, _, held_message))
+                        if held_due == from_sql(due_to_sql(*due_ms))
+                            && held_message == *message =>
+                    {
                         match next_due_ms {
                             Some(next) => moved.execute(params![
                                 key.kind,
