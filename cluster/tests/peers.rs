@@ -92,7 +92,9 @@ fn call_frame(node: &mut Node, id: u64, add: u64) -> Request {
             .expect("an epoch"),
         id: postcard::to_stdvec(&id).expect("encodes"),
         args: postcard::to_stdvec(&()).expect("encodes"),
-        request: postcard::to_stdvec(&(add, false)).expect("encodes"),
+        // The node's `Ask::Add(add, false)`: postcard writes an enum as its
+        // variant's index (0, one byte) followed by its fields.
+        request: postcard::to_stdvec(&(0u32, add, false)).expect("encodes"),
         timeout_ms: 5_000,
         trace: None,
     }
