@@ -355,7 +355,9 @@ fn events_pair_every_start_with_one_stop_and_a_hit_reports_nothing() {
             }
         }
         let count = |what: &str| log.events().iter().filter(|e| e.contains(what)).count();
-        wait_until(|| count(" stopped: ") == 10).await;
+        // A restart after a crash runs after the crashed call has returned
+        // its error: wait for both kinds of event.
+        wait_until(|| count(" stopped: ") == 10 && count(" restarted ") >= 10).await;
         assert_eq!(count(" started"), 20);
         assert_eq!(count(" restarted "), 10);
         assert_eq!(count(" gave up "), 5);
