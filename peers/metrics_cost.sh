@@ -59,7 +59,9 @@ metrics = [("W1", "W1 starts/s ↑"), ("W6p50", "W6 call p50 µs ↓"), ("W6p99"
 def values(variant, metric):
     out = []
     for r in range(1, rounds + 1):
-        for row in json.load(open(f"{work}/{variant}-{r}.json")):
+        run = json.load(open(f"{work}/{variant}-{r}.json"))
+        # A run's record ({..., "rows": [...]}), or a bare array of rows.
+        for row in run["rows"] if isinstance(run, dict) else run:
             if row["system"] == "gen_registry" and row["metric"] == metric and row["value"] is not None:
                 out.append(row["value"])
     return out
