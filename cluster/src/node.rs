@@ -44,6 +44,11 @@ pub(crate) struct Node<W: ClusterWorker> {
     pub(crate) view: Mutex<View>,
     /// Wakes the reconciler.
     pub(crate) wake: Notify,
+    /// Held through each reconcile, so that two (the one a join runs and
+    /// the loop's) never decide from the same view: the second would adopt
+    /// a shard the first has just claimed and start a second registry for
+    /// it, and an id could then run twice at one epoch.
+    pub(crate) reconciling: tokio::sync::Mutex<()>,
     pub(crate) peers: Peers,
     /// The node's tasks, aborted when it leaves.
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -117,6 +122,7 @@ impl<W: ClusterWorker> Node<W> {
             lease: AtomicI64::new(lease),
             view: Mutex::new(View::default()),
             wake: Notify::new(),
+            reconciling: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             left: AtomicBool::new(false),
             init_codec: OnceLock::new(),
@@ -159,9 +165,12 @@ impl<W: ClusterWorker> Node<W> {
         let registry =
             GenRegistry::new(options).map_err(|e| ClusterError::Config(e.to_string()))?;
         let mut local = self.local.lock();
+        // A shard already served keeps its registry: replacing it would
+        // leave its workers running, unreachable, beside new ones.
         if self.live.valid()
             && self.lease.load(Ordering::Acquire) == lease
             && !self.left.load(Ordering::Acquire)
+            && !local.contains_key(&shard)
         {
             self.reminders.started(shard, epoch, &registry);
             local.insert(shard, (epoch, registry, Arc::new(AtomicUsize::new(0))));

@@ -56,6 +56,7 @@ pub(crate) async fn shard_count(
 /// should no longer own, claims the free ones it should, and drops stale
 /// claims of its own from before a fence.
 pub(crate) async fn reconcile<W: ClusterWorker>(node: &Arc<Node<W>>) -> Result<(), ClusterError> {
+    let _one_at_a_time = node.reconciling.lock().await;
     node.refresh_view().await?;
     if node.left.load(Ordering::Acquire) || !node.live.valid() {
         return Ok(());
