@@ -1,50 +1,46 @@
 #!/usr/bin/env bash
 # What the registry's metrics cost: the peers benchmark's gen_registry system
-# (W1 starts, W6 calls, W8 stops), built at BASE (a commit without metrics)
-# and at HEAD, run alternately in one session: BASE, HEAD without a
-# recorder, HEAD with a Prometheus recorder (PEERS_RECORDER=prometheus),
-# ROUNDS times (each round starting with the next variant); prints the
-# medians (with the range over the rounds) and the costs against BASE as a
+# (W1 starts, W6 calls, W8 stops) built without the cargo feature `metrics`
+# and with it, run alternately in one session: without the feature, with it
+# and no recorder, with it and a Prometheus recorder installed
+# (PEERS_RECORDER=prometheus, nothing scraping it), ROUNDS times (each round
+# starting with the next variant); prints the medians (with the range over
+# the rounds) and the costs against the build without the feature as a
 # markdown table (BENCHMARKS.md, "What metrics cost").
 #
-#   peers/metrics_cost.sh BASE [ROUNDS] [--quick]
+#   peers/metrics_cost.sh [ROUNDS] [--quick]
 set -euo pipefail
 
-base_rev="${1:?usage: peers/metrics_cost.sh BASE [ROUNDS] [--quick]}"
-rounds="${2:-5}"
-quick="${3:-}"
+rounds="${1:-5}"
+quick="${2:-}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# The bench binary of the workspace at $1, copied to $2. Both builds share
-# one target directory, so the dependencies are built once.
+# The bench binary built with the features in $1 (none if empty), copied to
+# $2. Both builds share one target directory, so the dependencies that do
+# not change with the feature are built once.
 build() {
     local exe
-    exe=$(cd "$1" && CARGO_TARGET_DIR="$target" cargo bench -p gen_registry_peers --bench peers --no-run 2>&1 |
+    exe=$(cd "$root" && cargo bench -p gen_registry_peers --bench peers $1 --no-run 2>&1 |
         sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)
     case "$exe" in /*) ;; *) exe="$target/${exe#target/}" ;; esac
     cp "$exe" "$2"
 }
 
-echo "building $base_rev and HEAD" >&2
-# BASE's sources at a fixed place (with the commit's times), so that a
-# second run finds its build up to date.
-base="$target/metrics_cost_base"
-rm -rf "$base" && mkdir -p "$base"
-git -C "$root" archive "$base_rev" | tar -x -C "$base"
-build "$base" "$work/peers-base"
-build "$root" "$work/peers-head"
+echo "building the bench without and with the feature metrics" >&2
+build "" "$work/peers-off"
+build "--features metrics" "$work/peers-metrics"
 
-variants=(base none prometheus)
+variants=(off none prometheus)
 for round in $(seq "$rounds"); do
     # Each round starts with the next variant, so none always runs first.
     for i in 0 1 2; do
         variant="${variants[$(((round + i) % 3))]}"
         echo "round $round of $rounds: $variant" >&2
-        exe="$work/peers-head"
-        [ "$variant" = base ] && exe="$work/peers-base"
+        exe="$work/peers-metrics"
+        [ "$variant" = off ] && exe="$work/peers-off"
         recorder=""
         [ "$variant" = prometheus ] && recorder=prometheus
         (cd "$root/peers" && PEERS_RECORDER="$recorder" "$exe" --system gen_registry --runs 1 \
@@ -70,10 +66,10 @@ def fmt(v):
 def cell(vs):
     # The median, and the range over the rounds.
     return f"{fmt(statistics.median(vs))} ({fmt(min(vs))}–{fmt(max(vs))})"
-print("| metric | no metrics (base) | metrics, no recorder | cost | metrics, Prometheus recorder | cost |")
+print("| metric | without `metrics` | `metrics`, no recorder | cost | `metrics`, Prometheus recorder | cost |")
 print("|---|---|---|---|---|---|")
 for metric, label in metrics:
-    base_vs = values("base", metric)
+    base_vs = values("off", metric)
     base = statistics.median(base_vs)
     row = [label, cell(base_vs)]
     for variant in ("none", "prometheus"):

@@ -72,6 +72,13 @@
 //! crate's facade, `tracing` spans around each worker's callbacks, and a
 //! health snapshot ([`GenRegistry::stats`]).
 //!
+//! The metrics need the cargo feature `metrics` (`features = ["metrics"]`):
+//! off by default, because counting and sampling cost the fastest paths a
+//! visible share (a start takes about a microsecond; BENCHMARKS.md, "What
+//! metrics cost", has the figures). Without it the registry counts nothing
+//! and reads no clock for them; the spans and the snapshot are there either
+//! way.
+//!
 //! The crate installs no exporter: the application installs one (a
 //! Prometheus exporter, a StatsD one…) before it creates its registries,
 //! and every registry reports to it. Each metric carries the label

@@ -81,12 +81,21 @@ pub fn run(cfg: &Config, out: &Out) {
 /// With `PEERS_RECORDER=prometheus`, a Prometheus recorder is installed
 /// before the registry is made, so every metric the registry reports is
 /// recorded (nothing scrapes it): the cost of metrics with an exporter
-/// (BENCHMARKS.md, "What metrics cost").
+/// (BENCHMARKS.md, "What metrics cost"). Built without the feature
+/// `metrics`, the bench says so and exits rather than measure the wrong
+/// build.
 fn install_recorder_if_asked() {
-    if std::env::var("PEERS_RECORDER").as_deref() == Ok("prometheus") {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .expect("a Prometheus recorder");
+    if std::env::var("PEERS_RECORDER").as_deref() != Ok("prometheus") {
+        return;
+    }
+    #[cfg(feature = "metrics")]
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("a Prometheus recorder");
+    #[cfg(not(feature = "metrics"))]
+    {
+        eprintln!("PEERS_RECORDER=prometheus needs the bench built with `--features metrics`");
+        std::process::exit(2);
     }
 }
 

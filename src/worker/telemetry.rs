@@ -1,4 +1,5 @@
-//! The registry's metric handles (through the `metrics` crate's facade),
+//! The registry's metric handles (through the `metrics` crate's facade,
+//! with the cargo feature `metrics`; handles that do nothing without it),
 //! the sampling of its histograms, and the `tracing` spans around a
 //! worker's callbacks. What each metric means is in the crate's doc
 //! (src/lib.rs) and the guide's "Seeing inside".
@@ -7,7 +8,10 @@ use crate::worker::context::Context;
 use crate::worker::event::Event;
 use crate::worker::{ExitReason, ShownId, Worker};
 use futures::future::Either;
+#[cfg(feature = "metrics")]
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+#[cfg(not(feature = "metrics"))]
+use off::{Counter, Gauge, Histogram};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +23,7 @@ use tracing::instrument::{Instrument, Instrumented};
 /// histograms: two clock reads per call, some tens of nanoseconds, would be
 /// a visible part of a round trip of about half a microsecond. Counters and
 /// gauges count every event.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) const SAMPLE_EVERY: u32 = 64;
 
 /// The histograms that are sampled, each counting its own turns.
@@ -29,6 +34,7 @@ pub(crate) enum Sampled {
     Mailbox = 2,
 }
 
+#[cfg(feature = "metrics")]
 thread_local! {
     static COUNTDOWNS: [std::cell::Cell<u32>; 3] =
         const { [const { std::cell::Cell::new(SAMPLE_EVERY) }; 3] };
@@ -36,6 +42,7 @@ thread_local! {
 
 /// Whether this event is the one in [`SAMPLE_EVERY`] of its kind that is
 /// timed (counted per thread: no shared write).
+#[cfg(feature = "metrics")]
 #[inline]
 pub(crate) fn sampled(kind: Sampled) -> bool {
     COUNTDOWNS.with(|c| {
@@ -49,6 +56,44 @@ pub(crate) fn sampled(kind: Sampled) -> bool {
             false
         }
     })
+}
+
+/// Without the `metrics` feature nothing is timed: no clock is read.
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn sampled(_: Sampled) -> bool {
+    false
+}
+
+/// Without the `metrics` feature: handles that do nothing, in place of the
+/// facade's, so that every count and record compiles away.
+#[cfg(not(feature = "metrics"))]
+mod off {
+    #[derive(Clone)]
+    pub(crate) struct Counter;
+
+    impl Counter {
+        #[inline(always)]
+        pub(crate) fn increment(&self, _: u64) {}
+    }
+
+    pub(crate) struct Gauge;
+
+    impl Gauge {
+        #[inline(always)]
+        pub(crate) fn increment(&self, _: f64) {}
+
+        #[inline(always)]
+        pub(crate) fn decrement(&self, _: f64) {}
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Histogram;
+
+    impl Histogram {
+        #[inline(always)]
+        pub(crate) fn record(&self, _: f64) {}
+    }
 }
 
 /// The stop reasons, as `gen_registry_stops_total`'s `reason` label.
@@ -101,6 +146,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// The handles of the registry named `name`, from the recorder installed now.
+    #[cfg(feature = "metrics")]
     pub(crate) fn new(name: &str) -> Metrics {
         let name = name.to_owned();
         let stops = REASONS.map(|reason| {
@@ -123,6 +169,29 @@ impl Metrics {
             init_seconds: histogram!("gen_registry_init_seconds", "registry" => name.clone()),
             call_seconds: histogram!("gen_registry_call_seconds", "registry" => name.clone()),
             mailbox_wait_seconds: histogram!("gen_registry_mailbox_wait_seconds", "registry" => name),
+        }
+    }
+
+    /// Handles that do nothing: the crate is built without `metrics`.
+    #[cfg(not(feature = "metrics"))]
+    pub(crate) fn new(_: &str) -> Metrics {
+        Metrics {
+            starts: Counter,
+            init_failures: Counter,
+            restarts: Counter,
+            give_ups: Counter,
+            stops: [const { Counter }; REASONS.len()],
+            capacity_refusals: Counter,
+            mailbox_full: Counter,
+            calls: Counter,
+            call_timeouts: Counter,
+            calls_to_ended: Counter,
+            workers: Gauge,
+            in_back_off: Gauge,
+            backing_off: AtomicUsize::new(0),
+            init_seconds: Histogram,
+            call_seconds: Histogram,
+            mailbox_wait_seconds: Histogram,
         }
     }
 

@@ -37,7 +37,10 @@ mod ownership;
 mod parity;
 mod restarts;
 mod self_and_kill;
+mod stats;
 mod stress;
+// What a recorder sees: only with the cargo feature `metrics`.
+#[cfg(feature = "metrics")]
 mod telemetry;
 
 /// The executor of the registries of `api`, `guarantees` and `model` at the

@@ -312,8 +312,10 @@ fn a_workers_own_shorter_idle_timeout_is_honoured_on_time() {
 
 /// A worker that runs blocking work on request: with `try_blocking`, or with
 /// `blocking`.
+#[cfg(feature = "tokio")]
 struct Offloader;
 
+#[cfg(feature = "tokio")]
 impl Worker for Offloader {
     type Id = u32;
     type Args = ();

@@ -630,21 +630,29 @@ async fn remind(
     ));
 }
 
-/// Starts `count` new ids from `from` on, from `tasks` tasks.
-async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
+/// `calls` calls adding `add`, the n-th to `id_of(n)` (none once it gives
+/// no id), from `tasks` tasks taking every `tasks`-th n: how many were
+/// answered, how many failed, and the milliseconds they all took.
+async fn calls_from_tasks(
+    cluster: &Cluster<Probe>,
+    calls: u64,
+    tasks: u64,
+    add: u64,
+    id_of: impl Fn(u64) -> Option<u64> + Clone + Send + 'static,
+) -> (u64, u64, u128) {
+    let tasks = tasks.max(1);
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for task in 0..tasks {
-        let cluster = cluster.clone();
+        let (cluster, id_of) = (cluster.clone(), id_of.clone());
         set.spawn(async move {
             let (mut ok, mut err) = (0u64, 0u64);
-            let mut id = from + task;
-            while id < from + count {
-                match cluster.call(id, (), Ask::Add(0, false)).await {
+            for n in (task..calls).step_by(tasks as usize) {
+                let Some(id) = id_of(n) else { break };
+                match cluster.call(id, (), Ask::Add(add, false)).await {
                     Ok(Ok(_)) => ok += 1,
                     _ => err += 1,
                 }
-                id += tasks;
             }
             (ok, err)
         });
@@ -654,10 +662,14 @@ async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
         ok += o;
         err += e;
     }
-    say(format!(
-        "starts ok {ok} err {err} millis {}",
-        started.elapsed().as_millis()
-    ));
+    (ok, err, started.elapsed().as_millis())
+}
+
+/// Starts `count` new ids from `from` on, from `tasks` tasks.
+async fn starts(cluster: Cluster<Probe>, from: u64, count: u64, tasks: u64) {
+    let (ok, err, millis) =
+        calls_from_tasks(&cluster, count, tasks, 0, move |n| Some(from + n)).await;
+    say(format!("starts ok {ok} err {err} millis {millis}"));
 }
 
 /// Calls each new id of `from..from + count` once with the id itself, from
@@ -721,36 +733,9 @@ async fn split_ids(cluster: &Cluster<Probe>, ids: u64) -> (Vec<u64>, Vec<u64>) {
 async fn remote(cluster: Cluster<Probe>, ids: u64, calls: u64, tasks: u64) {
     let (_, remote) = split_ids(&cluster, ids).await;
     let remote = std::sync::Arc::new(remote);
-    let tasks = tasks.max(1);
-    let started = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for task in 0..tasks {
-        let (cluster, remote) = (cluster.clone(), remote.clone());
-        set.spawn(async move {
-            let (mut ok, mut err) = (0u64, 0u64);
-            let mut n = task;
-            while n < calls && !remote.is_empty() {
-                match cluster
-                    .call(remote[n as usize % remote.len()], (), Ask::Add(1, false))
-                    .await
-                {
-                    Ok(Ok(_)) => ok += 1,
-                    _ => err += 1,
-                }
-                n += tasks;
-            }
-            (ok, err)
-        });
-    }
-    let (mut ok, mut err) = (0, 0);
-    while let Some(Ok((o, e))) = set.join_next().await {
-        ok += o;
-        err += e;
-    }
-    say(format!(
-        "remote ok {ok} err {err} millis {}",
-        started.elapsed().as_millis()
-    ));
+    let id_of = move |n: u64| remote.get(n as usize % remote.len().max(1)).copied();
+    let (ok, err, millis) = calls_from_tasks(&cluster, calls, tasks, 1, id_of).await;
+    say(format!("remote ok {ok} err {err} millis {millis}"));
 }
 
 /// Latency of one call at a time, to ids served here and to ids served by
