@@ -3,80 +3,20 @@
 //! versions and epochs, group commit, bad input, and a kill -9.
 
 mod common;
+#[path = "common/ledger.rs"]
+mod ledger;
 
 use common::{TempDb, run, wait_until};
 use futures::future::join_all;
 use gen_registry::state::{
     Backend, BoxFuture, Key, Memory, Record, Refusal, Sqlite, StateError, Store, Stored, Write,
 };
-use gen_registry::{Context, Error, ExitReason, GenRegistry, Options, RestartPolicy, Worker};
+use gen_registry::{Error, ExitReason, GenRegistry, Options, RestartPolicy};
+use ledger::{Account, Ledger, Op, entries, registry};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// An account's persisted state.
-#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Ledger {
-    entries: Vec<u64>,
-}
-
-/// A worker keeping a ledger in a store; `terminate` writes what changed
-/// on every graceful end.
-struct Account {
-    ledger: Stored<Ledger>,
-}
-
-enum Op {
-    /// Appends and writes before replying.
-    Add(u64),
-    /// Appends without writing.
-    Note(u64),
-    /// Appends `n` entries and writes.
-    Fill(usize),
-    Get,
-    Clear,
-    Panic,
-}
-
-impl Worker for Account {
-    type Id = u64;
-    type Args = Store;
-    type Request = Op;
-    type Reply = Result<Vec<u64>, StateError>;
-    type Message = ();
-    type Error = StateError;
-
-    async fn init(id: &u64, store: Store, _: &Context<Self>) -> Result<Self, StateError> {
-        Ok(Account {
-            ledger: Stored::load(&store, "account", id).await?,
-        })
-    }
-
-    async fn handle_call(&mut self, op: Op, _: &mut Context<Self>) -> Self::Reply {
-        match op {
-            Op::Add(n) => {
-                self.ledger.entries.push(n);
-                self.ledger.write().await?;
-            }
-            Op::Note(n) => self.ledger.entries.push(n),
-            Op::Fill(n) => {
-                self.ledger.entries.extend(std::iter::repeat_n(7, n));
-                self.ledger.write().await?;
-            }
-            Op::Get => {}
-            Op::Clear => self.ledger.clear().await?,
-            Op::Panic => panic!("deliberate: a handler panics after a change it did not write"),
-        }
-        Ok(self.ledger.entries.clone())
-    }
-
-    async fn terminate(&mut self, reason: &ExitReason, _: &mut Context<Self>) {
-        if !reason.is_abnormal() {
-            self.ledger.flush().await.expect("the flush at the end");
-        }
-    }
-}
 
 /// Each store the tests run against: the in-memory one and a SQLite file
 /// (kept alive by the second field).
@@ -87,14 +27,6 @@ fn stores(name: &str) -> Vec<(&'static str, Store, Option<TempDb>)> {
         ("memory", Store::memory(), None),
         ("sqlite", sqlite, Some(db)),
     ]
-}
-
-fn registry(options: Options<Account>) -> GenRegistry<Account> {
-    GenRegistry::new(options.executor(gen_registry::Executor::Bastion)).expect("a registry")
-}
-
-fn entries(reply: Result<Result<Vec<u64>, StateError>, Error<Account>>) -> Vec<u64> {
-    reply.expect("the call").expect("the state")
 }
 
 /// On each store: account 1 writes 1 and notes 2 without writing, `end`
