@@ -387,14 +387,35 @@ fn a_write_at_an_older_epoch_is_fenced() {
     });
 }
 
-/// A store that counts the reminders its scans read, around another.
+/// A store around another that counts the reminders its scans read and
+/// the size of each batch of reminder writes, and can hold the first such
+/// batch until its gate opens.
 #[derive(Clone)]
-struct CountingDue<B> {
+struct Watched<B> {
     inner: B,
     read: Arc<AtomicUsize>,
+    batches: Arc<Mutex<Vec<usize>>>,
+    gate: Arc<Mutex<Option<futures::channel::oneshot::Receiver<()>>>>,
 }
 
-impl<B: Backend + Clone> Backend for CountingDue<B> {
+impl<B> Watched<B> {
+    fn new(inner: B) -> Self {
+        Watched {
+            inner,
+            read: Arc::default(),
+            batches: Arc::default(),
+            gate: Arc::default(),
+        }
+    }
+
+    /// Holds the first batch of reminder writes until `open` is sent or dropped.
+    fn gated(self, open: futures::channel::oneshot::Receiver<()>) -> Self {
+        *self.gate.lock().unwrap() = Some(open);
+        self
+    }
+}
+
+impl<B: Backend + Clone> Backend for Watched<B> {
     fn load(&self, key: Key) -> BoxFuture<Result<Option<Record>, String>> {
         self.inner.load(key)
     }
@@ -405,7 +426,15 @@ impl<B: Backend + Clone> Backend for CountingDue<B> {
         &self,
         writes: Vec<ReminderWrite>,
     ) -> BoxFuture<Result<Vec<Result<bool, Refusal>>, String>> {
-        self.inner.remind(writes)
+        self.batches.lock().unwrap().push(writes.len());
+        let gate = self.gate.lock().unwrap().take();
+        let remind = self.inner.remind(writes);
+        Box::pin(async move {
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            remind.await
+        })
     }
     fn due(
         &self,
@@ -429,14 +458,78 @@ impl<B: Backend + Clone> Backend for CountingDue<B> {
     }
 }
 
+/// 64 reminders set at once from outside while the first one's transaction
+/// is held at the store: none is answered before its transaction commits,
+/// and they all take at most two transactions.
+fn sets_arriving_together<B: Backend + Clone>(store_name: &'static str, inner: B) {
+    const SETTERS: u64 = 64;
+    let (open, closed) = futures::channel::oneshot::channel::<()>();
+    let backend = Watched::new(inner).gated(closed);
+    let store = Store::new(backend.clone(), Executor::Bastion);
+    run(60, async move {
+        let env = Env::new(&store);
+        let answered = Arc::new(AtomicUsize::new(0));
+        let tomorrow = When::After(Duration::from_secs(86_400));
+        let sets: Vec<_> = (0..SETTERS)
+            .map(|id| {
+                let (reminders, answered) = (env.reminders.clone(), answered.clone());
+                common::spawn(async move {
+                    let set = reminders
+                        .set(&id, "r", tomorrow, &Note(id.to_string()))
+                        .await;
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    set
+                })
+            })
+            .collect();
+        let sets = common::spawn(futures::future::join_all(sets));
+        // Every set is in the batch held at the gate, or queued behind it.
+        wait_until(|| {
+            let first = backend.batches.lock().unwrap().first().copied();
+            first.unwrap_or(0) + store.queued() == SETTERS as usize
+        })
+        .await;
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            0,
+            "{store_name}: answered before its commit"
+        );
+        drop(open);
+        for set in sets.await {
+            set.unwrap_or_else(|e| panic!("{store_name}: {e}"));
+        }
+        let batches = backend.batches.lock().unwrap().clone();
+        println!("{store_name}: {SETTERS} reminders set at once, in transactions of {batches:?}");
+        assert!(
+            batches.len() <= 2,
+            "{store_name}: {SETTERS} sets in {batches:?}"
+        );
+        assert_eq!(
+            batches.iter().sum::<usize>(),
+            SETTERS as usize,
+            "{store_name}"
+        );
+        for id in 0..SETTERS {
+            let listed = env.reminders.list(&id).await.unwrap();
+            assert_eq!(listed.len(), 1, "{store_name}: {id}");
+            assert_eq!(listed[0].message, Note(id.to_string()), "{store_name}");
+        }
+    });
+}
+
+#[test]
+fn reminders_set_together_share_transactions_and_are_answered_after_theirs() {
+    sets_arriving_together("memory", Memory::new());
+    let db = TempDb::new("set_together");
+    let sqlite = gen_registry::state::Sqlite::open(db.path(), Executor::Bastion).unwrap();
+    sets_arriving_together("sqlite", sqlite);
+}
+
 fn scans_read_only_the_due_reminders<B: Backend + Clone>(store_name: &str, inner: B) {
     const FUTURE: u64 = 5_000;
     const DUE: u64 = 20;
-    let read = Arc::new(AtomicUsize::new(0));
-    let backend = CountingDue {
-        inner,
-        read: read.clone(),
-    };
+    let backend = Watched::new(inner);
+    let read = backend.read.clone();
     let store = Store::new(backend.clone(), Executor::Bastion);
     let store_name = store_name.to_owned();
     run(120, async move {

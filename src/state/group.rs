@@ -1,4 +1,6 @@
-//! The group-commit writer: many workers' writes, one transaction.
+//! The group-commit writer: many workers' writes, one transaction. A store
+//! has two, one for records and one for reminders (the same logic over the
+//! backend's `commit` and `remind`).
 //!
 //! Writes queue here. When a write arrives and no commit is in flight, a
 //! committer task starts on the store's executor; it takes everything queued
@@ -11,7 +13,7 @@
 //! 17–38× the writes per second at 64 writers on SQLite.
 
 use crate::executor::Executor;
-use crate::state::backend::{Backend, Write};
+use crate::state::backend::{Backend, BoxFuture, ReminderWrite, Write};
 use crate::state::error::Refusal;
 use futures::FutureExt;
 use futures::channel::oneshot;
@@ -29,19 +31,53 @@ pub(crate) enum Failure {
     Store(String),
 }
 
-type Answer = oneshot::Sender<Result<(), Failure>>;
+/// A batch's outcome: one per write, in order, or why nothing of it applied.
+type Outcomes<T> = Result<Vec<Result<T, Refusal>>, String>;
+
+/// What a group commits: a kind of write, what each accepted write
+/// answers, and the backend call that commits a batch of them.
+pub(crate) trait Kind: Send + Sync + 'static {
+    type Write: Send + 'static;
+    type Done: Send + 'static;
+    fn commit(backend: &dyn Backend, writes: Vec<Self::Write>) -> BoxFuture<Outcomes<Self::Done>>;
+}
+
+/// Records' writes (`Backend::commit`).
+pub(crate) struct Records;
+
+impl Kind for Records {
+    type Write = Write;
+    type Done = ();
+    fn commit(backend: &dyn Backend, writes: Vec<Write>) -> BoxFuture<Outcomes<()>> {
+        backend.commit(writes)
+    }
+}
+
+/// Reminders set or cancelled (`Backend::remind`); each answers whether it
+/// changed a reminder.
+pub(crate) struct Reminders;
+
+impl Kind for Reminders {
+    type Write = ReminderWrite;
+    type Done = bool;
+    fn commit(backend: &dyn Backend, writes: Vec<ReminderWrite>) -> BoxFuture<Outcomes<bool>> {
+        backend.remind(writes)
+    }
+}
+
+type Answer<K> = oneshot::Sender<Result<<K as Kind>::Done, Failure>>;
 
 /// The writes waiting for the next transaction.
-struct Queue {
-    pending: Vec<(Write, Answer)>,
+struct Queue<K: Kind> {
+    pending: Vec<(K::Write, Answer<K>)>,
     /// Whether a committer task is running; it clears this, under the same
     /// lock, when it finds the queue empty, so a write never waits for a
     /// committer that already left.
     committing: bool,
 }
 
-pub(crate) struct Group {
-    queue: Mutex<Queue>,
+pub(crate) struct Group<K: Kind> {
+    queue: Mutex<Queue<K>>,
     backend: Arc<dyn Backend>,
     executor: Executor,
     max_batch: AtomicUsize,
@@ -49,8 +85,8 @@ pub(crate) struct Group {
     written: AtomicU64,
 }
 
-impl Group {
-    pub(crate) fn new(backend: Arc<dyn Backend>, executor: Executor) -> Group {
+impl<K: Kind> Group<K> {
+    pub(crate) fn new(backend: Arc<dyn Backend>, executor: Executor) -> Self {
         Group {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
@@ -86,7 +122,10 @@ impl Group {
 
     /// Queues `write`; the receiver resolves once the transaction holding
     /// it has committed (or failed).
-    pub(crate) fn submit(self: &Arc<Self>, write: Write) -> oneshot::Receiver<Result<(), Failure>> {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        write: K::Write,
+    ) -> oneshot::Receiver<Result<K::Done, Failure>> {
         let (answer, outcome) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock();
@@ -103,7 +142,7 @@ impl Group {
     /// Commits batches until the queue is empty.
     async fn commit_all(self: Arc<Self>) {
         loop {
-            let batch: Vec<(Write, Answer)> = {
+            let batch: Vec<(K::Write, Answer<K>)> = {
                 let mut queue = self.queue.lock();
                 if queue.pending.is_empty() {
                     queue.committing = false;
@@ -115,11 +154,11 @@ impl Group {
                     .min(self.max_batch.load(Ordering::Relaxed));
                 queue.pending.drain(..take).collect()
             };
-            let (writes, answers): (Vec<Write>, Vec<Answer>) = batch.into_iter().unzip();
+            let (writes, answers): (Vec<K::Write>, Vec<Answer<K>>) = batch.into_iter().unzip();
             let count = writes.len();
             // A backend that panics fails its batch, not the store: the
             // next batch gets a committer as usual.
-            let outcome = AssertUnwindSafe(self.backend.commit(writes))
+            let outcome = AssertUnwindSafe(K::commit(&*self.backend, writes))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err("the store's commit panicked".to_owned()));

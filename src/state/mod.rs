@@ -25,7 +25,7 @@
 //!   refuses a stale version ([`StateError::Stale`]) and an epoch older
 //!   than the last it accepted for the record ([`StateError::Fenced`]).
 //! - **Group commit.** Writes arriving together share one transaction
-//!   (see [`Store`]).
+//!   (see [`Store`]); so do reminders set or cancelled together.
 //! - **Reminders are state too.** [`Reminders`] are durable timers by id
 //!   and name, kept in the same store: each due one is delivered as a call
 //!   by id (starting its worker if none runs), at least once, and marked

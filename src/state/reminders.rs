@@ -6,6 +6,7 @@ use crate::primitives::timer::Sleep;
 use crate::registry::GenRegistry;
 use crate::state::backend::{Key, Reminder, ReminderWrite, key_of};
 use crate::state::error::{Refusal, StateError};
+use crate::state::group::Failure;
 use crate::state::store::Store;
 use crate::worker::error::Error;
 use crate::worker::{ShownId, Worker};
@@ -242,7 +243,8 @@ where
     }
 
     /// Sets the reminder `name` of `id`, replacing one of the same name;
-    /// returns once it is in the store. Errors: [`StateError::Encode`],
+    /// returns once it is in the store (sets and cancels arriving together
+    /// share one transaction). Errors: [`StateError::Encode`],
     /// [`StateError::TooLarge`] (the message, over the store's
     /// [limit](Store::with_max_state_bytes)), [`StateError::Fenced`],
     /// [`StateError::Store`].
@@ -368,25 +370,27 @@ where
         Ok((key, format!("{record} reminder {name:?}")))
     }
 
+    /// Sets or cancels through the store's group commit: reminders written
+    /// together share a transaction.
     async fn write(&self, write: ReminderWrite, record: String) -> Result<bool, StateError> {
         let epoch = self.epoch;
-        let outcome = self.store.group().backend().remind(vec![write]).await;
-        match outcome.map(|mut outcomes| outcomes.pop()) {
-            Ok(Some(Ok(changed))) => Ok(changed),
-            Ok(Some(Err(Refusal::Fenced { last }))) => Err(StateError::Fenced {
+        match self.store.reminder_group().submit(write).await {
+            Ok(Ok(changed)) => Ok(changed),
+            Ok(Err(Failure::Refused(Refusal::Fenced { last }))) => Err(StateError::Fenced {
                 record,
                 epoch,
                 last,
             }),
-            Ok(Some(Err(refusal))) => Err(StateError::Store {
+            Ok(Err(Failure::Refused(refusal))) => Err(StateError::Store {
                 record,
                 reason: refusal.to_string(),
             }),
-            Ok(None) => Err(StateError::Store {
+            Ok(Err(Failure::Store(reason))) => Err(StateError::Store { record, reason }),
+            Err(_) => Err(StateError::Store {
                 record,
-                reason: "the store answered no write of a batch of 1".to_owned(),
+                reason: "the store's writer ended before committing (its executor shut down)"
+                    .to_owned(),
             }),
-            Err(reason) => Err(StateError::Store { record, reason }),
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::executor::Executor;
 use crate::state::backend::{Backend, Key, Record, key_of};
 use crate::state::error::StateError;
-use crate::state::group::Group;
+use crate::state::group::{self, Group};
 use std::sync::Arc;
 
 /// The handle to a store that persisted workers share: cheap to clone (an
@@ -13,6 +13,8 @@ use std::sync::Arc;
 /// Writes that arrive while a transaction is committing wait, together, for
 /// the next one: under load many workers share one transaction, and each is
 /// answered only once the transaction holding its write committed.
+/// Reminders set or cancelled together share transactions the same way
+/// (their own: a transaction holds records or reminders, never both).
 ///
 /// ```
 /// use gen_registry::state::{Store, Stored};
@@ -26,7 +28,8 @@ use std::sync::Arc;
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    group: Arc<Group>,
+    group: Arc<Group<group::Records>>,
+    reminders: Arc<Group<group::Reminders>>,
     max_state_bytes: usize,
 }
 
@@ -44,8 +47,10 @@ impl Store {
     /// assert_eq!(store.transactions(), 0);
     /// ```
     pub fn new(backend: impl Backend, executor: Executor) -> Store {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
         Store {
-            group: Arc::new(Group::new(Arc::new(backend), executor)),
+            group: Arc::new(Group::new(backend.clone(), executor.clone())),
+            reminders: Arc::new(Group::new(backend, executor)),
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
@@ -85,8 +90,9 @@ impl Store {
     }
 
     /// Caps how many writes share one transaction (default 1,024; at least
-    /// 1). `1` commits each write alone — the baseline the group commit is
-    /// measured against. It applies to every clone of this store.
+    /// 1), for records and for reminders alike. `1` commits each write
+    /// alone — the baseline the group commit is measured against. It applies
+    /// to every clone of this store.
     ///
     /// ```
     /// let store = gen_registry::state::Store::memory().with_max_batch(1);
@@ -94,10 +100,12 @@ impl Store {
     /// ```
     pub fn with_max_batch(self, writes: usize) -> Store {
         self.group.set_max_batch(writes);
+        self.reminders.set_max_batch(writes);
         self
     }
 
-    /// Transactions committed so far (a failed one is not counted). Each
+    /// Transactions of records committed so far (a failed one is not
+    /// counted; reminders' are not counted here). Each
     /// writer is answered after its transaction was counted here, so a
     /// writer that got its answer sees its transaction in this count.
     ///
@@ -119,14 +127,14 @@ impl Store {
         self.group.written()
     }
 
-    /// Writes waiting for a transaction: queued behind the one committing
-    /// now, they will share the next.
+    /// Writes waiting for a transaction, of records and of reminders:
+    /// queued behind the one committing now, they will share the next.
     ///
     /// ```
     /// assert_eq!(gen_registry::state::Store::memory().queued(), 0);
     /// ```
     pub fn queued(&self) -> usize {
-        self.group.queued()
+        self.group.queued() + self.reminders.queued()
     }
 
     /// The record of `id` in `kind` as the store holds it (its stamp and
@@ -167,8 +175,13 @@ impl Store {
             })
     }
 
-    pub(crate) fn group(&self) -> &Arc<Group> {
+    pub(crate) fn group(&self) -> &Arc<Group<group::Records>> {
         &self.group
+    }
+
+    /// The group commit of reminders set and cancelled.
+    pub(crate) fn reminder_group(&self) -> &Arc<Group<group::Reminders>> {
+        &self.reminders
     }
 }
 
