@@ -38,6 +38,14 @@ pub(crate) async fn serve<W: ClusterWorker>(node: Arc<Node<W>>, listener: TcpLis
         tokio::spawn(async move {
             match authenticate(&node, stream).await {
                 Ok(stream) => answer_all(node, stream).await,
+                // Closed before it said anything: a health check or a port
+                // scan, not a peer; nothing an operator needs to see.
+                Err(e) if closed_early(&e) => tracing::debug!(
+                    node = %node.config.name,
+                    %peer,
+                    error = %e,
+                    "a connection closed during the handshake"
+                ),
                 Err(e) => tracing::warn!(
                     node = %node.config.name,
                     %peer,
@@ -47,6 +55,16 @@ pub(crate) async fn serve<W: ClusterWorker>(node: Arc<Node<W>>, listener: TcpLis
             }
         });
     }
+}
+
+/// Whether a failed handshake is only the other side closing (or resetting)
+/// the connection before it completed: no refusal, no timeout.
+fn closed_early(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// TLS (if the node uses it), then the cluster secret.

@@ -112,10 +112,19 @@ fn a_peer_without_the_cluster_secret_is_refused_and_its_requests_reach_no_worker
     let mut node = Node::start(&etcd, "a", 2, &log);
     let address = node.address.clone();
 
+    // A connection opened and closed without a word (a health check, a
+    // port scan) is no refused peer: no warning.
+    for _ in 0..5 {
+        drop(TcpStream::connect(&address).expect("the node listens"));
+    }
+
     // With the wrong secret: refused, and the request sent anyway is
     // never answered (the connection is closed).
     let (mut stream, answer) = handshake(&address, b"not the cluster's secret");
     assert!(matches!(answer, Handshake::Refused));
+    // The node's first warning is about this peer.
+    let warning = node.expect_containing("refused a connection", Duration::from_secs(10));
+    assert!(warning.contains("wrong cluster secret"), "{warning}");
     let _ = write(&mut stream, &(1u64, call_frame(&mut node, 5, 1000)));
     assert!(
         read::<(u64, Response)>(&mut stream).is_err(),
