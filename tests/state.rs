@@ -235,6 +235,35 @@ fn a_write_at_an_epoch_older_than_the_last_accepted_is_refused() {
 }
 
 #[test]
+fn epochs_are_ordered_as_u64_over_their_whole_range() {
+    const HIGH: u64 = 1 << 63;
+    for (name, store, _db) in stores("epoch_range") {
+        run(30, async move {
+            write_at(&store, 5, 1).await.1.unwrap();
+            write_at(&store, HIGH + 1, 2).await.1.unwrap();
+            // Epochs below 2^63 are older than those above it, and 2^63 is
+            // older than 2^63 + 1.
+            for older in [7, HIGH] {
+                match write_at(&store, older, 3).await.1 {
+                    Err(StateError::Fenced { last, .. }) => assert_eq!(last, HIGH + 1, "{name}"),
+                    other => {
+                        panic!("{name}: epoch {older}: expected a fenced write, got {other:?}")
+                    }
+                }
+            }
+            write_at(&store, HIGH + 1, 4).await.1.unwrap();
+            write_at(&store, u64::MAX, 5).await.1.unwrap();
+            let held = store.record("account", &3u64).await.unwrap().unwrap();
+            assert_eq!(
+                (held.stamp.version, held.stamp.epoch),
+                (4, u64::MAX),
+                "{name}"
+            );
+        });
+    }
+}
+
+#[test]
 fn a_cleared_record_starts_fresh_and_still_refuses_a_stale_writer() {
     for (name, store, _db) in stores("clear") {
         run(30, async move {

@@ -140,6 +140,16 @@ fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether the row's epoch is at most `?4`, both u64 kept bit for bit as
+/// i64: compared as i64 within the same half, and across halves the one
+/// kept negative (2^63 and above) is the larger.
+const EPOCH_AT_MOST: &str = "CASE WHEN (gen_registry_state.epoch < 0) = (?4 < 0) THEN gen_registry_state.epoch <= ?4 \
+     ELSE gen_registry_state.epoch >= 0 END";
+
+/// Applies `writes` in one transaction. Each write is one statement when it
+/// is accepted, the common case: an insert of a new record, or an update
+/// conditioned on the version and epoch the write expects. Only a write
+/// that changed nothing reads the row, to say why it was refused.
 fn commit_blocking(
     connection: &mut Connection,
     writes: Vec<Write>,
@@ -150,31 +160,52 @@ fn commit_blocking(
         let mut read = transaction.prepare_cached(
             "SELECT version, epoch FROM gen_registry_state WHERE kind = ?1 AND id = ?2",
         )?;
-        let mut upsert = transaction.prepare_cached(
+        // A record expected new: inserted if absent; a row there already
+        // (only one of version 0 could be taken) is updated on the same
+        // conditions as below.
+        let mut create = transaction.prepare_cached(&format!(
             "INSERT INTO gen_registry_state (kind, id, version, epoch, state)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (kind, id) DO UPDATE
-             SET version = excluded.version, epoch = excluded.epoch, state = excluded.state",
-        )?;
+             SET version = excluded.version, epoch = excluded.epoch, state = excluded.state
+             WHERE gen_registry_state.version = ?6 AND {EPOCH_AT_MOST}"
+        ))?;
+        let mut update = transaction.prepare_cached(&format!(
+            "UPDATE gen_registry_state SET version = ?3, epoch = ?4, state = ?5
+             WHERE kind = ?1 AND id = ?2 AND version = ?6 AND {EPOCH_AT_MOST}"
+        ))?;
         for write in writes {
-            let held = read
-                .query_row(params![write.key.kind, write.key.id], |row| {
-                    Ok(Stamp {
-                        version: from_sql(row.get(0)?),
-                        epoch: from_sql(row.get(1)?),
+            let values = params![
+                write.key.kind,
+                write.key.id,
+                to_sql(write.expected + 1),
+                to_sql(write.epoch),
+                write.state,
+                to_sql(write.expected)
+            ];
+            let changed = match write.expected {
+                0 => create.execute(values)?,
+                _ => update.execute(values)?,
+            };
+            let outcome = if changed == 1 {
+                Ok(())
+            } else {
+                let held = read
+                    .query_row(params![write.key.kind, write.key.id], |row| {
+                        Ok(Stamp {
+                            version: from_sql(row.get(0)?),
+                            epoch: from_sql(row.get(1)?),
+                        })
                     })
-                })
-                .optional()?;
-            let outcome = check(held, write.expected, write.epoch);
-            if outcome.is_ok() {
-                upsert.execute(params![
-                    write.key.kind,
-                    write.key.id,
-                    to_sql(write.expected + 1),
-                    to_sql(write.epoch),
-                    write.state
-                ])?;
-            }
+                    .optional()?;
+                // The statement changed nothing, so the check refuses.
+                match check(held, write.expected, write.epoch) {
+                    Err(refusal) => Err(refusal),
+                    Ok(()) => Err(Refusal::Stale {
+                        found: held.map_or(0, |h| h.version),
+                    }),
+                }
+            };
             outcomes.push(outcome);
         }
     }
