@@ -120,12 +120,13 @@ impl<K: Kind> Group<K> {
         self.written.load(Ordering::Acquire)
     }
 
-    /// Queues `write`; the receiver resolves once the transaction holding
-    /// it has committed (or failed).
+    /// Queues `write` at once; the future resolves once the transaction
+    /// holding it has committed (or failed), or fails with a store error if
+    /// its committer was dropped first (its executor shut down).
     pub(crate) fn submit(
         self: &Arc<Self>,
         write: K::Write,
-    ) -> oneshot::Receiver<Result<K::Done, Failure>> {
+    ) -> impl Future<Output = Result<K::Done, Failure>> + use<K> {
         let (answer, outcome) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock();
@@ -136,7 +137,14 @@ impl<K: Kind> Group<K> {
             // Detached: the committer ends by itself once the queue is empty.
             drop(self.executor.spawn(Arc::clone(self).commit_all()));
         }
-        outcome
+        async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(Failure::Store(
+                    "the store's writer ended before committing (its executor shut down)"
+                        .to_owned(),
+                ))
+            })
+        }
     }
 
     /// Commits batches until the queue is empty.

@@ -375,22 +375,17 @@ where
     async fn write(&self, write: ReminderWrite, record: String) -> Result<bool, StateError> {
         let epoch = self.epoch;
         match self.store.reminder_group().submit(write).await {
-            Ok(Ok(changed)) => Ok(changed),
-            Ok(Err(Failure::Refused(Refusal::Fenced { last }))) => Err(StateError::Fenced {
+            Ok(changed) => Ok(changed),
+            Err(Failure::Refused(Refusal::Fenced { last })) => Err(StateError::Fenced {
                 record,
                 epoch,
                 last,
             }),
-            Ok(Err(Failure::Refused(refusal))) => Err(StateError::Store {
+            Err(Failure::Refused(refusal)) => Err(StateError::Store {
                 record,
                 reason: refusal.to_string(),
             }),
-            Ok(Err(Failure::Store(reason))) => Err(StateError::Store { record, reason }),
-            Err(_) => Err(StateError::Store {
-                record,
-                reason: "the store's writer ended before committing (its executor shut down)"
-                    .to_owned(),
-            }),
+            Err(Failure::Store(reason)) => Err(StateError::Store { record, reason }),
         }
     }
 }

@@ -291,19 +291,14 @@ where
         };
         let outcome = self.store.group().submit(write).await;
         match outcome {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 self.version += 1;
                 Ok(())
             }
-            Ok(Err(Failure::Refused(refusal))) => Err(self.refused(refusal)),
-            Ok(Err(Failure::Store(reason))) => Err(StateError::Store {
+            Err(Failure::Refused(refusal)) => Err(self.refused(refusal)),
+            Err(Failure::Store(reason)) => Err(StateError::Store {
                 record: self.record.clone(),
                 reason,
-            }),
-            Err(_) => Err(StateError::Store {
-                record: self.record.clone(),
-                reason: "the store's writer ended before committing (its executor shut down)"
-                    .to_owned(),
             }),
         }
     }
