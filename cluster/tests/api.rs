@@ -24,19 +24,31 @@ async fn spread<W: gen_registry_cluster::ClusterWorker>(a: &Cluster<W>, b: &Clus
     }
 }
 
+/// Nodes a and b, on 127.0.0.2 and 127.0.0.3 (each one's config passed
+/// through `tune`, each registry made with `options()`), once both serve
+/// shards.
+async fn two_nodes<W: gen_registry_cluster::ClusterWorker>(
+    etcd: &Etcd,
+    tune: impl Fn(Config) -> Config,
+    options: impl Fn() -> Options<W>,
+) -> (Cluster<W>, Cluster<W>) {
+    let a = Cluster::join(tune(config(etcd, "a", 2)), options())
+        .await
+        .expect("a joins");
+    let b = Cluster::join(tune(config(etcd, "b", 3)), options())
+        .await
+        .expect("b joins");
+    spread(&a, &b).await;
+    (a, b)
+}
+
 #[test]
 fn every_operation_by_id_reaches_the_one_worker_of_the_id_on_either_node() {
     let _turn = one_at_a_time();
     let etcd = Etcd::start();
     runtime().block_on(async {
-        let a = Cluster::<Adder>::join(config(&etcd, "a", 2), Options::default())
-            .await
-            .expect("a joins");
-        let b = Cluster::<Adder>::join(config(&etcd, "b", 3), Options::default())
-            .await
-            .expect("b joins");
         // Both see both members before the first call of the test.
-        spread(&a, &b).await;
+        let (a, b) = two_nodes::<Adder>(&etcd, |c| c, Options::default).await;
         for id in 0..20u64 {
             assert_eq!(
                 a.call(id, 100, 1).await.expect("a call"),
@@ -192,15 +204,8 @@ fn a_worker_failure_reaches_the_caller_typed_and_naming_the_node_and_the_id_from
     let _turn = one_at_a_time();
     let etcd = Etcd::start();
     runtime().block_on(async {
-        let a = Cluster::<Picky>::join(config(&etcd, "a", 2), Options::default())
-            .await
-            .expect("a joins")
-            .send_init_errors();
-        let b = Cluster::<Picky>::join(config(&etcd, "b", 3), Options::default())
-            .await
-            .expect("b joins")
-            .send_init_errors();
-        spread(&a, &b).await;
+        let (a, b) = two_nodes::<Picky>(&etcd, |c| c, Options::default).await;
+        let (a, b) = (a.send_init_errors(), b.send_init_errors());
         let (mut remote, mut local) = (0, 0);
         for id in 1..40u64 {
             let owner = a.owner(&id).await.expect("an owner").expect("owned");
@@ -242,13 +247,7 @@ fn a_count_names_the_members_that_did_not_answer_and_counts_the_others() {
     let _turn = one_at_a_time();
     let etcd = Etcd::start();
     runtime().block_on(async {
-        let a = Cluster::<Adder>::join(config(&etcd, "a", 2), Options::default())
-            .await
-            .expect("a joins");
-        let b = Cluster::<Adder>::join(config(&etcd, "b", 3), Options::default())
-            .await
-            .expect("b joins");
-        spread(&a, &b).await;
+        let (a, b) = two_nodes::<Adder>(&etcd, |c| c, Options::default).await;
         for id in 0..10u64 {
             a.call(id, 0, 1).await.expect("a call");
         }
@@ -302,13 +301,7 @@ fn a_node_s_worker_limit_holds_over_all_its_shards_and_refuses_starts_beyond_it(
         // Each shard's registry alone would allow 2 workers: 16 shards
         // would allow 32. The node's limit is 3, over all its shards.
         let options = || Options::default().max_workers(2);
-        let a = Cluster::<Adder>::join(config(&etcd, "a", 2).max_workers(3), options())
-            .await
-            .expect("a joins");
-        let b = Cluster::<Adder>::join(config(&etcd, "b", 3).max_workers(3), options())
-            .await
-            .expect("b joins");
-        spread(&a, &b).await;
+        let (a, b) = two_nodes::<Adder>(&etcd, |c| c.max_workers(3), options).await;
         let (mut started, mut refused) = (Vec::new(), 0);
         for id in 0..40u64 {
             match a.call(id, 0, 1).await {
