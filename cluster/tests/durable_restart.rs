@@ -30,22 +30,12 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(60);
 /// that does not come within it is a request that hung.
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 
-fn node(etcd: &Etcd, name: &str, host: u8, log: &Path, pg: &Server) -> Node {
-    Node::start_with(
-        etcd,
-        name,
-        host,
-        log,
-        &["--pg", &pg.url(), "--shards", "16"],
-    )
-}
-
 /// Nodes a, b and c on 127.0.0.2 to 4, settled.
 fn three_nodes(etcd: &Etcd, log: &Path, pg: &Server) -> Vec<Node> {
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
         .zip(2..)
-        .map(|(name, host)| node(etcd, name, host, log, pg))
+        .map(|(name, host)| Node::on_postgres(etcd, name, host, log, pg))
         .collect();
     settled(&mut nodes);
     nodes
@@ -304,7 +294,7 @@ fn a_rolling_restart_on_postgres_keeps_every_acknowledged_write() {
                             assert!(client.read(node, acked), "{name}: a write went unanswered");
                         }
                         client.leave(node, acked);
-                        *node = self::node(etcd, name, host, log, pg);
+                        *node = Node::on_postgres(etcd, name, host, log, pg);
                         back.store(true, Ordering::Release);
                     }
                     client.write_until(node, stop, acked);

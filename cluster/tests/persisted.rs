@@ -18,16 +18,6 @@ fn start_postgres() -> Server {
     Server::start().unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}"))
 }
 
-fn node(etcd: &Etcd, name: &str, host: u8, log: &Path, pg: &Server) -> Node {
-    Node::start_with(
-        etcd,
-        name,
-        host,
-        log,
-        &["--pg", &pg.url(), "--shards", "16"],
-    )
-}
-
 /// A PostgreSQL, an etcd, and nodes on 127.0.0.2 on sharing them, settled;
 /// the incarnation log's path.
 fn cluster(names: &[&str]) -> (Server, Etcd, PathBuf, Vec<Node>) {
@@ -36,7 +26,7 @@ fn cluster(names: &[&str]) -> (Server, Etcd, PathBuf, Vec<Node>) {
     let log = log_path(&etcd.dir);
     let mut nodes: Vec<Node> = (2..)
         .zip(names)
-        .map(|(host, name)| node(&etcd, name, host, &log, &pg))
+        .map(|(host, name)| Node::on_postgres(&etcd, name, host, &log, &pg))
         .collect();
     settled(&mut nodes);
     (pg, etcd, log, nodes)
@@ -81,7 +71,7 @@ fn a_moving_shard_hands_its_workers_state_to_the_new_owner_through_postgres() {
     // c joins and takes shards from a and b; then b leaves and hands its
     // shards to a and c. Each move ends the old owner's workers, whose
     // `terminate` flushes; the new owner's workers load what was flushed.
-    nodes.push(node(&etcd, "c", 4, &log, &pg));
+    nodes.push(Node::on_postgres(&etcd, "c", 4, &log, &pg));
     settled(&mut nodes);
     nodes[1].ask("leave", "left", Duration::from_secs(20));
     nodes[1].wait_exit(Duration::from_secs(10));

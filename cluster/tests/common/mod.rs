@@ -180,6 +180,24 @@ impl Node {
         Node::start_via(&etcd.url(), name, host, log, extra)
     }
 
+    /// A node on 16 shards whose probes keep their totals in `pg`'s
+    /// PostgreSQL (persisted state, written on request and on every end).
+    pub fn on_postgres(
+        etcd: &Etcd,
+        name: &str,
+        host: u8,
+        log: &Path,
+        pg: &gen_registry_postgres::testing::Server,
+    ) -> Node {
+        Node::start_with(
+            etcd,
+            name,
+            host,
+            log,
+            &["--pg", &pg.url(), "--shards", "16"],
+        )
+    }
+
     /// Starts a node that reaches etcd at `etcd_url` (a [`Proxy`]'s).
     pub fn start_via(etcd_url: &str, name: &str, host: u8, log: &Path, extra: &[&str]) -> Node {
         let program = Path::new(env!("CARGO_BIN_EXE_cluster-node"));
