@@ -119,17 +119,7 @@ fn voted_out_inside_its_own_network_namespace() {
     let mut nodes = start_three(&etcd, &log);
     // The ids c serves, as a sees them.
     let on_c: Vec<u64> = (0..IDS)
-        .filter(|id| {
-            nodes[0]
-                .ask(
-                    &format!("owner {id}"),
-                    &format!("owner {id} "),
-                    Duration::from_secs(10),
-                )
-                .split_whitespace()
-                .nth(2)
-                == Some("c")
-        })
+        .filter(|id| nodes[0].owner_of(*id) == "c")
         .collect();
     assert!(!on_c.is_empty(), "c serves some of the ids");
     nodes[1].send("load 40 15000 4");

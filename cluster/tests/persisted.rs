@@ -32,19 +32,6 @@ fn cluster(names: &[&str]) -> (Server, Etcd, PathBuf, Vec<Node>) {
     (pg, etcd, log, nodes)
 }
 
-/// The node named in `owner ID`'s answer.
-fn owner(node: &mut Node, id: u64) -> String {
-    let line = node.ask(
-        &format!("owner {id}"),
-        &format!("owner {id} "),
-        Duration::from_secs(10),
-    );
-    line.split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Calls `id` from `node` until a call succeeds (bounded): while a shard
 /// has no owner, calls time out.
 fn call_until_ok(node: &mut Node, id: u64, add: u64) -> u64 {
@@ -109,7 +96,7 @@ fn a_node_paused_past_its_lease_is_refused_by_the_store_when_it_writes_on_waking
     let _turn = one_at_a_time();
     let (_pg, _etcd, log, mut nodes) = cluster(&["a", "b", "c"]);
     let on_c: Vec<u64> = (0..IDS)
-        .filter(|id| owner(&mut nodes[0], *id) == "c")
+        .filter(|id| nodes[0].owner_of(*id) == "c")
         .collect();
     assert!(!on_c.is_empty(), "c owns no id of 0..{IDS}");
     // c's workers hold changes they have not written.

@@ -32,20 +32,6 @@ fn settled(nodes: &mut [&mut Node]) {
     });
 }
 
-/// An id whose shard `owner` serves, as `asker` sees it.
-fn id_of(asker: &mut Node, owner: &str) -> u64 {
-    (0..10_000u64)
-        .find(|id| {
-            let line = asker.ask(
-                &format!("owner {id}"),
-                &format!("owner {id} "),
-                Duration::from_secs(10),
-            );
-            line.split_whitespace().nth(2) == Some(owner)
-        })
-        .unwrap_or_else(|| panic!("{owner} serves no id"))
-}
-
 #[test]
 fn a_cluster_over_tls_serves_calls_across_its_nodes() {
     let _turn = one_at_a_time();
@@ -65,8 +51,8 @@ fn a_cluster_over_tls_serves_calls_across_its_nodes() {
     );
     settled(&mut [&mut a, &mut b]);
 
-    let on_b = id_of(&mut a, "b");
-    let on_a = id_of(&mut b, "a");
+    let on_b = a.id_owned_by("b");
+    let on_a = b.id_owned_by("a");
     assert_eq!(a.call(on_b, 2), Ok(2));
     assert_eq!(b.call(on_b, 3), Ok(5));
     assert_eq!(b.call(on_a, 7), Ok(7));
@@ -106,10 +92,10 @@ fn a_node_whose_certificate_comes_from_another_ca_is_refused_with_a_clear_error_
 
     // x dials a: a finds x's certificate from an unknown issuer, and x
     // hears a's refusal (a TLS alert: unknown CA).
-    let on_a = id_of(&mut x, "a");
+    let on_a = x.id_owned_by("a");
     refused_both_ways(&mut x, &mut a, on_a, "alert", "UnknownIssuer");
     // a dials x: a finds x's certificate from an unknown issuer.
-    let on_x = id_of(&mut a, "x");
+    let on_x = a.id_owned_by("x");
     refused_both_ways(&mut a, &mut x, on_x, "UnknownIssuer", "alert");
     // Neither call reached a worker.
     let started = incarnations(&log_path(&etcd.dir));
@@ -126,8 +112,8 @@ fn a_node_with_an_expired_certificate_is_refused_with_a_clear_error_on_both_side
     let mut old = start(&etcd, "old", 3, &ca.node_files(&ca, dir, 3, true));
     settled(&mut [&mut a, &mut old]);
 
-    let on_a = id_of(&mut old, "a");
+    let on_a = old.id_owned_by("a");
     refused_both_ways(&mut old, &mut a, on_a, "alert", "expired");
-    let on_old = id_of(&mut a, "old");
+    let on_old = a.id_owned_by("old");
     refused_both_ways(&mut a, &mut old, on_old, "expired", "alert");
 }

@@ -38,20 +38,6 @@ fn spans(node: &mut Node) -> Vec<Recorded> {
     }
 }
 
-/// An id whose shard `owner` serves, as the node `asker` sees it.
-fn id_owned_by(asker: &mut Node, owner: &str) -> u64 {
-    (0..1000)
-        .find(|id| {
-            let line = asker.ask(
-                &format!("owner {id}"),
-                &format!("owner {id} "),
-                Duration::from_secs(10),
-            );
-            line.split_whitespace().nth(2) == Some(owner)
-        })
-        .expect("the node owns some id of 1000")
-}
-
 #[test]
 fn a_remote_call_is_served_in_a_span_under_the_callers_span() {
     let _turn = one_at_a_time();
@@ -65,8 +51,8 @@ fn a_remote_call_is_served_in_a_span_under_the_callers_span() {
     ];
     settled(&mut nodes);
     let [a, b] = &mut nodes;
-    let remote = id_owned_by(a, "b");
-    let local = id_owned_by(a, "a");
+    let remote = a.id_owned_by("b");
+    let local = a.id_owned_by("a");
     // One call at a time: the remote call's request span ends first.
     assert_eq!(a.call(remote, 1), Ok(1));
     assert_eq!(a.call(local, 1), Ok(1));

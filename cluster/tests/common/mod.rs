@@ -309,6 +309,27 @@ impl Node {
         self.expect(answer, within)
     }
 
+    /// The name of the node serving `id`'s shard, as this node sees it
+    /// (`owner ID`); empty if none does.
+    pub fn owner_of(&mut self, id: u64) -> String {
+        let line = self.ask(
+            &format!("owner {id}"),
+            &format!("owner {id} "),
+            Duration::from_secs(10),
+        );
+        line.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// An id whose shard `owner` serves, as this node sees it.
+    pub fn id_owned_by(&mut self, owner: &str) -> u64 {
+        (0..10_000u64)
+            .find(|id| self.owner_of(*id) == owner)
+            .unwrap_or_else(|| panic!("{owner} serves none of the ids below 10,000"))
+    }
+
     /// `call ID ADD`: `Ok(total)` or `Err(line)`.
     pub fn call(&mut self, id: u64, add: u64) -> Result<u64, String> {
         self.send_call(id, add);
